@@ -1,0 +1,663 @@
+//! The embedded SQLite backend (WAL, `synchronous = FULL`).
+//!
+//! One writer thread owns the only write connection and commits in groups: it takes the
+//! first queued job, drains whatever else queued up meanwhile (up to [`MAX_BATCH`]), runs
+//! each job in its own savepoint (so one failing job cannot undo the others), commits
+//! once — one fsync of the WAL for the whole batch — and only then answers every caller.
+//! A caller therefore never hears `Ok` before its write is on disk, and concurrent
+//! callers share syncs.
+//!
+//! Reads go to a small pool of read-only connections on blocking threads; WAL lets them
+//! run beside the writer and see every committed batch.
+//!
+//! Values are sealed by the keyring before they reach SQLite (in the caller's thread,
+//! keeping the writer lean); only `modify` and `token_delete_tree` open values inside the
+//! writer, because they must read and write atomically.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use crate::barrier::{KeyedHash, Keyring};
+use crate::{Modify, Plain, Storage, StorageError, StoredToken, TokenUse};
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 16;
+/// Name of the database file inside the data directory.
+pub const DB_FILE: &str = "leash.db";
+const KEYCHECK_PLAINTEXT: &[u8] = b"leash keycheck v1";
+const KEYCHECK_LOCATION: &str = "meta/keycheck";
+
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (
+    ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (ns, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tokens (
+    hash BLOB PRIMARY KEY,
+    accessor_hash BLOB NOT NULL UNIQUE,
+    parent BLOB,
+    expire_at INTEGER,
+    uses_left INTEGER,
+    entry BLOB NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tokens_parent ON tokens(parent) WHERE parent IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tokens_expire ON tokens(expire_at) WHERE expire_at IS NOT NULL;
+";
+
+fn io(e: rusqlite::Error) -> StorageError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StorageError::Conflict("a record with the same identity exists".into())
+        }
+        other => StorageError::Io(other.to_string()),
+    }
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn take(&self) -> Result<Connection, StorageError> {
+        if let Some(c) = self.idle.lock().map_err(|_| StorageError::Closed)?.pop() {
+            return Ok(c);
+        }
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(io)?;
+        c.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(io)?;
+        Ok(c)
+    }
+
+    fn give(&self, c: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(c);
+            }
+        }
+    }
+}
+
+/// SQLite storage in a data directory.
+pub struct SqliteStorage {
+    keyring: Arc<Keyring>,
+    jobs: Option<mpsc::Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    readers: Arc<ReaderPool>,
+}
+
+impl Drop for SqliteStorage {
+    /// Stops the writer after the jobs already queued, and waits for it so the database
+    /// is closed (and its WAL checkpointed) when the storage is gone.
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        if let Ok(mut idle) = self.readers.idle.lock() {
+            idle.clear();
+        }
+    }
+}
+
+impl SqliteStorage {
+    /// Opens (or initialises) the database in `dir` with `keyring`. A data directory
+    /// initialised with another key is refused with [`StorageError::WrongKey`] before
+    /// anything is written.
+    pub fn open(dir: &Path, keyring: Keyring) -> Result<SqliteStorage, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StorageError::Io(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open(&path)
+            .map_err(|e| StorageError::Io(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(io)?;
+
+        // Check the key before changing anything.
+        let has_meta: bool = conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(io)?
+            .is_some();
+        if has_meta {
+            let check: Option<Vec<u8>> = conn
+                .query_row("SELECT value FROM meta WHERE key='keycheck'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(io)?;
+            match check {
+                Some(v) => match keyring.open(KEYCHECK_LOCATION, &v) {
+                    Ok(p) if p.as_slice() == KEYCHECK_PLAINTEXT => {}
+                    _ => return Err(StorageError::WrongKey),
+                },
+                None => {
+                    return Err(StorageError::Corrupt(format!(
+                        "{} has no key check record",
+                        path.display()
+                    )));
+                }
+            }
+        }
+
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(io)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(io)?;
+        conn.execute_batch(SCHEMA).map_err(io)?;
+        if !has_meta {
+            let sealed = keyring.seal(KEYCHECK_LOCATION, KEYCHECK_PLAINTEXT)?;
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('keycheck', ?1)",
+                params![sealed],
+            )
+            .map_err(io)?;
+        }
+
+        let (tx, rx) = mpsc::channel::<Job>();
+        let writer = std::thread::Builder::new()
+            .name("leash-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StorageError::Io(format!("cannot start the storage writer: {e}")))?;
+
+        Ok(SqliteStorage {
+            keyring: Arc::new(keyring),
+            jobs: Some(tx),
+            writer: Some(writer),
+            readers: Arc::new(ReaderPool {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Keyring) -> Result<T, StorageError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, StorageError>>();
+        let keyring = Arc::clone(&self.keyring);
+        let job: Job = Box::new(move |conn: &Connection| {
+            let result = in_savepoint(conn, |c| f(c, &keyring));
+            Box::new(move |commit: Result<(), String>| {
+                let outcome = match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(StorageError::Io(format!("commit failed: {e}"))),
+                };
+                let _ = tx.send(outcome);
+            })
+        });
+        self.jobs
+            .as_ref()
+            .ok_or(StorageError::Closed)?
+            .send(job)
+            .map_err(|_| StorageError::Closed)?;
+        rx.await
+            .map_err(|_| StorageError::Io("the storage writer stopped".into()))?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Keyring) -> Result<T, StorageError> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.readers);
+        let keyring = Arc::clone(&self.keyring);
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let r = f(&conn, &keyring);
+            pool.give(conn);
+            r
+        })
+        .await
+        .map_err(|e| StorageError::Io(format!("read task failed: {e}")))?
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    conn.execute_batch("SAVEPOINT job").map_err(io)?;
+    let r = f(conn);
+    let end = if r.is_ok() {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    match conn.execute_batch(end) {
+        Ok(()) => r,
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::error!(error = %e, "storage: cannot begin a transaction");
+            drop(first); // the caller sees "the storage writer stopped"
+            continue;
+        }
+        let mut done: Vec<Completion> = Vec::with_capacity(16);
+        done.push(first(&conn));
+        while done.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => done.push(job(&conn)),
+                Err(_) => break,
+            }
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, batch = done.len(), "storage: commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for c in done {
+            c(commit.clone());
+        }
+    }
+}
+
+fn entry_location(ns: &str, key: &str) -> String {
+    format!("entries/{ns}/{key}")
+}
+
+fn token_location(hash: &KeyedHash) -> String {
+    format!("tokens/{}", hex::encode(hash.0))
+}
+
+fn hash_from(v: Vec<u8>) -> Result<KeyedHash, StorageError> {
+    <[u8; 32]>::try_from(v.as_slice())
+        .map(KeyedHash)
+        .map_err(|_| StorageError::Corrupt("token hash has the wrong length".into()))
+}
+
+type TokenRow = (
+    Vec<u8>,
+    Vec<u8>,
+    Option<Vec<u8>>,
+    Option<i64>,
+    Option<i64>,
+    Vec<u8>,
+);
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn token_from_row(k: &Keyring, row: TokenRow) -> Result<StoredToken, StorageError> {
+    let (hash, acc, parent, expire_at, uses_left, sealed) = row;
+    let hash = hash_from(hash)?;
+    let entry = k.open(&token_location(&hash), &sealed)?;
+    Ok(StoredToken {
+        hash,
+        accessor_hash: hash_from(acc)?,
+        parent: parent.map(hash_from).transpose()?,
+        expire_at,
+        uses_left,
+        entry,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "hash, accessor_hash, parent, expire_at, uses_left, entry";
+
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    // The smallest string greater than every string starting with `prefix`.
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(c) = chars.pop() {
+        if let Some(next) = char::from_u32(c as u32 + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+fn list_keys(c: &Connection, ns: &str, prefix: &str) -> Result<Vec<String>, StorageError> {
+    let mut out = Vec::new();
+    match prefix_upper_bound(prefix) {
+        Some(upper) => {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT key FROM entries WHERE ns = ?1 AND key >= ?2 AND key < ?3 ORDER BY key",
+                )
+                .map_err(io)?;
+            let rows = st
+                .query_map(params![ns, prefix, upper], |r| r.get::<_, String>(0))
+                .map_err(io)?;
+            for r in rows {
+                out.push(r.map_err(io)?);
+            }
+        }
+        None => {
+            let mut st = c
+                .prepare_cached("SELECT key FROM entries WHERE ns = ?1 AND key >= ?2 ORDER BY key")
+                .map_err(io)?;
+            let rows = st
+                .query_map(params![ns, prefix], |r| r.get::<_, String>(0))
+                .map_err(io)?;
+            for r in rows {
+                out.push(r.map_err(io)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Storage for SqliteStorage {
+    fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    async fn get(&self, ns: &str, key: &str) -> Result<Option<Plain>, StorageError> {
+        let (ns, key) = (ns.to_owned(), key.to_owned());
+        self.read(move |c, k| {
+            let v: Option<Vec<u8>> = c
+                .prepare_cached("SELECT value FROM entries WHERE ns = ?1 AND key = ?2")
+                .map_err(io)?
+                .query_row(params![ns, key], |r| r.get(0))
+                .optional()
+                .map_err(io)?;
+            v.map(|v| k.open(&entry_location(&ns, &key), &v))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn put(&self, ns: &str, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
+        let sealed = self.keyring.seal(&entry_location(ns, key), &value)?;
+        drop(Plain::new(value));
+        let (ns, key) = (ns.to_owned(), key.to_owned());
+        self.write(move |c, _| {
+            c.prepare_cached("INSERT OR REPLACE INTO entries (ns, key, value) VALUES (?1, ?2, ?3)")
+                .map_err(io)?
+                .execute(params![ns, key, sealed])
+                .map_err(io)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, ns: &str, key: &str) -> Result<bool, StorageError> {
+        let (ns, key) = (ns.to_owned(), key.to_owned());
+        self.write(move |c, _| {
+            let n = c
+                .prepare_cached("DELETE FROM entries WHERE ns = ?1 AND key = ?2")
+                .map_err(io)?
+                .execute(params![ns, key])
+                .map_err(io)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn list(&self, ns: &str, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let (ns, prefix) = (ns.to_owned(), prefix.to_owned());
+        self.read(move |c, _| list_keys(c, &ns, &prefix)).await
+    }
+
+    async fn delete_prefix(&self, ns: &str, prefix: &str) -> Result<u64, StorageError> {
+        let (ns, prefix) = (ns.to_owned(), prefix.to_owned());
+        self.write(move |c, _| {
+            let keys = list_keys(c, &ns, &prefix)?;
+            let mut st = c
+                .prepare_cached("DELETE FROM entries WHERE ns = ?1 AND key = ?2")
+                .map_err(io)?;
+            for k in &keys {
+                st.execute(params![ns, k]).map_err(io)?;
+            }
+            Ok(keys.len() as u64)
+        })
+        .await
+    }
+
+    async fn modify(&self, ns: &str, key: &str, f: Modify) -> Result<Option<Plain>, StorageError> {
+        let (ns, key) = (ns.to_owned(), key.to_owned());
+        self.write(move |c, k| {
+            let loc = entry_location(&ns, &key);
+            let current: Option<Vec<u8>> = c
+                .prepare_cached("SELECT value FROM entries WHERE ns = ?1 AND key = ?2")
+                .map_err(io)?
+                .query_row(params![ns, key], |r| r.get(0))
+                .optional()
+                .map_err(io)?;
+            let plain = current.map(|v| k.open(&loc, &v)).transpose()?;
+            match f(plain.as_deref().map(Vec::as_slice)).map_err(StorageError::Rejected)? {
+                Some(new) => {
+                    let sealed = k.seal(&loc, &new)?;
+                    c.prepare_cached(
+                        "INSERT OR REPLACE INTO entries (ns, key, value) VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(io)?
+                    .execute(params![ns, key, sealed])
+                    .map_err(io)?;
+                    Ok(Some(Plain::new(new)))
+                }
+                None => {
+                    c.prepare_cached("DELETE FROM entries WHERE ns = ?1 AND key = ?2")
+                        .map_err(io)?
+                        .execute(params![ns, key])
+                        .map_err(io)?;
+                    Ok(None)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn token_insert(&self, t: StoredToken) -> Result<(), StorageError> {
+        let sealed = self.keyring.seal(&token_location(&t.hash), &t.entry)?;
+        self.write(move |c, _| {
+            c.prepare_cached(
+                "INSERT INTO tokens (hash, accessor_hash, parent, expire_at, uses_left, entry) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(io)?
+            .execute(params![
+                t.hash.0.as_slice(),
+                t.accessor_hash.0.as_slice(),
+                t.parent.map(|p| p.0.to_vec()),
+                t.expire_at,
+                t.uses_left,
+                sealed
+            ])
+            .map_err(io)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token_get(&self, hash: KeyedHash) -> Result<Option<StoredToken>, StorageError> {
+        self.read(move |c, k| {
+            let row = c
+                .prepare_cached(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"
+                ))
+                .map_err(io)?
+                .query_row(params![hash.0.as_slice()], token_row)
+                .optional()
+                .map_err(io)?;
+            row.map(|r| token_from_row(k, r)).transpose()
+        })
+        .await
+    }
+
+    async fn token_by_accessor(
+        &self,
+        accessor_hash: KeyedHash,
+    ) -> Result<Option<StoredToken>, StorageError> {
+        self.read(move |c, k| {
+            let row = c
+                .prepare_cached(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE accessor_hash = ?1"
+                ))
+                .map_err(io)?
+                .query_row(params![accessor_hash.0.as_slice()], token_row)
+                .optional()
+                .map_err(io)?;
+            row.map(|r| token_from_row(k, r)).transpose()
+        })
+        .await
+    }
+
+    async fn token_update(
+        &self,
+        hash: KeyedHash,
+        expire_at: Option<i64>,
+        entry: Vec<u8>,
+    ) -> Result<bool, StorageError> {
+        let sealed = self.keyring.seal(&token_location(&hash), &entry)?;
+        drop(Plain::new(entry));
+        self.write(move |c, _| {
+            let n = c
+                .prepare_cached("UPDATE tokens SET expire_at = ?2, entry = ?3 WHERE hash = ?1")
+                .map_err(io)?
+                .execute(params![hash.0.as_slice(), expire_at, sealed])
+                .map_err(io)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn token_use(&self, hash: KeyedHash) -> Result<TokenUse, StorageError> {
+        self.write(move |c, _| {
+            let left: Option<Option<i64>> = c
+                .prepare_cached(
+                    "UPDATE tokens SET uses_left = uses_left - 1 WHERE hash = ?1 AND uses_left > 0 RETURNING uses_left",
+                )
+                .map_err(io)?
+                .query_row(params![hash.0.as_slice()], |r| r.get(0))
+                .optional()
+                .map_err(io)?;
+            if let Some(Some(n)) = left {
+                return Ok(TokenUse::Remaining(n));
+            }
+            let current: Option<Option<i64>> = c
+                .prepare_cached("SELECT uses_left FROM tokens WHERE hash = ?1")
+                .map_err(io)?
+                .query_row(params![hash.0.as_slice()], |r| r.get(0))
+                .optional()
+                .map_err(io)?;
+            Ok(match current {
+                Some(None) => TokenUse::Unlimited,
+                _ => TokenUse::Exhausted,
+            })
+        })
+        .await
+    }
+
+    async fn token_delete_tree(
+        &self,
+        hash: KeyedHash,
+        orphan_children: bool,
+    ) -> Result<Vec<StoredToken>, StorageError> {
+        self.write(move |c, k| {
+            let rows: Vec<TokenRow> = if orphan_children {
+                c.prepare_cached("UPDATE tokens SET parent = NULL WHERE parent = ?1")
+                    .map_err(io)?
+                    .execute(params![hash.0.as_slice()])
+                    .map_err(io)?;
+                let mut st = c
+                    .prepare_cached(&format!(
+                        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"
+                    ))
+                    .map_err(io)?;
+                let r = st
+                    .query_map(params![hash.0.as_slice()], token_row)
+                    .map_err(io)?;
+                r.collect::<Result<_, _>>().map_err(io)?
+            } else {
+                let mut st = c
+                    .prepare_cached(&format!(
+                        "WITH RECURSIVE sub(h, depth) AS (
+                           SELECT hash, 0 FROM tokens WHERE hash = ?1
+                           UNION ALL
+                           SELECT t.hash, sub.depth + 1 FROM tokens t JOIN sub ON t.parent = sub.h
+                         )
+                         SELECT {} FROM tokens JOIN sub ON tokens.hash = sub.h ORDER BY sub.depth",
+                        TOKEN_COLUMNS
+                            .split(", ")
+                            .map(|col| format!("tokens.{col}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                    .map_err(io)?;
+                let r = st
+                    .query_map(params![hash.0.as_slice()], token_row)
+                    .map_err(io)?;
+                r.collect::<Result<_, _>>().map_err(io)?
+            };
+            let mut del = c
+                .prepare_cached("DELETE FROM tokens WHERE hash = ?1")
+                .map_err(io)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                del.execute(params![row.0.as_slice()]).map_err(io)?;
+                out.push(token_from_row(k, row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn tokens_expired(&self, now: i64, limit: usize) -> Result<Vec<KeyedHash>, StorageError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c, _| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT hash FROM tokens WHERE expire_at IS NOT NULL AND expire_at <= ?1 ORDER BY expire_at LIMIT ?2",
+                )
+                .map_err(io)?;
+            let rows = st.query_map(params![now, limit], |r| r.get::<_, Vec<u8>>(0)).map_err(io)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(hash_from(r.map_err(io)?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn token_count(&self) -> Result<u64, StorageError> {
+        self.read(|c, _| {
+            let n: i64 = c
+                .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))
+                .map_err(io)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;
