@@ -1,0 +1,393 @@
+//! The audit broker: the set of enabled devices, and fail-closed logging to all of them.
+//!
+//! [`Broker::log`] builds the entry once per device (each device has its own HMAC key and
+//! its own `log_raw`), serialises it to one JSON line (after the device's `prefix`), hands
+//! the lines to every device at once and waits for them with one shared deadline. It is
+//! `Ok` only if at least one device durably recorded the entry; otherwise the request must
+//! fail (DESIGN invariant 3). A device that hangs cannot hang callers: queueing never
+//! blocks, and waiting is bounded by the deadline.
+//!
+//! Invariants: no lock is held across an `.await`; enable and disable never leave a
+//! half-registered device; failures are logged with the device path and the OS error,
+//! never with the entry.
+//!
+//! Not here: what an entry contains (the core's closure builds it), persisting the audit
+//! table or device keys across restarts (the core re-enables devices at startup).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use leash_types::SecretBytes;
+use serde_json::Value;
+
+use crate::config::{self, DeviceConfig, FileOptions, KIND_FILE, Target};
+use crate::error::AuditError;
+use crate::file::{self, Destination, Writer};
+use crate::hash::Hasher;
+use crate::stats::{Counters, DeviceStats};
+
+/// The per-entry write deadline the core uses unless configured otherwise.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The entry builder [`Broker::log`] calls once per device: the device's [`Hasher`] and
+/// whether the device logs raw (unhashed) entries.
+pub type BuildEntry<'a> = dyn Fn(&Hasher, bool) -> Value + Send + Sync + 'a;
+
+/// The enabled audit devices. `Send + Sync`; share it in an `Arc`.
+pub struct Broker {
+    deadline: Duration,
+    queue_capacity: usize,
+    devices: RwLock<BTreeMap<String, Arc<Device>>>,
+}
+
+/// One enabled device.
+struct Device {
+    config: DeviceConfig,
+    log_raw: bool,
+    prefix: Vec<u8>,
+    hasher: Hasher,
+    sink: Sink,
+    counters: Arc<Counters>,
+}
+
+enum Sink {
+    /// `file_path = "discard"`: every entry succeeds, nothing is written.
+    Discard,
+    /// A file or stdout, behind its writer thread.
+    Writer(Writer),
+}
+
+/// What happened when a line was offered to a device.
+enum Offer {
+    Recorded,
+    Pending(tokio::sync::oneshot::Receiver<file::WriteResult>),
+    Failed(String),
+}
+
+impl Broker {
+    /// A broker with no devices; `deadline` bounds each entry's write (and each device's
+    /// open and close).
+    pub fn new(deadline: Duration) -> Broker {
+        Broker::with_queue_capacity(deadline, file::QUEUE_CAPACITY)
+    }
+
+    /// As [`Broker::new`], with each device queueing at most `queue_capacity` lines.
+    pub(crate) fn with_queue_capacity(deadline: Duration, queue_capacity: usize) -> Broker {
+        Broker {
+            deadline,
+            queue_capacity,
+            devices: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// Validates `cfg` and opens the device (on its own thread, bounded by the deadline).
+    /// `cfg.path` is normalised (`file` → `file/`). A path that is already enabled, or
+    /// that contains or is contained by an enabled path, is [`AuditError::AlreadyEnabled`].
+    pub async fn enable(&self, cfg: DeviceConfig, key: SecretBytes) -> Result<(), AuditError> {
+        let path = config::normalize_path(&cfg.path)?;
+        if cfg.kind != KIND_FILE {
+            return Err(AuditError::InvalidConfig(format!(
+                "audit device type {:?} is not supported; supported: {KIND_FILE:?}",
+                cfg.kind
+            )));
+        }
+        let opts = FileOptions::parse(&cfg.options)?;
+        if let Some(existing) = conflict(&self.read(), &path) {
+            return Err(AuditError::AlreadyEnabled(already_in_use(&path, &existing)));
+        }
+
+        let counters = Arc::new(Counters::default());
+        let dest = match opts.target {
+            Target::Discard => None,
+            Target::Stdout => Some(Destination::Stdout),
+            Target::File(p) => Some(Destination::File(p)),
+        };
+        let sink = match dest {
+            None => Sink::Discard,
+            Some(dest) => Sink::Writer(
+                Writer::start(
+                    &path,
+                    dest,
+                    opts.mode,
+                    self.queue_capacity,
+                    self.deadline,
+                    counters.clone(),
+                )
+                .await?,
+            ),
+        };
+        let device = Arc::new(Device {
+            config: DeviceConfig {
+                path: path.clone(),
+                ..cfg
+            },
+            log_raw: opts.log_raw,
+            prefix: opts.prefix.into_bytes(),
+            hasher: Hasher::new(key).with_options(opts.hmac_accessor, opts.elide_list_responses),
+            sink,
+            counters,
+        });
+
+        // Another enable may have taken the path while this one was opening.
+        let lost_race = {
+            let mut devices = self.write();
+            match conflict(&devices, &path) {
+                Some(existing) => Some(existing),
+                None => {
+                    devices.insert(path.clone(), device.clone());
+                    None
+                }
+            }
+        };
+        match lost_race {
+            None => Ok(()),
+            Some(existing) => {
+                device.close(self.deadline).await;
+                Err(AuditError::AlreadyEnabled(already_in_use(&path, &existing)))
+            }
+        }
+    }
+
+    /// Disables the device at `path`: no new entries go to it, what it has queued is
+    /// written and synced, and its file is closed (waiting at most the deadline). Returns
+    /// whether a device was enabled there.
+    pub async fn disable(&self, path: &str) -> bool {
+        let Ok(path) = config::normalize_path(path) else {
+            return false;
+        };
+        let removed = self.write().remove(&path);
+        match removed {
+            Some(device) => {
+                device.close(self.deadline).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The enabled devices, sorted by path.
+    pub fn list(&self) -> Vec<DeviceConfig> {
+        self.read().values().map(|d| d.config.clone()).collect()
+    }
+
+    /// `hmac-sha256:…` of `input` under the key of the device at `path`
+    /// (`sys/audit-hash/:path`); `None` if no device is enabled there.
+    pub fn hash(&self, path: &str, input: &str) -> Option<String> {
+        let path = config::normalize_path(path).ok()?;
+        self.read().get(&path).map(|d| d.hasher.hmac(input))
+    }
+
+    /// The `hmac_accessor` option of the device at `path` (the builder passed to
+    /// [`Broker::log`] also sees it as [`Hasher::hmac_accessor`]).
+    pub fn hmac_accessor(&self, path: &str) -> Option<bool> {
+        let path = config::normalize_path(path).ok()?;
+        self.read().get(&path).map(|d| d.hasher.hmac_accessor())
+    }
+
+    /// Whether no device is enabled (then [`Broker::log`] succeeds without writing).
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    /// The per-entry deadline.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Records one entry on every enabled device; fails closed.
+    ///
+    /// `build(hasher, log_raw)` is called once per device and must return the entry with
+    /// secrets hashed by `hasher` unless `log_raw` is true. `Ok` if no device is enabled,
+    /// or if at least one device wrote and synced the line before the deadline;
+    /// otherwise [`AuditError::AllDevicesFailed`], and the request must fail.
+    pub async fn log(&self, build: &BuildEntry<'_>) -> Result<(), AuditError> {
+        let devices: Vec<Arc<Device>> = self.read().values().cloned().collect();
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let until = tokio::time::Instant::now() + self.deadline;
+
+        // Offer the line to every device before waiting on any: they write concurrently.
+        let mut recorded = 0usize;
+        let mut pending = Vec::with_capacity(devices.len());
+        for device in &devices {
+            match device.offer(build) {
+                Offer::Recorded => recorded += 1,
+                Offer::Pending(outcome) => pending.push((device, outcome)),
+                Offer::Failed(reason) => device.failed(&reason),
+            }
+        }
+        for (device, outcome) in pending {
+            match tokio::time::timeout_at(until, outcome).await {
+                Ok(Ok(Ok(()))) => recorded += 1,
+                Ok(Ok(Err(e))) => device.failed(&e.to_string()),
+                Ok(Err(_)) => device.failed("writer thread ended"),
+                Err(_) => device.failed(&format!(
+                    "not written within the deadline of {} ms",
+                    self.deadline.as_millis()
+                )),
+            }
+        }
+
+        if recorded > 0 {
+            Ok(())
+        } else {
+            Err(AuditError::AllDevicesFailed {
+                attempted: devices.len(),
+            })
+        }
+    }
+
+    /// Counters of every enabled device, sorted by path.
+    pub fn stats(&self) -> Vec<DeviceStats> {
+        self.read()
+            .values()
+            .map(|d| d.counters.snapshot(&d.config.path))
+            .collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Device>>> {
+        // Nothing panics while holding this lock; if something did, the map is still whole.
+        self.devices.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Device>>> {
+        self.devices.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("deadline", &self.deadline)
+            .field("devices", &self.read().keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Device {
+    /// Builds this device's line and queues it.
+    fn offer(&self, build: &BuildEntry<'_>) -> Offer {
+        let entry = build(&self.hasher, self.log_raw);
+        let mut line = self.prefix.clone();
+        if let Err(e) = serde_json::to_writer(&mut line, &entry) {
+            // Only a map with non-string keys fails here, which a `Value` cannot hold; the
+            // error names the category, never the entry.
+            return Offer::Failed(format!("cannot serialise entry: {:?}", e.classify()));
+        }
+        line.push(b'\n');
+        match &self.sink {
+            Sink::Discard => {
+                self.counters.add_entries(1);
+                Offer::Recorded
+            }
+            Sink::Writer(writer) => match writer.submit(line) {
+                Ok(outcome) => Offer::Pending(outcome),
+                Err(e) => Offer::Failed(e.to_string()),
+            },
+        }
+    }
+
+    fn failed(&self, reason: &str) {
+        self.counters.add_failure();
+        tracing::warn!(
+            device = %self.config.path,
+            error = %reason,
+            "audit device failed to record an entry"
+        );
+    }
+
+    async fn close(&self, deadline: Duration) {
+        if let Sink::Writer(writer) = &self.sink
+            && !writer.close(deadline).await
+        {
+            tracing::warn!(
+                device = %self.config.path,
+                "audit device did not finish writing within the deadline; it closes when its stuck write returns"
+            );
+        }
+    }
+}
+
+/// The enabled path that `path` overlaps (equal, or one a prefix of the other), if any.
+fn conflict(devices: &BTreeMap<String, Arc<Device>>, path: &str) -> Option<String> {
+    devices
+        .keys()
+        .find(|existing| existing.starts_with(path) || path.starts_with(existing.as_str()))
+        .cloned()
+}
+
+fn already_in_use(path: &str, existing: &str) -> String {
+    if path == existing {
+        format!("{path:?}")
+    } else {
+        format!("{path:?} overlaps enabled device {existing:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::time::Instant;
+
+    /// Linux's O_NONBLOCK (0o4000 on x86_64 and aarch64), so opening a FIFO's read end
+    /// does not wait for a writer.
+    const O_NONBLOCK: i32 = 0o4000;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_queue_fails_at_once_instead_of_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+
+        let deadline = Duration::from_millis(1000);
+        let broker = Broker::with_queue_capacity(deadline, 1);
+        let cfg = DeviceConfig {
+            path: "fifo/".into(),
+            kind: "file".into(),
+            description: String::new(),
+            options: [("file_path".to_owned(), fifo.display().to_string())].into(),
+            local: false,
+        };
+        broker.enable(cfg, SecretBytes::random(32)).await.unwrap();
+        let big = "x".repeat(16 * 1024);
+        let build = move |_: &Hasher, _: bool| serde_json::json!({ "pad": big });
+
+        // Fill the pipe until the writer thread is stuck in a write (the first failure).
+        let mut stuck = false;
+        for _ in 0..64 {
+            if broker.log(&build).await.is_err() {
+                stuck = true;
+                break;
+            }
+        }
+        assert!(stuck, "the pipe never filled");
+        // The one-line queue: this entry waits there for the deadline.
+        assert!(broker.log(&build).await.is_err());
+        // Now the queue is full: failures are immediate, not a deadline each.
+        for _ in 0..10 {
+            let t = Instant::now();
+            assert!(matches!(
+                broker.log(&build).await,
+                Err(AuditError::AllDevicesFailed { attempted: 1 })
+            ));
+            assert!(t.elapsed() < deadline / 2, "took {:?}", t.elapsed());
+        }
+        assert!(broker.stats()[0].failures >= 12);
+
+        // Closing the read end unsticks the writer (EPIPE), so disable finishes in time.
+        drop(reader);
+        assert!(broker.disable("fifo/").await);
+    }
+}

@@ -1,0 +1,360 @@
+//! Audit device configuration: what an operator enables, and what it parses into.
+//!
+//! [`DeviceConfig`] is the Vault-shaped description of a device, serialised as Vault's
+//! `sys/audit` lists it (`{"type","description","options","local","path"}`); options are
+//! kept exactly as given so a listing shows what was enabled. [`FileOptions`] is the
+//! parsed form the file device runs on — parse, don't validate: a `FileOptions` value is
+//! always usable. Unknown option keys and unsupported values are errors that name the key
+//! and the value (DESIGN invariant 7); nothing is enabled when parsing fails.
+//!
+//! Not here: opening the file (`file`), storing the audit table (the core does).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::AuditError;
+
+/// The one device type leash has: Vault's `file` device.
+pub const KIND_FILE: &str = "file";
+
+/// `file_path`: where entries go; `stdout` and `discard` are special. Required.
+pub const OPT_FILE_PATH: &str = "file_path";
+/// `log_raw`: write entries without hashing secrets. Default `false`.
+pub const OPT_LOG_RAW: &str = "log_raw";
+/// `hmac_accessor`: hash token accessors. Default `true`.
+pub const OPT_HMAC_ACCESSOR: &str = "hmac_accessor";
+/// `mode`: octal file mode the file is created with and set to; `0000` leaves it alone.
+pub const OPT_MODE: &str = "mode";
+/// `format`: only `json` is supported.
+pub const OPT_FORMAT: &str = "format";
+/// `prefix`: a string written before every entry on its line.
+pub const OPT_PREFIX: &str = "prefix";
+/// `elide_list_responses`: replace list responses by their key count. Default `false`.
+pub const OPT_ELIDE_LIST_RESPONSES: &str = "elide_list_responses";
+
+const KNOWN_OPTIONS: [&str; 7] = [
+    OPT_FILE_PATH,
+    OPT_LOG_RAW,
+    OPT_HMAC_ACCESSOR,
+    OPT_MODE,
+    OPT_FORMAT,
+    OPT_PREFIX,
+    OPT_ELIDE_LIST_RESPONSES,
+];
+
+/// Default file mode of an audit log: readable and writable by the server only.
+const DEFAULT_MODE: u32 = 0o600;
+
+/// One audit device as the operator enabled it (and as `GET sys/audit` lists it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceConfig {
+    /// Mount path with a trailing slash, e.g. `file/`. Defaults to empty when
+    /// deserialising a request body (Vault takes the path from the URL).
+    #[serde(default)]
+    pub path: String,
+    /// Device type; only `file` is supported. Serialised as Vault's `type`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Device options as given (`file_path`, `log_raw`, `hmac_accessor`, `mode`, `format`,
+    /// `prefix`, `elide_list_responses`). When deserialising, booleans and numbers are
+    /// accepted and kept as strings (`true` → `"true"`), as Vault's `TypeKVPairs` does.
+    #[serde(default, deserialize_with = "options_as_strings")]
+    pub options: BTreeMap<String, String>,
+    /// Vault's "local" flag (not replicated); stored and listed, no other effect here.
+    #[serde(default)]
+    pub local: bool,
+}
+
+/// Option values as strings; `null` means unset. Objects and arrays are errors.
+fn options_as_strings<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let raw = Option::<BTreeMap<String, serde_json::Value>>::deserialize(d)?.unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for (key, value) in raw {
+        let value = match value {
+            serde_json::Value::Null => continue,
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Bool(b) => b.to_string(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                return Err(D::Error::custom(format!(
+                    "option {key:?} must be a string, a number or a boolean"
+                )));
+            }
+        };
+        out.insert(key, value);
+    }
+    Ok(out)
+}
+
+/// Where a file device writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A file (or FIFO, or device node) opened for append; entries are fsynced.
+    File(PathBuf),
+    /// Standard output; flushed, not fsynced.
+    Stdout,
+    /// Nowhere; every entry succeeds at once.
+    Discard,
+}
+
+/// The validated options of a file device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FileOptions {
+    pub(crate) target: Target,
+    pub(crate) log_raw: bool,
+    pub(crate) hmac_accessor: bool,
+    /// Octal mode; 0 means "do not touch the mode".
+    pub(crate) mode: u32,
+    pub(crate) prefix: String,
+    pub(crate) elide_list_responses: bool,
+}
+
+impl FileOptions {
+    /// Parses a `file` device's options. An empty value counts as unset.
+    pub(crate) fn parse(options: &BTreeMap<String, String>) -> Result<FileOptions, AuditError> {
+        if let Some(key) = options
+            .keys()
+            .find(|k| !KNOWN_OPTIONS.contains(&k.as_str()))
+        {
+            return Err(AuditError::InvalidConfig(format!(
+                "unknown option {key:?} for audit device type \"file\" (known: {})",
+                KNOWN_OPTIONS.join(", ")
+            )));
+        }
+        let get = |key: &str| {
+            options
+                .get(key)
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+        };
+
+        let target = match get(OPT_FILE_PATH) {
+            None => {
+                return Err(AuditError::InvalidConfig(format!(
+                    "option {OPT_FILE_PATH:?} is required"
+                )));
+            }
+            Some("stdout") => Target::Stdout,
+            Some("discard") => Target::Discard,
+            Some(p) => Target::File(PathBuf::from(p)),
+        };
+        match get(OPT_FORMAT) {
+            None | Some("json") => {}
+            Some("jsonx") => {
+                return Err(AuditError::InvalidConfig(format!(
+                    "option {OPT_FORMAT:?}: \"jsonx\" is not supported; use \"json\""
+                )));
+            }
+            Some(other) => {
+                return Err(AuditError::InvalidConfig(format!(
+                    "option {OPT_FORMAT:?}: unknown format {other:?}; use \"json\""
+                )));
+            }
+        }
+        let mode = match get(OPT_MODE) {
+            None => DEFAULT_MODE,
+            Some(raw) => parse_mode(raw)?,
+        };
+        Ok(FileOptions {
+            target,
+            log_raw: parse_bool(OPT_LOG_RAW, get(OPT_LOG_RAW), false)?,
+            hmac_accessor: parse_bool(OPT_HMAC_ACCESSOR, get(OPT_HMAC_ACCESSOR), true)?,
+            mode,
+            prefix: options.get(OPT_PREFIX).cloned().unwrap_or_default(),
+            elide_list_responses: parse_bool(
+                OPT_ELIDE_LIST_RESPONSES,
+                get(OPT_ELIDE_LIST_RESPONSES),
+                false,
+            )?,
+        })
+    }
+}
+
+/// Booleans as Go's `strconv.ParseBool` reads them (Vault parses options with it).
+fn parse_bool(key: &str, raw: Option<&str>, default: bool) -> Result<bool, AuditError> {
+    match raw {
+        None => Ok(default),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(other) => Err(AuditError::InvalidConfig(format!(
+            "option {key:?}: {other:?} is not a boolean; use \"true\" or \"false\""
+        ))),
+    }
+}
+
+/// An octal mode such as `0600` (Go's `strconv.ParseUint(raw, 8, 32)`), at most `07777`.
+fn parse_mode(raw: &str) -> Result<u32, AuditError> {
+    let bad = || {
+        AuditError::InvalidConfig(format!(
+            "option {OPT_MODE:?}: {raw:?} is not an octal file mode such as \"0600\""
+        ))
+    };
+    if !raw.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(bad());
+    }
+    match u32::from_str_radix(raw, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(bad()),
+    }
+}
+
+/// The canonical form of a mount path: no leading slash, one trailing slash, no empty,
+/// `.` or `..` segment. `file` and `/file/` both become `file/`.
+pub(crate) fn normalize_path(path: &str) -> Result<String, AuditError> {
+    let trimmed = path.trim_start_matches('/');
+    let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+    if trimmed.is_empty() {
+        return Err(AuditError::InvalidConfig(
+            "audit device path must not be empty".to_owned(),
+        ));
+    }
+    if let Some(seg) = trimmed
+        .split('/')
+        .find(|s| s.is_empty() || *s == "." || *s == "..")
+    {
+        return Err(AuditError::InvalidConfig(format!(
+            "audit device path {path:?} has an invalid segment {seg:?}"
+        )));
+    }
+    if trimmed.chars().any(|c| c.is_control()) {
+        return Err(AuditError::InvalidConfig(format!(
+            "audit device path {path:?} contains a control character"
+        )));
+    }
+    Ok(format!("{trimmed}/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn invalid(pairs: &[(&str, &str)]) -> String {
+        match FileOptions::parse(&opts(pairs)) {
+            Err(AuditError::InvalidConfig(m)) => m,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_follow_vault() {
+        let o = FileOptions::parse(&opts(&[("file_path", "/var/log/a.log")])).unwrap();
+        assert_eq!(
+            o,
+            FileOptions {
+                target: Target::File(PathBuf::from("/var/log/a.log")),
+                log_raw: false,
+                hmac_accessor: true,
+                mode: 0o600,
+                prefix: String::new(),
+                elide_list_responses: false,
+            }
+        );
+    }
+
+    #[test]
+    fn every_option_parses() {
+        let o = FileOptions::parse(&opts(&[
+            ("file_path", "stdout"),
+            ("log_raw", "true"),
+            ("hmac_accessor", "false"),
+            ("mode", "0640"),
+            ("format", "json"),
+            ("prefix", "@cee: "),
+            ("elide_list_responses", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(o.target, Target::Stdout);
+        assert!(o.log_raw && !o.hmac_accessor && o.elide_list_responses);
+        assert_eq!(o.mode, 0o640);
+        assert_eq!(o.prefix, "@cee: ");
+        let d = FileOptions::parse(&opts(&[("file_path", "discard"), ("mode", "0000")])).unwrap();
+        assert_eq!((d.target, d.mode), (Target::Discard, 0));
+    }
+
+    #[test]
+    fn bad_options_name_the_key() {
+        assert!(invalid(&[("file_path", "/x"), ("colour", "red")]).contains("\"colour\""));
+        assert!(invalid(&[]).contains("\"file_path\" is required"));
+        assert!(invalid(&[("file_path", "")]).contains("\"file_path\" is required"));
+        let m = invalid(&[("file_path", "/x"), ("format", "jsonx")]);
+        assert!(m.contains("\"format\"") && m.contains("jsonx") && m.contains("not supported"));
+        assert!(invalid(&[("file_path", "/x"), ("format", "xml")]).contains("\"format\""));
+        assert!(invalid(&[("file_path", "/x"), ("log_raw", "yes")]).contains("\"log_raw\""));
+        assert!(
+            invalid(&[("file_path", "/x"), ("hmac_accessor", "no")]).contains("\"hmac_accessor\"")
+        );
+        for bad in ["0800", "rw", "-1", "077777", "0x1ff"] {
+            assert!(
+                invalid(&[("file_path", "/x"), ("mode", bad)]).contains("\"mode\""),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn paths_are_normalised_and_tricks_rejected() {
+        assert_eq!(normalize_path("file").unwrap(), "file/");
+        assert_eq!(normalize_path("/file/").unwrap(), "file/");
+        assert_eq!(normalize_path("a/b").unwrap(), "a/b/");
+        for bad in ["", "/", "//", "a//b", "a/../b", "./a", "a\nb"] {
+            assert!(normalize_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn device_config_serialises_as_vault_lists_it() {
+        let cfg = DeviceConfig {
+            path: "file/".into(),
+            kind: "file".into(),
+            description: String::new(),
+            options: opts(&[("file_path", "/vault/logs/audit.log")]),
+            local: false,
+        };
+        let v = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"file","description":"","options":{"file_path":
+                "/vault/logs/audit.log"},"local":false,"path":"file/"})
+        );
+        let back: DeviceConfig =
+            serde_json::from_value(serde_json::json!({"path":"file/","type":"file"})).unwrap();
+        assert_eq!(back.kind, "file");
+        assert!(back.options.is_empty());
+
+        // A request body: no path (it is in the URL), loosely typed option values.
+        let body: DeviceConfig = serde_json::from_value(serde_json::json!({
+            "type": "file",
+            "options": {"file_path": "/x.log", "log_raw": true, "mode": 600, "prefix": null}
+        }))
+        .unwrap();
+        assert_eq!(body.path, "");
+        assert_eq!(
+            body.options,
+            opts(&[
+                ("file_path", "/x.log"),
+                ("log_raw", "true"),
+                ("mode", "600")
+            ])
+        );
+        let nested = serde_json::from_value::<DeviceConfig>(serde_json::json!({
+            "type": "file", "options": {"file_path": ["a"]}
+        }));
+        assert!(nested.unwrap_err().to_string().contains("\"file_path\""));
+    }
+}

@@ -1,0 +1,48 @@
+//! Audit devices and the audit broker of leash.
+//!
+//! The core hands every request and response to the [`Broker`], which builds one entry per
+//! enabled device (each device has its own HMAC key, so secrets in entries are keyed
+//! hashes, never clear text — DESIGN invariant 4) and writes it to every device at once.
+//! The broker **fails closed** (DESIGN invariant 3): [`Broker::log`] returns `Ok` only if
+//! at least one device durably recorded the entry within the deadline; otherwise the
+//! core must fail the request so that no secret leaves the server unaudited.
+//!
+//! Modules:
+//! * [`hash`] — [`Hasher`] (per-device HMAC-SHA256) and [`hash_strings`] (Vault's
+//!   `HashStructure`);
+//! * [`config`] — [`DeviceConfig`] as Vault's `sys/audit` shows it, and option parsing;
+//! * [`broker`] — [`Broker`]: enable, disable, list, log, stats;
+//! * `file` — the file device: one writer thread per device, group commit, fsync;
+//! * [`stats`] — [`DeviceStats`], per-device counters;
+//! * [`error`] — [`AuditError`].
+//!
+//! Not here: the shape of audit entries (the core builds them through the closure it
+//! passes to [`Broker::log`]), persistence of the audit table and of device keys (the
+//! core stores them), querying past entries, the hash chain (its hook is marked in the
+//! file device's writer thread, the single ordering point of each device).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod broker;
+pub mod config;
+pub mod error;
+mod file;
+pub mod hash;
+pub mod stats;
+
+pub use broker::{Broker, BuildEntry, DEFAULT_DEADLINE};
+pub use config::DeviceConfig;
+pub use error::AuditError;
+pub use hash::{Hasher, hash_strings};
+pub use stats::DeviceStats;
+
+#[cfg(test)]
+mod tests {
+    /// The core shares one broker between request tasks.
+    #[test]
+    fn broker_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<crate::Broker>();
+        assert_send_sync::<crate::Hasher>();
+    }
+}
