@@ -2,6 +2,9 @@
 //! backend's tests call [`run_all`] with a fresh, empty store; the SQLite backend runs
 //! it in this crate, the PostgreSQL backend will run the same functions.
 
+// Test-support code: a failed expectation should panic with its location, like a test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use crate::{Storage, StorageError, StoredToken, TokenUse};
 use zeroize::Zeroizing;
 

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod capability;
+pub mod cidr;
 pub mod clock;
 pub mod duration;
 pub mod random;

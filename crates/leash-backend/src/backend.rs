@@ -1,0 +1,133 @@
+//! The contract between the core and every secrets engine or auth method.
+//!
+//! The core resolves the mount by longest prefix, checks the token and the ACL, writes
+//! the audit request entry, and only then calls [`Backend::handle`] with the path
+//! relative to the mount. Backends therefore never do authorization or audit themselves.
+//! A backend instance serves exactly one mount.
+
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use leash_types::Operation;
+use serde_json::{Map, Value};
+
+use crate::caller::Caller;
+use crate::error::CoreError;
+use crate::mount::MountEntry;
+use crate::request::Response;
+
+/// What a backend sees of a request.
+pub struct BackendRequest<'a> {
+    /// The request id.
+    pub id: &'a str,
+    /// The operation (create vs update already decided).
+    pub operation: Operation,
+    /// Path relative to the mount, e.g. `data/agents/config` for `secret/data/agents/config`.
+    pub path: &'a str,
+    /// Body (writes) or query parameters (reads).
+    pub data: &'a Map<String, Value>,
+    /// The mount this backend serves.
+    pub mount: &'a MountEntry,
+    /// The authenticated caller; `None` on unauthenticated paths.
+    pub caller: Option<&'a Caller>,
+    /// The real peer address.
+    pub remote_addr: Option<SocketAddr>,
+    /// The presented token. Only the token backend reads it (`lookup-self` returns it
+    /// to its owner as `id`); other backends must not.
+    pub token: Option<&'a leash_types::SecretString>,
+}
+
+impl BackendRequest<'_> {
+    /// A string field, if present and a string.
+    pub fn str_field(&self, key: &str) -> Option<&str> {
+        self.data.get(key).and_then(Value::as_str)
+    }
+}
+
+/// A secrets engine or auth method mounted at one path.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Vault's existence check, used to tell `create` from `update` for POST/PUT:
+    /// `Some(true)` if the target exists (→ update), `Some(false)` if not (→ create),
+    /// `None` if the path does not distinguish (→ update).
+    async fn exists(&self, _req: &BackendRequest<'_>) -> Result<Option<bool>, CoreError> {
+        Ok(None)
+    }
+
+    /// Handles a request. `Ok(None)` means "nothing here": 404 for reads and lists,
+    /// 204 for writes and deletes.
+    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError>;
+
+    /// Paths (relative to the mount) callable without a token, e.g. `login`.
+    fn is_unauthenticated(&self, _path: &str) -> bool {
+        false
+    }
+
+    /// Paths (relative to the mount) that need `sudo` in the caller's policy.
+    fn is_root_protected(&self, _path: &str) -> bool {
+        false
+    }
+}
+
+/// Matches a relative path against a route pattern: literal segments, `:name` for one
+/// segment, and a final `*` for the rest (which may be empty only if `allow_empty`).
+/// Returns the captured segments in order (the rest last).
+pub fn match_route<'p>(pattern: &str, path: &'p str) -> Option<Vec<&'p str>> {
+    let mut caps = Vec::new();
+    let mut rest = path;
+    let segs: Vec<&str> = pattern.split('/').collect();
+    for (i, seg) in segs.iter().enumerate() {
+        let last = i == segs.len() - 1;
+        if *seg == "*" && last {
+            caps.push(rest);
+            return Some(caps);
+        }
+        let (head, tail) = match rest.split_once('/') {
+            Some((h, t)) => (h, Some(t)),
+            None => (rest, None),
+        };
+        if let Some(_name) = seg.strip_prefix(':') {
+            if head.is_empty() {
+                return None;
+            }
+            caps.push(head);
+        } else if *seg != head {
+            return None;
+        }
+        match (last, tail) {
+            (true, None) => return Some(caps),
+            (true, Some("")) => return Some(caps), // trailing slash (lists)
+            (true, Some(_)) => return None,
+            (false, Some(t)) => rest = t,
+            (false, None) => {
+                // Pattern continues but path ended: only a final `*` may match empty.
+                return if segs.len() == i + 2 && segs[i + 1] == "*" {
+                    caps.push("");
+                    Some(caps)
+                } else {
+                    None
+                };
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::match_route;
+
+    #[test]
+    fn routes_match_literals_params_and_rest() {
+        assert_eq!(match_route("config", "config"), Some(vec![]));
+        assert_eq!(match_route("config", "configs"), None);
+        assert_eq!(match_route("data/*", "data/a/b"), Some(vec!["a/b"]));
+        assert_eq!(match_route("data/*", "data"), Some(vec![""]));
+        assert_eq!(match_route("roles/:name", "roles/x"), Some(vec!["x"]));
+        assert_eq!(match_route("roles/:name", "roles/"), None);
+        assert_eq!(match_route("roles/", "roles/"), Some(vec![]));
+        assert_eq!(match_route("create/:role", "create/r1"), Some(vec!["r1"]));
+        assert_eq!(match_route("lookup", "lookup/x"), None);
+        assert_eq!(match_route("metadata/*", "metadata/"), Some(vec![""]));
+    }
+}

@@ -1,0 +1,50 @@
+//! The core's one error type. Each variant says whose fault it is; the HTTP crate maps
+//! them to status codes in one exhaustive match. Messages are safe to show to the caller:
+//! they never contain secrets, and internal causes are logged, not returned.
+
+use leash_storage::StorageError;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// Missing, invalid, expired or revoked token, or an ACL denial. Deliberately says
+    /// nothing about which.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// The caller sent something invalid; the message says what.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Nothing at this path (read of a missing key, empty list).
+    #[error("not found")]
+    NotFound,
+    /// No backend handles this path.
+    #[error("no handler for route {0:?}; route entry not found")]
+    UnknownPath(String),
+    /// The path exists but does not support this operation.
+    #[error("unsupported operation")]
+    UnsupportedOperation,
+    /// Audit fail-closed: no enabled device recorded the entry.
+    #[error("no audit backend succeeded in logging the request")]
+    AuditFailed,
+    /// Too many requests (rate limits, quotas).
+    #[error("{0}")]
+    RateLimited(String),
+    /// A bug or an environment failure; details are in the log only.
+    #[error("internal error")]
+    Internal(String),
+    /// Storage failed.
+    #[error("internal error")]
+    Storage(#[from] StorageError),
+}
+
+impl CoreError {
+    /// Shorthand for [`CoreError::InvalidRequest`].
+    pub fn invalid(msg: impl Into<String>) -> CoreError {
+        CoreError::InvalidRequest(msg.into())
+    }
+
+    /// Shorthand for [`CoreError::Internal`].
+    pub fn internal(msg: impl Into<String>) -> CoreError {
+        CoreError::Internal(msg.into())
+    }
+}

@@ -1,0 +1,21 @@
+//! The contract between the leash core and every backend (secrets engines such as KV
+//! and database, auth methods such as token, AppRole and Kubernetes): the request a
+//! backend sees, the response it returns, the one error enum, mount entries and the
+//! [`Backend`] trait.
+//!
+//! Backends depend on this crate, never on each other or on the core; the core wires
+//! them together. Nothing here knows HTTP.
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod caller;
+pub mod error;
+pub mod fields;
+pub mod mount;
+pub mod request;
+
+pub use backend::{Backend, BackendRequest, match_route};
+pub use caller::{Caller, TokenEntry};
+pub use error::CoreError;
+pub use mount::{MountConfig, MountEntry, MountTable};
+pub use request::{AuthInfo, LeaseInfo, Request, Response, ResponseKind};

@@ -1,0 +1,143 @@
+//! Requests into and responses out of the core pipeline, free of HTTP types.
+//!
+//! A [`Request`] is what the HTTP layer parsed: operation, normalised path, JSON data,
+//! the presented token (as a secret) and the peer address. A [`Response`] is what the
+//! pipeline answers; the HTTP layer wraps it in Vault's envelope.
+
+use std::net::SocketAddr;
+
+use leash_types::{Operation, SecretString};
+use serde_json::{Map, Value};
+
+/// One API request.
+#[derive(Debug)]
+pub struct Request {
+    /// Unique id, echoed as `request_id`.
+    pub id: String,
+    /// What the caller wants; `Update` for POST/PUT until the existence check decides
+    /// between create and update.
+    pub operation: Operation,
+    /// Path below `/v1/`, without leading slash (a trailing slash is kept for lists).
+    pub path: String,
+    /// JSON body for writes; query parameters for reads and lists.
+    pub data: Map<String, Value>,
+    /// The presented token, if any.
+    pub token: Option<SecretString>,
+    /// The real peer address (never taken from forwarded-for headers).
+    pub remote_addr: Option<SocketAddr>,
+}
+
+impl Request {
+    /// A request with no body, token or peer.
+    pub fn new(operation: Operation, path: impl Into<String>) -> Request {
+        Request {
+            id: leash_types::random::uuid_v4(),
+            operation,
+            path: path.into(),
+            data: Map::new(),
+            token: None,
+            remote_addr: None,
+        }
+    }
+}
+
+/// A secret lease attached to a response (dynamic credentials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// Lease id, e.g. `database/creds/ro/abc`.
+    pub lease_id: String,
+    /// Whether it can be renewed.
+    pub renewable: bool,
+    /// TTL in whole seconds.
+    pub lease_duration: u64,
+}
+
+/// The `auth` block of login and token-create responses.
+#[derive(Debug)]
+pub struct AuthInfo {
+    /// The new token; shown to its owner once.
+    pub client_token: SecretString,
+    /// Its accessor.
+    pub accessor: String,
+    /// Effective policies (including `default`).
+    pub policies: Vec<String>,
+    /// Policies attached to the token itself.
+    pub token_policies: Vec<String>,
+    /// Metadata.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// TTL in seconds.
+    pub lease_duration: u64,
+    /// Whether the token can be renewed.
+    pub renewable: bool,
+    /// Identity entity id ("" when none).
+    pub entity_id: String,
+    /// `service`.
+    pub token_type: String,
+    /// Whether the token has no parent.
+    pub orphan: bool,
+    /// Uses allowed (0 = unlimited).
+    pub num_uses: i64,
+}
+
+/// How the HTTP layer should answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseKind {
+    /// Vault's JSON envelope with 200.
+    Envelope,
+    /// The `data` object alone, as plain JSON (sys/health, sys/seal-status…), with the
+    /// given status.
+    Raw(u16),
+    /// The envelope, but with this (non-200) status: e.g. 404 for a soft-deleted KV
+    /// version, whose body still carries metadata.
+    EnvelopeWithStatus(u16),
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub struct Response {
+    /// The `data` object.
+    pub data: Option<Value>,
+    /// The lease, for dynamic secrets.
+    pub secret: Option<LeaseInfo>,
+    /// The auth block, for logins and token creation.
+    pub auth: Option<AuthInfo>,
+    /// Warnings for the caller.
+    pub warnings: Vec<String>,
+    /// How to answer.
+    pub kind: ResponseKind,
+}
+
+impl Response {
+    /// A 200 envelope with `data`.
+    pub fn data(data: Value) -> Response {
+        Response {
+            data: Some(data),
+            secret: None,
+            auth: None,
+            warnings: Vec::new(),
+            kind: ResponseKind::Envelope,
+        }
+    }
+
+    /// Plain JSON (not an envelope) with a status.
+    pub fn raw(status: u16, body: Value) -> Response {
+        Response {
+            data: Some(body),
+            secret: None,
+            auth: None,
+            warnings: Vec::new(),
+            kind: ResponseKind::Raw(status),
+        }
+    }
+
+    /// A list response: `{"keys": [...]}`; the caller turns an empty list into 404.
+    pub fn keys(keys: Vec<String>) -> Response {
+        Response::data(serde_json::json!({ "keys": keys }))
+    }
+
+    /// Adds a warning.
+    pub fn with_warning(mut self, w: impl Into<String>) -> Response {
+        self.warnings.push(w.into());
+        self
+    }
+}

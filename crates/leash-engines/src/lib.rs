@@ -1,0 +1,5 @@
+//! Secrets engines: each serves one mount through the [`leash_backend::Backend`] trait.
+//! Engines never import each other; the core creates them by mount type.
+#![forbid(unsafe_code)]
+
+pub mod kv;
