@@ -1,0 +1,74 @@
+//! Background work: revoking expired tokens (and their subtrees).
+//!
+//! The worker is owned: [`Background`] holds its task and stops it on `shutdown` (or
+//! drop). It holds only a weak reference to the core, so it never keeps a stopped
+//! server alive. Failures are logged and retried on the next tick; nothing is dropped.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::Inner;
+
+/// How often expired tokens are looked for.
+const TICK: Duration = Duration::from_millis(500);
+/// Most tokens revoked per tick.
+const BATCH: usize = 1000;
+
+/// Handle on the background tasks.
+pub struct Background {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Stops the tasks and waits for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+pub(crate) fn start(inner: Weak<Inner>) -> Background {
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+            let Some(inner) = inner.upgrade() else { break };
+            loop {
+                match inner.tokens.revoke_expired(BATCH).await {
+                    Ok(n) if n >= BATCH => continue,
+                    Ok(0) => break,
+                    Ok(n) => {
+                        tracing::debug!(revoked = n, "expired tokens revoked");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "token expiry failed; will retry");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    Background {
+        stop,
+        task: Some(task),
+    }
+}

@@ -1,0 +1,293 @@
+//! The leash core: the one request pipeline every API call goes through, and the
+//! built-in backends (`sys/`, `auth/token/`).
+//!
+//! Pipeline, in order (no handler can skip a step, because no handler does them):
+//! route by mount → authenticate the token → existence check (create vs update) → ACL →
+//! audit the request (fail closed) → spend a token use → backend → audit the response
+//! (fail closed) → answer.
+//!
+//! What it is not: it knows no HTTP types (the `leash-http` crate parses and wraps), and
+//! engines live in their own crates behind [`leash_backend::Backend`].
+#![forbid(unsafe_code)]
+
+mod audit_log;
+mod expiry;
+mod pipeline;
+pub mod policy_store;
+mod router;
+mod sys;
+pub mod token;
+mod token_backend;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use leash_audit::Broker;
+pub use leash_backend::{AuthInfo, CoreError, LeaseInfo, Request, Response, ResponseKind};
+use leash_backend::{Backend, MountConfig, MountEntry, MountTable};
+use leash_storage::Storage;
+use leash_types::{Clock, SecretString};
+pub use router::{Mounted, Router};
+use serde::{Deserialize, Serialize};
+pub use token::TokenLimits;
+
+use crate::policy_store::PolicyStore;
+use crate::token::{TokenSpec, TokenStore};
+
+/// Version reported by `sys/health` and `sys/seal-status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Core settings.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Token TTL defaults and ceiling.
+    pub token_limits: TokenLimits,
+    /// Deadline for one audit entry on one device.
+    pub audit_deadline: Duration,
+    /// Cluster name reported by health.
+    pub cluster_name: String,
+    /// Dev mode (reported by health; changes nothing else here).
+    pub dev: bool,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            token_limits: TokenLimits::default(),
+            audit_deadline: leash_audit::DEFAULT_DEADLINE,
+            cluster_name: "leash-cluster".to_owned(),
+            dev: false,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: CoreConfig,
+    pub(crate) policies: PolicyStore,
+    pub(crate) tokens: TokenStore,
+    pub(crate) audit: Broker,
+    pub(crate) router: RwLock<Arc<Router>>,
+    pub(crate) mount_lock: tokio::sync::Mutex<()>,
+    pub(crate) cluster_id: String,
+}
+
+/// A running core. Cheap to clone.
+#[derive(Clone)]
+pub struct Core(pub(crate) Arc<Inner>);
+
+/// Result of [`Core::open`]: the core and, on first start, the root token (shown once).
+pub struct Opened {
+    /// The core.
+    pub core: Core,
+    /// The initial root token, only when storage was initialised just now (or the dev
+    /// root token).
+    pub root_token: Option<SecretString>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+pub(crate) struct MountTables {
+    pub(crate) mounts: Vec<MountEntry>,
+}
+
+pub(crate) const SYS_NS: &str = "sys/core";
+
+impl Core {
+    /// Opens the core over `storage`: restores mounts, policies and audit devices, and
+    /// initialises empty storage (root token, `default` policy). In dev mode a `secret/`
+    /// KV v2 mount is created and `dev_root_token` (or a random one) becomes a root
+    /// token.
+    pub async fn open(
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+        config: CoreConfig,
+        dev_root_token: Option<SecretString>,
+    ) -> Result<Opened, CoreError> {
+        let policies = PolicyStore::load(Arc::clone(&storage)).await?;
+        let tokens = TokenStore::new(
+            Arc::clone(&storage),
+            Arc::clone(&clock),
+            config.token_limits,
+        );
+        let audit = Broker::new(config.audit_deadline);
+        let cluster_id = match storage.get(SYS_NS, "cluster_id").await? {
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None => {
+                let id = leash_types::random::uuid_v4();
+                storage
+                    .put(SYS_NS, "cluster_id", id.clone().into_bytes())
+                    .await?;
+                id
+            }
+        };
+        let inner = Arc::new(Inner {
+            storage: Arc::clone(&storage),
+            clock,
+            config,
+            policies,
+            tokens,
+            audit,
+            router: RwLock::new(Arc::new(Router::default())),
+            mount_lock: tokio::sync::Mutex::new(()),
+            cluster_id,
+        });
+        let core = Core(inner);
+
+        let first_start = storage.get(SYS_NS, "initialized").await?.is_none();
+        let mut tables: MountTables = match storage.get(SYS_NS, "mounts").await? {
+            Some(v) => serde_json::from_slice(&v)
+                .map_err(|e| CoreError::internal(format!("mount table is unreadable: {e}")))?,
+            None => MountTables::default(),
+        };
+        if first_start {
+            for (path, kind, table, desc) in [
+                (
+                    "sys/",
+                    "system",
+                    MountTable::Secret,
+                    "system endpoints used for control, policy and debugging",
+                ),
+                (
+                    "token/",
+                    "token",
+                    MountTable::Auth,
+                    "token based credentials",
+                ),
+            ] {
+                tables
+                    .mounts
+                    .push(new_mount_entry(path, kind, table, desc, BTreeMap::new()));
+            }
+            if core.0.config.dev {
+                let mut opts = BTreeMap::new();
+                opts.insert("version".to_owned(), "2".to_owned());
+                tables.mounts.push(new_mount_entry(
+                    "secret/",
+                    "kv",
+                    MountTable::Secret,
+                    "key/value secret storage",
+                    opts,
+                ));
+            }
+            storage
+                .put(
+                    SYS_NS,
+                    "mounts",
+                    serde_json::to_vec(&tables).map_err(|e| CoreError::internal(e.to_string()))?,
+                )
+                .await?;
+        }
+        core.install_router(&tables.mounts)?;
+        audit_log::restore_devices(&storage, &core.0.audit).await?;
+
+        let mut root_token = None;
+        if first_start || dev_root_token.is_some() {
+            let spec = TokenSpec {
+                policies: vec!["root".to_owned()],
+                display_name: "root".to_owned(),
+                path: "auth/token/root".to_owned(),
+                id: dev_root_token,
+                renewable: false,
+                ..TokenSpec::default()
+            };
+            let exists = match &spec.id {
+                Some(id) => {
+                    use leash_types::ExposeSecret;
+                    core.0.tokens.lookup(id.expose_secret()).await?.is_some()
+                }
+                None => false,
+            };
+            if exists {
+                root_token = spec.id;
+            } else {
+                let minted = core.0.tokens.mint(spec, None).await?;
+                root_token = Some(SecretString::from(minted.value.expose().to_owned()));
+            }
+            storage.put(SYS_NS, "initialized", b"1".to_vec()).await?;
+        }
+        Ok(Opened { core, root_token })
+    }
+
+    /// Handles one request through the whole pipeline.
+    pub async fn handle(&self, req: Request) -> Result<Response, CoreError> {
+        pipeline::handle(&self.0, req).await
+    }
+
+    /// Starts background work (token expiry). Returns a handle that stops it.
+    pub fn start_background(&self) -> expiry::Background {
+        expiry::start(Arc::downgrade(&self.0))
+    }
+
+    fn install_router(&self, mounts: &[MountEntry]) -> Result<(), CoreError> {
+        let mut mounted = Vec::new();
+        for m in mounts {
+            let backend = self.backend_for(m)?;
+            mounted.push(Mounted {
+                entry: Arc::new(m.clone()),
+                backend,
+            });
+        }
+        *self
+            .0
+            .router
+            .write()
+            .map_err(|_| CoreError::internal("router lock poisoned"))? =
+            Arc::new(Router::new(mounted));
+        Ok(())
+    }
+
+    fn backend_for(&self, m: &MountEntry) -> Result<Arc<dyn Backend>, CoreError> {
+        let weak: Weak<Inner> = Arc::downgrade(&self.0);
+        Ok(match (m.table, m.kind.as_str()) {
+            (MountTable::Secret, "system") => Arc::new(sys::SysBackend::new(weak)),
+            (MountTable::Auth, "token") => Arc::new(token_backend::TokenBackend::new(weak)),
+            (MountTable::Secret, "kv") => leash_engines::kv::new_backend(
+                m,
+                Arc::clone(&self.0.storage),
+                Arc::clone(&self.0.clock),
+            ),
+            (t, other) => {
+                let what = if t == MountTable::Auth {
+                    "auth method"
+                } else {
+                    "secrets engine"
+                };
+                return Err(CoreError::invalid(format!(
+                    "unknown {what} type: {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+pub(crate) fn new_mount_entry(
+    path: &str,
+    kind: &str,
+    table: MountTable,
+    description: &str,
+    options: BTreeMap<String, String>,
+) -> MountEntry {
+    let short: String = kind.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    MountEntry {
+        path: path.to_owned(),
+        kind: kind.to_owned(),
+        description: description.to_owned(),
+        accessor: format!("{short}_{}", &leash_types::random::uuid_v4()[..8]),
+        uuid: leash_types::random::uuid_v4(),
+        config: MountConfig::default(),
+        options,
+        local: false,
+        table,
+    }
+}
+
+impl Inner {
+    pub(crate) fn router(&self) -> Arc<Router> {
+        self.router
+            .read()
+            .map(|r| Arc::clone(&r))
+            .unwrap_or_default()
+    }
+}

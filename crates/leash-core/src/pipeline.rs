@@ -1,0 +1,202 @@
+//! The request pipeline. See the crate docs for the order of steps; each step that can
+//! refuse does so before anything is changed, and every outcome — including denials and
+//! bad tokens — is audited.
+
+use std::sync::Arc;
+
+use leash_backend::{BackendRequest, Caller, CoreError, Request, Response};
+use leash_policy::AclRequest;
+use leash_types::Operation;
+
+use crate::Inner;
+use crate::audit_log::{AuditContext, request_entry, response_entry};
+
+pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response, CoreError> {
+    let router = inner.router();
+    let routed = router.route(&req.path);
+    let (mounted, rel) = match routed {
+        Some((m, rel)) => (Some(m), rel),
+        None => (None, ""),
+    };
+    let unauthenticated = mounted.is_some_and(|m| m.backend.is_unauthenticated(rel));
+
+    // Authenticate.
+    let caller: Option<Caller> = match &req.token {
+        // On unauthenticated paths a presented token is still resolved (some handlers
+        // tailor their answer to it) but not required.
+        Some(t) => {
+            inner
+                .tokens
+                .authenticate(t, req.remote_addr, &inner.policies)
+                .await?
+        }
+        None => None,
+    };
+    let (mount_point, mount_type, mount_accessor) = match mounted {
+        Some(m) => (
+            m.entry.route_prefix(),
+            m.entry.kind.clone(),
+            m.entry.accessor.clone(),
+        ),
+        None => (String::new(), String::new(), String::new()),
+    };
+    let mut ctx = AuditContext {
+        req: &req,
+        operation: req.operation,
+        mount_point: &mount_point,
+        mount_type: &mount_type,
+        mount_accessor: &mount_accessor,
+        caller: caller.as_ref(),
+        policy_results: None,
+    };
+
+    if !unauthenticated && caller.is_none() {
+        return deny(inner, &ctx).await;
+    }
+    let Some(mounted) = mounted else {
+        let err = CoreError::UnknownPath(req.path.clone());
+        audit_request(inner, &ctx, Some(&err.to_string())).await?;
+        return Err(err);
+    };
+
+    // Create vs update.
+    let mut operation = req.operation;
+    let mut breq = BackendRequest {
+        id: &req.id,
+        operation,
+        path: rel,
+        data: &req.data,
+        mount: &mounted.entry,
+        caller: caller.as_ref(),
+        remote_addr: req.remote_addr,
+        token: req.token.as_ref(),
+    };
+    if operation == Operation::Update {
+        if let Some(false) = mounted.backend.exists(&breq).await? {
+            operation = Operation::Create;
+        }
+    }
+    breq.operation = operation;
+    ctx.operation = operation;
+
+    // ACL (unauthenticated paths have none).
+    if let Some(c) = caller.as_ref().filter(|_| !unauthenticated) {
+        let decision = c.acl.check(&AclRequest {
+            path: &req.path,
+            operation,
+            data: Some(&req.data),
+            needs_sudo: mounted.backend.is_root_protected(rel),
+        });
+        let granting = if c.acl.is_root() {
+            vec!["root".to_owned()]
+        } else {
+            decision.granting_policies.clone()
+        };
+        ctx.policy_results = Some((decision.allowed, granting));
+        if !decision.allowed {
+            if let Some(d) = &decision.denial {
+                tracing::debug!(path = %req.path, reason = %d, "request denied by policy");
+            }
+            return deny(inner, &ctx).await;
+        }
+    }
+
+    audit_request(inner, &ctx, None).await?;
+
+    // Spend a use before doing anything on the token's behalf.
+    let mut last_use = false;
+    if let Some(c) = caller.as_ref().filter(|_| !unauthenticated) {
+        match inner.tokens.spend_use(c).await {
+            Ok(Some(0)) => last_use = true,
+            Ok(_) => {}
+            Err(e) => {
+                audit_response(inner, &ctx, Err(&e)).await?;
+                return Err(e);
+            }
+        }
+    }
+
+    let result = mounted.backend.handle(&breq).await;
+    let result = match result {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(CoreError::NotFound),
+        Err(e) => Err(e),
+    };
+    // A write or delete that returns nothing is a 204, not a 404.
+    let result = match result {
+        Err(CoreError::NotFound) if !matches!(operation, Operation::Read | Operation::List) => {
+            Ok(no_content())
+        }
+        other => other,
+    };
+
+    if let Err(audit_err) = audit_response(inner, &ctx, result.as_ref()).await {
+        // Fail closed: the secret must not leave. A token minted by this request is
+        // revoked so nobody holds a credential the audit trail does not know about.
+        if let Ok(r) = &result {
+            if let Some(a) = &r.auth {
+                use leash_types::ExposeSecret;
+                if let Ok(Some((h, _, _))) =
+                    inner.tokens.lookup(a.client_token.expose_secret()).await
+                {
+                    if let Err(e) = inner.tokens.revoke(h, false).await {
+                        tracing::error!(error = %e, "could not revoke a token whose creation failed to audit");
+                    }
+                }
+            }
+        }
+        return Err(audit_err);
+    }
+
+    if last_use {
+        if let Some(c) = &caller {
+            if let Err(e) = inner.tokens.revoke(c.hash, false).await {
+                tracing::error!(error = %e, "could not revoke a used-up token");
+            }
+        }
+    }
+    result
+}
+
+/// The marker response the HTTP layer turns into 204.
+fn no_content() -> Response {
+    Response {
+        data: None,
+        secret: None,
+        auth: None,
+        warnings: Vec::new(),
+        kind: leash_backend::ResponseKind::Envelope,
+    }
+}
+
+async fn deny(inner: &Inner, ctx: &AuditContext<'_>) -> Result<Response, CoreError> {
+    let err = CoreError::PermissionDenied;
+    // Denials are audited too (unlike Vault). If that fails the answer is still a
+    // refusal, so the audit failure takes precedence only in its status.
+    audit_request(inner, ctx, Some(&err.to_string())).await?;
+    Err(err)
+}
+
+async fn audit_request(
+    inner: &Inner,
+    ctx: &AuditContext<'_>,
+    error: Option<&str>,
+) -> Result<(), CoreError> {
+    let build = |h: &leash_audit::Hasher, raw: bool| request_entry(ctx, error, h, raw);
+    inner.audit.log(&build).await.map_err(|e| {
+        tracing::error!(error = %e, path = %ctx.req.path, "audit request entry failed; refusing the request");
+        CoreError::AuditFailed
+    })
+}
+
+async fn audit_response(
+    inner: &Inner,
+    ctx: &AuditContext<'_>,
+    resp: Result<&Response, &CoreError>,
+) -> Result<(), CoreError> {
+    let build = |h: &leash_audit::Hasher, raw: bool| response_entry(ctx, resp, h, raw);
+    inner.audit.log(&build).await.map_err(|e| {
+        tracing::error!(error = %e, path = %ctx.req.path, "audit response entry failed; withholding the response");
+        CoreError::AuditFailed
+    })
+}

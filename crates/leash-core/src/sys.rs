@@ -1,0 +1,541 @@
+//! `sys/*`: health, mounts, auth methods, policies, capabilities and audit devices.
+//!
+//! Mount-table changes are serialised by the core's mount lock, persisted as one
+//! document, and then swapped into the router; a failure before the swap leaves the old
+//! table in force.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use leash_audit::DeviceConfig;
+use leash_backend::{
+    Backend, BackendRequest, CoreError, MountEntry, MountTable, Response, fields, match_route,
+};
+use leash_types::Operation;
+use serde_json::{Map, Value, json};
+
+use crate::{Core, Inner, MountTables, SYS_NS, VERSION, audit_log, new_mount_entry};
+
+pub(crate) struct SysBackend {
+    inner: Weak<Inner>,
+}
+
+impl SysBackend {
+    pub(crate) fn new(inner: Weak<Inner>) -> SysBackend {
+        SysBackend { inner }
+    }
+}
+
+const UNAUTHENTICATED: &[&str] = &[
+    "health",
+    "seal-status",
+    "init",
+    "leader",
+    "internal/ui/mounts",
+];
+
+#[async_trait]
+impl Backend for SysBackend {
+    fn is_unauthenticated(&self, path: &str) -> bool {
+        UNAUTHENTICATED
+            .iter()
+            .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+    }
+
+    fn is_root_protected(&self, path: &str) -> bool {
+        path == "audit"
+            || path.starts_with("audit/")
+            || path.starts_with("audit-hash/")
+            || path.starts_with("auth/")
+            || path == "capabilities"
+            || path == "capabilities-accessor"
+    }
+
+    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
+        let inner = self
+            .inner
+            .upgrade()
+            .ok_or_else(|| CoreError::internal("core is gone"))?;
+        let op = req.operation;
+        let write = matches!(op, Operation::Update | Operation::Create);
+        let p = req.path.trim_end_matches('/');
+        match (p, op) {
+            ("health", Operation::Read) => Ok(Some(health(&inner, req.data)?)),
+            ("seal-status", Operation::Read) => Ok(Some(Response::raw(200, seal_status(&inner)))),
+            ("init", Operation::Read) => Ok(Some(Response::raw(200, json!({"initialized": true})))),
+            ("leader", Operation::Read) => Ok(Some(Response::raw(
+                200,
+                json!({"ha_enabled": false, "is_self": true, "active_time": "0001-01-01T00:00:00Z", "leader_address": "", "leader_cluster_address": "", "performance_standby": false, "performance_standby_last_remote_wal": 0}),
+            ))),
+            ("mounts", Operation::Read) => {
+                Ok(Some(Response::data(mount_map(&inner, MountTable::Secret))))
+            }
+            ("auth", Operation::Read) => {
+                Ok(Some(Response::data(mount_map(&inner, MountTable::Auth))))
+            }
+            ("policy", Operation::Read | Operation::List) | ("policies/acl", Operation::List) => {
+                let names = inner.policies.names();
+                if p == "policy" {
+                    Ok(Some(Response::data(
+                        json!({"keys": names, "policies": names}),
+                    )))
+                } else {
+                    Ok(Some(Response::keys(names)))
+                }
+            }
+            ("capabilities-self", _) if write => {
+                let c = req.caller.ok_or(CoreError::PermissionDenied)?;
+                Ok(Some(capabilities(&c.acl, req.data)?))
+            }
+            ("capabilities", _) if write => {
+                let t = fields::string(req.data, "token")?
+                    .ok_or_else(|| CoreError::invalid("missing required field \"token\""))?;
+                let (_, e, _) = inner
+                    .tokens
+                    .lookup(&t)
+                    .await?
+                    .ok_or_else(|| CoreError::invalid("invalid token"))?;
+                Ok(Some(capabilities(
+                    &inner.policies.acl(&e.policies),
+                    req.data,
+                )?))
+            }
+            ("capabilities-accessor", _) if write => {
+                let a = fields::string(req.data, "accessor")?
+                    .ok_or_else(|| CoreError::invalid("missing required field \"accessor\""))?;
+                let (_, e, _) = inner
+                    .tokens
+                    .lookup_accessor(&a)
+                    .await?
+                    .ok_or_else(|| CoreError::invalid("invalid accessor"))?;
+                Ok(Some(capabilities(
+                    &inner.policies.acl(&e.policies),
+                    req.data,
+                )?))
+            }
+            ("audit", Operation::Read) => {
+                let mut m = Map::new();
+                for d in inner.audit.list() {
+                    m.insert(d.path.clone(), audit_json(&d));
+                }
+                Ok(Some(Response::data(Value::Object(m))))
+            }
+            _ => self.handle_param(&inner, req, p).await,
+        }
+    }
+}
+
+impl SysBackend {
+    async fn handle_param(
+        &self,
+        inner: &Arc<Inner>,
+        req: &BackendRequest<'_>,
+        p: &str,
+    ) -> Result<Option<Response>, CoreError> {
+        let op = req.operation;
+        let write = matches!(op, Operation::Update | Operation::Create);
+        if let Some(c) = match_route("mounts/*", p) {
+            let (path, tune) = split_tune(c[0]);
+            return mount_op(inner, req, MountTable::Secret, path, tune).await;
+        }
+        if let Some(c) = match_route("auth/*", p) {
+            let (path, tune) = split_tune(c[0]);
+            return mount_op(inner, req, MountTable::Auth, path, tune).await;
+        }
+        if let Some(c) =
+            match_route("policy/:name", p).or_else(|| match_route("policies/acl/:name", p))
+        {
+            let name = crate::policy_store::normalise_name(c[0])?;
+            let legacy = p.starts_with("policy/");
+            return match op {
+                Operation::Read => Ok(inner.policies.get(&name).map(|pol| {
+                    if legacy {
+                        Response::data(json!({"name": pol.name, "rules": pol.text}))
+                    } else {
+                        Response::data(json!({"name": pol.name, "policy": pol.text}))
+                    }
+                })),
+                Operation::Delete => {
+                    inner.policies.delete(&name).await?;
+                    Ok(None)
+                }
+                _ if write => {
+                    let text = match fields::string(req.data, "policy")? {
+                        Some(t) => t,
+                        None => fields::string(req.data, "rules")?.unwrap_or_default(),
+                    };
+                    inner.policies.put(&name, &text).await?;
+                    Ok(None)
+                }
+                _ => Err(CoreError::UnsupportedOperation),
+            };
+        }
+        if let Some(c) = match_route("audit/*", p) {
+            let path = c[0];
+            if path.is_empty() {
+                return Err(CoreError::invalid("missing audit device path"));
+            }
+            return match op {
+                Operation::Delete => {
+                    audit_log::disable_device(&inner.storage, &inner.audit, path).await?;
+                    Ok(None)
+                }
+                _ if write => {
+                    let mut body = req.data.clone();
+                    body.insert("path".into(), Value::String(path.to_owned()));
+                    let cfg: DeviceConfig =
+                        serde_json::from_value(Value::Object(body)).map_err(|e| {
+                            CoreError::invalid(format!("invalid audit device configuration: {e}"))
+                        })?;
+                    audit_log::enable_device(&inner.storage, &inner.audit, cfg).await?;
+                    Ok(None)
+                }
+                _ => Err(CoreError::UnsupportedOperation),
+            };
+        }
+        if let Some(c) = match_route("audit-hash/*", p) {
+            if !write {
+                return Err(CoreError::UnsupportedOperation);
+            }
+            let input = fields::string(req.data, "input")?
+                .ok_or_else(|| CoreError::invalid("missing required field \"input\""))?;
+            let path = format!("{}/", c[0].trim_matches('/'));
+            return match inner.audit.hash(&path, &input) {
+                Some(h) => Ok(Some(Response::data(json!({"hash": h})))),
+                None => Err(CoreError::invalid(format!("unknown audit device {path:?}"))),
+            };
+        }
+        if let Some(c) = match_route("internal/ui/mounts/*", p) {
+            let caller = req.caller.ok_or(CoreError::PermissionDenied)?;
+            let router = inner.router();
+            let Some((m, _)) = router.route(c[0]) else {
+                return Err(CoreError::PermissionDenied);
+            };
+            let prefix = m.entry.route_prefix();
+            if !caller.acl.is_root()
+                && caller.acl.capabilities(&format!("{prefix}*")).is_deny()
+                && !any_grant_under(caller, &prefix)
+            {
+                return Err(CoreError::PermissionDenied);
+            }
+            let mut d = mount_json(&m.entry);
+            d["path"] = json!(m.entry.path);
+            return Ok(Some(Response::data(d)));
+        }
+        Err(CoreError::UnknownPath(format!("sys/{p}")))
+    }
+}
+
+fn any_grant_under(caller: &leash_backend::Caller, prefix: &str) -> bool {
+    // A token that can do anything somewhere under the mount may see the mount's type.
+    for probe in [
+        prefix.to_owned(),
+        format!("{prefix}data/"),
+        format!("{prefix}metadata/"),
+    ] {
+        let caps = caller.acl.capabilities(&probe);
+        if !caps.is_deny() && !caps.is_empty() {
+            return true;
+        }
+    }
+    false
+}
+
+fn split_tune(rest: &str) -> (&str, bool) {
+    match rest.trim_end_matches('/').strip_suffix("/tune") {
+        Some(p) => (p, true),
+        None => (rest.trim_end_matches('/'), false),
+    }
+}
+
+fn health(inner: &Inner, q: &Map<String, Value>) -> Result<Response, CoreError> {
+    let code = match fields::integer(q, "activecode")? {
+        Some(c) if (100..600).contains(&c) => u16::try_from(c).unwrap_or(200),
+        Some(_) => return Err(CoreError::invalid("activecode must be an HTTP status code")),
+        None => 200,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    Ok(Response::raw(
+        code,
+        json!({
+            "initialized": true,
+            "sealed": false,
+            "standby": false,
+            "performance_standby": false,
+            "replication_performance_mode": "disabled",
+            "replication_dr_mode": "disabled",
+            "server_time_utc": now.unix_timestamp(),
+            "version": VERSION,
+            "cluster_name": inner.config.cluster_name,
+            "cluster_id": inner.cluster_id,
+        }),
+    ))
+}
+
+fn seal_status(inner: &Inner) -> Value {
+    json!({
+        "type": "shamir",
+        "initialized": true,
+        "sealed": false,
+        "t": 1,
+        "n": 1,
+        "progress": 0,
+        "nonce": "",
+        "version": VERSION,
+        "build_date": "",
+        "migration": false,
+        "cluster_name": inner.config.cluster_name,
+        "cluster_id": inner.cluster_id,
+        "recovery_seal": false,
+        "storage_type": "sqlite",
+    })
+}
+
+fn mount_json(m: &MountEntry) -> Value {
+    json!({
+        "type": m.kind,
+        "description": m.description,
+        "accessor": m.accessor,
+        "uuid": m.uuid,
+        "config": {
+            "default_lease_ttl": m.config.default_lease_ttl,
+            "max_lease_ttl": m.config.max_lease_ttl,
+            "force_no_cache": false,
+        },
+        "options": if m.options.is_empty() { Value::Null } else { json!(m.options) },
+        "local": m.local,
+        "seal_wrap": false,
+        "external_entropy_access": false,
+        "plugin_version": "",
+        "running_plugin_version": format!("v{VERSION}+builtin.leash"),
+        "running_sha256": "",
+    })
+}
+
+fn mount_map(inner: &Inner, table: MountTable) -> Value {
+    let mut m = Map::new();
+    for e in inner.router().entries(table) {
+        m.insert(e.path.clone(), mount_json(&e));
+    }
+    Value::Object(m)
+}
+
+fn audit_json(d: &DeviceConfig) -> Value {
+    json!({"type": d.kind, "description": d.description, "options": d.options, "local": d.local, "path": d.path})
+}
+
+fn capabilities(acl: &leash_policy::Acl, data: &Map<String, Value>) -> Result<Response, CoreError> {
+    let mut paths = fields::string_list(data, "paths")?.unwrap_or_default();
+    if let Some(p) = fields::string(data, "path")? {
+        paths.push(p);
+    }
+    if paths.is_empty() {
+        return Err(CoreError::invalid("missing required field \"paths\""));
+    }
+    let mut out = Map::new();
+    let mut all: Vec<&'static str> = Vec::new();
+    for path in &paths {
+        let clean = path.trim_start_matches('/');
+        let names = acl.capability_names(clean);
+        for n in &names {
+            if !all.contains(n) {
+                all.push(n);
+            }
+        }
+        out.insert(path.clone(), json!(names));
+    }
+    if paths.len() == 1 {
+        out.insert("capabilities".into(), json!(all));
+    }
+    Ok(Response::data(Value::Object(out)))
+}
+
+/// Reserved mount paths nobody may take.
+const RESERVED: &[&str] = &["sys/", "auth/", "cubbyhole/", "identity/", "v1/"];
+
+fn validate_mount_path(path: &str) -> Result<String, CoreError> {
+    let p = format!("{}/", path.trim_matches('/'));
+    if p == "/" {
+        return Err(CoreError::invalid("missing mount path"));
+    }
+    if p.len() > 128 || p.split('/').any(|s| s == "." || s == "..") || p.contains("//") {
+        return Err(CoreError::invalid(format!("invalid mount path {path:?}")));
+    }
+    if !p
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
+    {
+        return Err(CoreError::invalid(format!(
+            "invalid mount path {path:?}: use letters, digits, '/', '-', '_', '.'"
+        )));
+    }
+    Ok(p)
+}
+
+async fn mount_op(
+    inner: &Arc<Inner>,
+    req: &BackendRequest<'_>,
+    table: MountTable,
+    path: &str,
+    tune: bool,
+) -> Result<Option<Response>, CoreError> {
+    let path = validate_mount_path(path)?;
+    let op = req.operation;
+    let write = matches!(op, Operation::Update | Operation::Create);
+    let router = inner.router();
+    let existing = router.get(table, &path).map(|m| Arc::clone(&m.entry));
+    if tune {
+        let Some(entry) = existing else {
+            return Err(CoreError::invalid(format!("no mount at {path}")));
+        };
+        return match op {
+            Operation::Read => Ok(Some(Response::data(json!({
+                "default_lease_ttl": effective(entry.config.default_lease_ttl, inner.config.token_limits.default_ttl.as_secs()),
+                "max_lease_ttl": effective(entry.config.max_lease_ttl, inner.config.token_limits.max_ttl.as_secs()),
+                "description": entry.description,
+                "force_no_cache": false,
+                "options": entry.options,
+            })))),
+            _ if write => {
+                let mut new = (*entry).clone();
+                apply_config(&mut new, req.data)?;
+                if let Some(d) = fields::string(req.data, "description")? {
+                    new.description = d;
+                }
+                change_mounts(inner, |t| {
+                    for m in &mut t.mounts {
+                        if m.table == table && m.path == path {
+                            *m = new.clone();
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
+                Ok(None)
+            }
+            _ => Err(CoreError::UnsupportedOperation),
+        };
+    }
+    match op {
+        Operation::Read => Ok(existing.map(|e| Response::data(mount_json(&e)))),
+        Operation::Delete => {
+            let Some(entry) = existing else {
+                return Ok(None);
+            };
+            if matches!(entry.kind.as_str(), "system" | "token") {
+                return Err(CoreError::invalid(format!(
+                    "cannot unmount {:?}",
+                    entry.route_prefix()
+                )));
+            }
+            change_mounts(inner, |t| {
+                t.mounts.retain(|m| !(m.table == table && m.path == path));
+                Ok(())
+            })
+            .await?;
+            inner.storage.delete_prefix(&entry.storage_ns(), "").await?;
+            Ok(None)
+        }
+        _ if write => {
+            let mut kind = fields::string(req.data, "type")?.unwrap_or_default();
+            if kind.is_empty() {
+                return Err(CoreError::invalid("missing required field \"type\""));
+            }
+            let mut options: BTreeMap<String, String> =
+                fields::string_map(req.data, "options")?.unwrap_or_default();
+            if kind == "kv-v2" {
+                kind = "kv".into();
+                options.insert("version".into(), "2".into());
+            }
+            if kind == "kv" {
+                match options.get("version").map(String::as_str) {
+                    None | Some("1") | Some("2") | Some("") => {}
+                    Some(v) => {
+                        return Err(CoreError::invalid(format!(
+                            "unsupported kv version {v:?}: use 1 or 2"
+                        )));
+                    }
+                }
+            }
+            if table == MountTable::Secret && RESERVED.iter().any(|r| path.starts_with(r)) {
+                return Err(CoreError::invalid(format!(
+                    "cannot mount at reserved path {path:?}"
+                )));
+            }
+            if table == MountTable::Auth && kind == "token" {
+                return Err(CoreError::invalid(
+                    "token credential backends cannot be instantiated",
+                ));
+            }
+            let desc = fields::string(req.data, "description")?.unwrap_or_default();
+            let mut entry = new_mount_entry(&path, &kind, table, &desc, options);
+            entry.local = fields::boolean(req.data, "local")?.unwrap_or(false);
+            if let Some(Value::Object(cfg)) = req.data.get("config") {
+                apply_config(&mut entry, cfg)?;
+            }
+            // Build the backend first so an unknown type is refused before anything is stored.
+            let core = Core(Arc::clone(inner));
+            core.backend_for(&entry)?;
+            change_mounts(inner, |t| {
+                let prefix = entry.route_prefix();
+                if let Some(clash) = t.mounts.iter().find(|m| {
+                    let mp = m.route_prefix();
+                    mp.starts_with(&prefix) || prefix.starts_with(&mp)
+                }) {
+                    return Err(CoreError::invalid(format!(
+                        "path is already in use at {}",
+                        clash.route_prefix()
+                    )));
+                }
+                t.mounts.push(entry.clone());
+                Ok(())
+            })
+            .await?;
+            Ok(None)
+        }
+        _ => Err(CoreError::UnsupportedOperation),
+    }
+}
+
+fn effective(v: u64, default: u64) -> u64 {
+    if v == 0 { default } else { v }
+}
+
+fn apply_config(entry: &mut MountEntry, cfg: &Map<String, Value>) -> Result<(), CoreError> {
+    if let Some(d) = fields::duration(cfg, "default_lease_ttl")? {
+        entry.config.default_lease_ttl = d.as_secs();
+    }
+    if let Some(d) = fields::duration(cfg, "max_lease_ttl")? {
+        entry.config.max_lease_ttl = d.as_secs();
+    }
+    let (d, m) = (entry.config.default_lease_ttl, entry.config.max_lease_ttl);
+    if d > 0 && m > 0 && d > m {
+        return Err(CoreError::invalid(
+            "default_lease_ttl cannot be greater than max_lease_ttl",
+        ));
+    }
+    Ok(())
+}
+
+/// Applies a change to the persisted mount tables and swaps in a new router.
+async fn change_mounts(
+    inner: &Arc<Inner>,
+    f: impl FnOnce(&mut MountTables) -> Result<(), CoreError>,
+) -> Result<(), CoreError> {
+    let _guard = inner.mount_lock.lock().await;
+    let mut tables: MountTables = match inner.storage.get(SYS_NS, "mounts").await? {
+        Some(v) => serde_json::from_slice(&v)
+            .map_err(|e| CoreError::internal(format!("mount table is unreadable: {e}")))?,
+        None => MountTables::default(),
+    };
+    f(&mut tables)?;
+    let core = Core(Arc::clone(inner));
+    // Validate every backend before persisting.
+    for m in &tables.mounts {
+        core.backend_for(m)?;
+    }
+    let bytes = serde_json::to_vec(&tables).map_err(|e| CoreError::internal(e.to_string()))?;
+    inner.storage.put(SYS_NS, "mounts", bytes).await?;
+    core.install_router(&tables.mounts)
+}

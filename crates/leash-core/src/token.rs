@@ -1,0 +1,532 @@
+//! The token store: minting, authenticating, renewing and revoking tokens.
+//!
+//! Invariants:
+//! * Token values exist only in the response to their creator; storage keeps the keyed
+//!   hash. A presented token is hashed and looked up; the stored hash is compared in
+//!   constant time after the index lookup.
+//! * A child's policies are a subset of its parent's unless the parent is root or holds
+//!   `sudo` on the create path; its life ends no later than its parent's (it is capped by
+//!   the parent's expiry and revoked with it).
+//! * Renewal never extends past `max_expire_time` (explicit max TTL, system max, parent).
+//! * A token with `num_uses` dies after its last use.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use leash_backend::{AuthInfo, Caller, CoreError, TokenEntry};
+use leash_storage::{KeyedHash, Storage, StoredToken, TokenUse};
+use leash_types::cidr::{self, Cidr};
+use leash_types::{Clock, ExposeSecret, SecretString, TokenKind, TokenValue, random};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::policy_store::PolicyStore;
+
+/// Token lifetimes the operator configures.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenLimits {
+    /// TTL when none is asked for.
+    pub default_ttl: Duration,
+    /// Hard ceiling on every token's life.
+    pub max_ttl: Duration,
+}
+
+impl Default for TokenLimits {
+    fn default() -> Self {
+        TokenLimits {
+            default_ttl: Duration::from_secs(3600),
+            max_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Everything needed to mint a token, already validated by the caller's endpoint.
+#[derive(Debug, Default, Clone)]
+pub struct TokenSpec {
+    /// Policies attached (before `default` is added).
+    pub policies: Vec<String>,
+    /// Do not add `default`.
+    pub no_default_policy: bool,
+    /// Metadata.
+    pub meta: BTreeMap<String, String>,
+    /// Display name as given (prefixed by the creation path's kind).
+    pub display_name: String,
+    /// Requested TTL (None = default).
+    pub ttl: Option<Duration>,
+    /// Explicit max TTL.
+    pub explicit_max_ttl: Option<Duration>,
+    /// Period.
+    pub period: Option<Duration>,
+    /// Uses (0 = unlimited).
+    pub num_uses: i64,
+    /// Renewable.
+    pub renewable: bool,
+    /// Creation path (`auth/token/create`, `auth/approle/login`…).
+    pub path: String,
+    /// Token role.
+    pub role: Option<String>,
+    /// Identity entity.
+    pub entity_id: String,
+    /// Allowed source CIDRs.
+    pub bound_cidrs: Vec<String>,
+    /// A caller-chosen token value (root only).
+    pub id: Option<SecretString>,
+}
+
+/// A token that was just minted.
+pub struct Minted {
+    /// The value, to be shown once.
+    pub value: TokenValue,
+    /// The stored entry.
+    pub entry: TokenEntry,
+    /// Its keyed hash.
+    pub hash: KeyedHash,
+    /// Warnings for the caller (TTL capped…).
+    pub warnings: Vec<String>,
+}
+
+/// Minting and validation of tokens over [`Storage`].
+pub struct TokenStore {
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    limits: TokenLimits,
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Formats Unix seconds as RFC 3339 (UTC).
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+impl TokenStore {
+    /// A store over `storage`.
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+        limits: TokenLimits,
+    ) -> TokenStore {
+        TokenStore {
+            storage,
+            clock,
+            limits,
+        }
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> TokenLimits {
+        self.limits
+    }
+
+    /// The keyed hash of a presented token or accessor value.
+    pub fn hash(&self, value: &str) -> KeyedHash {
+        self.storage.keyring().token_hash(value)
+    }
+
+    fn decode(stored: &StoredToken) -> Result<TokenEntry, CoreError> {
+        serde_json::from_slice(&stored.entry)
+            .map_err(|e| CoreError::internal(format!("stored token entry is unreadable: {e}")))
+    }
+
+    fn encode(entry: &TokenEntry) -> Result<Vec<u8>, CoreError> {
+        serde_json::to_vec(entry)
+            .map_err(|e| CoreError::internal(format!("cannot encode token entry: {e}")))
+    }
+
+    /// Looks up a live token by value. Expired tokens count as absent (the expiry
+    /// worker removes them).
+    pub async fn lookup(
+        &self,
+        token: &str,
+    ) -> Result<Option<(KeyedHash, TokenEntry, Option<i64>)>, CoreError> {
+        let presented = TokenValue::from_presented(SecretString::from(token.to_owned()));
+        if token.is_empty() || token.len() > 512 || presented.is_malformed_leash_token() {
+            return Ok(None);
+        }
+        let hash = self.hash(token);
+        self.load(hash, |s| s.hash.ct_eq(&hash)).await
+    }
+
+    /// Looks up a live token by accessor.
+    pub async fn lookup_accessor(
+        &self,
+        accessor: &str,
+    ) -> Result<Option<(KeyedHash, TokenEntry, Option<i64>)>, CoreError> {
+        if accessor.is_empty() || accessor.len() > 128 {
+            return Ok(None);
+        }
+        let ah = self.hash(&format!("accessor:{accessor}"));
+        match self.storage.token_by_accessor(ah).await? {
+            Some(s) if s.accessor_hash.ct_eq(&ah) => self.live(s),
+            _ => Ok(None),
+        }
+    }
+
+    async fn load(
+        &self,
+        hash: KeyedHash,
+        check: impl Fn(&StoredToken) -> bool,
+    ) -> Result<Option<(KeyedHash, TokenEntry, Option<i64>)>, CoreError> {
+        match self.storage.token_get(hash).await? {
+            Some(s) if check(&s) => self.live(s),
+            _ => Ok(None),
+        }
+    }
+
+    fn live(
+        &self,
+        s: StoredToken,
+    ) -> Result<Option<(KeyedHash, TokenEntry, Option<i64>)>, CoreError> {
+        if let Some(exp) = s.expire_at {
+            if exp <= self.clock.unix() {
+                return Ok(None);
+            }
+        }
+        if s.uses_left == Some(0) {
+            return Ok(None);
+        }
+        let entry = Self::decode(&s)?;
+        Ok(Some((s.hash, entry, s.uses_left)))
+    }
+
+    /// Authenticates a presented token for one request: it must exist, be unexpired,
+    /// have uses left and be used from an allowed address. `None` for any failure — the
+    /// caller answers "permission denied" without saying which.
+    pub async fn authenticate(
+        &self,
+        token: &SecretString,
+        remote: Option<SocketAddr>,
+        policies: &PolicyStore,
+    ) -> Result<Option<Caller>, CoreError> {
+        let Some((hash, entry, uses_left)) = self.lookup(token.expose_secret()).await? else {
+            return Ok(None);
+        };
+        if !entry.bound_cidrs.is_empty() {
+            let blocks: Vec<Cidr> = entry
+                .bound_cidrs
+                .iter()
+                .filter_map(|c| Cidr::parse(c).ok())
+                .collect();
+            if !cidr::allowed(&blocks, remote.map(|r| r.ip())) {
+                return Ok(None);
+            }
+        }
+        let acl = policies.acl(&entry.policies);
+        Ok(Some(Caller {
+            entry,
+            hash,
+            acl,
+            uses_left,
+        }))
+    }
+
+    /// Spends one use of a counted token. Returns the uses left, or `PermissionDenied`
+    /// when none were.
+    pub async fn spend_use(&self, caller: &Caller) -> Result<Option<i64>, CoreError> {
+        if caller.uses_left.is_none() {
+            return Ok(None);
+        }
+        match self.storage.token_use(caller.hash).await? {
+            TokenUse::Unlimited => Ok(None),
+            TokenUse::Remaining(n) => Ok(Some(n)),
+            TokenUse::Exhausted => Err(CoreError::PermissionDenied),
+        }
+    }
+
+    /// Mints and stores a token under `parent` (`None` for an orphan).
+    pub async fn mint(
+        &self,
+        spec: TokenSpec,
+        parent: Option<&Caller>,
+    ) -> Result<Minted, CoreError> {
+        let now = self.clock.unix();
+        let mut warnings = Vec::new();
+        let mut policies: Vec<String> = spec
+            .policies
+            .iter()
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if !spec.no_default_policy && !policies.iter().any(|p| p == "root") {
+            policies.push("default".to_owned());
+        }
+        policies.sort();
+        policies.dedup();
+        let is_root = policies.iter().any(|p| p == "root");
+
+        // Lifetime: the requested TTL (or period), capped by explicit max, the system max
+        // and the parent's remaining life.
+        let sys_max = secs(self.limits.max_ttl);
+        let mut max_expire: Option<i64> = None;
+        let mut cap = |limit: i64| {
+            max_expire = Some(max_expire.map_or(limit, |m: i64| m.min(limit)));
+        };
+        let never_expires = is_root
+            && spec.ttl.is_none()
+            && spec.period.is_none()
+            && spec.explicit_max_ttl.is_none()
+            && parent.is_none_or(|p| p.entry.expire_time.is_none());
+        if !never_expires {
+            cap(now + sys_max);
+        }
+        if let Some(m) = spec.explicit_max_ttl.filter(|d| !d.is_zero()) {
+            cap(now + secs(m));
+        }
+        if let Some(p) = parent {
+            if let Some(pe) = p.entry.expire_time {
+                cap(pe);
+            }
+        }
+        let wanted = if let Some(period) = spec.period.filter(|d| !d.is_zero()) {
+            Some(secs(period))
+        } else if never_expires {
+            None
+        } else {
+            Some(secs(
+                spec.ttl
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(self.limits.default_ttl),
+            ))
+        };
+        let expire_time = match (wanted, max_expire) {
+            (None, _) => None,
+            (Some(w), None) => Some(now + w),
+            (Some(w), Some(m)) => {
+                if now + w > m {
+                    warnings.push(format!(
+                        "TTL of {w}s exceeded the effective max_ttl of {}s; TTL value is capped accordingly",
+                        (m - now).max(0)
+                    ));
+                }
+                Some((now + w).min(m))
+            }
+        };
+        if let Some(e) = expire_time {
+            if e <= now {
+                return Err(CoreError::invalid(
+                    "the token's TTL would end immediately (the parent token expires now)",
+                ));
+            }
+        }
+
+        let display_name = {
+            let base: String = spec
+                .display_name
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+                .take(64)
+                .collect();
+            if base.is_empty() {
+                "token".to_owned()
+            } else if spec.path.starts_with("auth/token/") {
+                format!("token-{base}")
+            } else {
+                base
+            }
+        };
+
+        let value = match &spec.id {
+            Some(id) => {
+                TokenValue::from_presented(SecretString::from(id.expose_secret().to_owned()))
+            }
+            None => TokenValue::generate(TokenKind::Service),
+        };
+        let accessor = random::base62(24);
+        let entry = TokenEntry {
+            accessor: accessor.clone(),
+            policies,
+            meta: spec.meta,
+            display_name,
+            path: spec.path,
+            creation_time: now,
+            creation_ttl: wanted
+                .map(|w| expire_time.map_or(w, |e| e - now))
+                .unwrap_or(0)
+                .max(0) as u64,
+            explicit_max_ttl: spec.explicit_max_ttl.map(|d| d.as_secs()).unwrap_or(0),
+            period: spec.period.map(|d| d.as_secs()).unwrap_or(0),
+            num_uses: spec.num_uses,
+            renewable: spec.renewable && expire_time.is_some(),
+            orphan: parent.is_none(),
+            role: spec.role,
+            entity_id: spec.entity_id,
+            bound_cidrs: spec.bound_cidrs,
+            expire_time,
+            max_expire_time: max_expire,
+            last_renewal: None,
+            parent_accessor: parent.map(|p| p.entry.accessor.clone()),
+        };
+        let hash = self.hash(value.expose());
+        let stored = StoredToken {
+            hash,
+            accessor_hash: self.hash(&format!("accessor:{accessor}")),
+            parent: parent.map(|p| p.hash),
+            expire_at: expire_time,
+            uses_left: (spec.num_uses > 0).then_some(spec.num_uses),
+            entry: Zeroizing::new(Self::encode(&entry)?),
+        };
+        match self.storage.token_insert(stored).await {
+            Ok(()) => {}
+            Err(leash_storage::StorageError::Conflict(_)) => {
+                return Err(CoreError::invalid("a token with that id already exists"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Minted {
+            value,
+            entry,
+            hash,
+            warnings,
+        })
+    }
+
+    /// Renews a token by `increment` (or its creation TTL), never past its max.
+    /// Returns the updated entry and warnings.
+    pub async fn renew(
+        &self,
+        hash: KeyedHash,
+        mut entry: TokenEntry,
+        increment: Option<Duration>,
+    ) -> Result<(TokenEntry, Vec<String>), CoreError> {
+        let now = self.clock.unix();
+        let mut warnings = Vec::new();
+        let Some(_) = entry.expire_time else {
+            // Non-expiring (root) tokens: nothing to extend.
+            return Ok((entry, warnings));
+        };
+        if !entry.renewable {
+            return Err(CoreError::invalid("lease is not renewable"));
+        }
+        let want = if entry.period > 0 {
+            i64::try_from(entry.period).unwrap_or(i64::MAX)
+        } else {
+            increment
+                .filter(|d| !d.is_zero())
+                .map(secs)
+                .unwrap_or_else(|| i64::try_from(entry.creation_ttl).unwrap_or(i64::MAX))
+        };
+        let mut new_exp = now.saturating_add(want);
+        if let Some(max) = entry.max_expire_time {
+            if new_exp > max {
+                warnings.push(format!(
+                    "TTL of {want}s exceeded the effective max_ttl of {}s; TTL value is capped accordingly",
+                    (max - now).max(0)
+                ));
+                new_exp = max;
+            }
+        }
+        if new_exp <= now {
+            return Err(CoreError::invalid(
+                "token has reached its maximum TTL and cannot be renewed",
+            ));
+        }
+        entry.expire_time = Some(new_exp);
+        entry.last_renewal = Some(now);
+        if !self
+            .storage
+            .token_update(hash, Some(new_exp), Self::encode(&entry)?)
+            .await?
+        {
+            return Err(CoreError::invalid("token not found"));
+        }
+        Ok((entry, warnings))
+    }
+
+    /// Revokes a token and its subtree (or only the token, orphaning its children).
+    /// Returns the revoked entries, the token itself first.
+    pub async fn revoke(
+        &self,
+        hash: KeyedHash,
+        orphan_children: bool,
+    ) -> Result<Vec<TokenEntry>, CoreError> {
+        let gone = self
+            .storage
+            .token_delete_tree(hash, orphan_children)
+            .await?;
+        gone.iter().map(Self::decode).collect()
+    }
+
+    /// Revokes every token expired by now (and their subtrees); returns how many.
+    pub async fn revoke_expired(&self, limit: usize) -> Result<usize, CoreError> {
+        let now = self.clock.unix();
+        let mut n = 0;
+        for h in self.storage.tokens_expired(now, limit).await? {
+            n += self.storage.token_delete_tree(h, false).await?.len();
+        }
+        Ok(n)
+    }
+
+    /// The `auth` block for a new token.
+    pub fn auth_info(&self, m: &Minted) -> AuthInfo {
+        let now = self.clock.unix();
+        AuthInfo {
+            client_token: SecretString::from(m.value.expose().to_owned()),
+            accessor: m.entry.accessor.clone(),
+            policies: m.entry.policies.clone(),
+            token_policies: m.entry.policies.clone(),
+            metadata: m.entry.meta.clone(),
+            lease_duration: m
+                .entry
+                .expire_time
+                .map(|e| (e - now).max(0) as u64)
+                .unwrap_or(0),
+            renewable: m.entry.renewable,
+            entity_id: m.entry.entity_id.clone(),
+            token_type: "service".to_owned(),
+            orphan: m.entry.orphan,
+            num_uses: m.entry.num_uses,
+        }
+    }
+
+    /// Vault's token lookup data. `id` is the token value when the caller presented it,
+    /// `""` for accessor lookups.
+    pub fn lookup_data(&self, entry: &TokenEntry, id: &str, uses_left: Option<i64>) -> Value {
+        let now = self.clock.unix();
+        let ttl = entry.expire_time.map(|e| (e - now).max(0)).unwrap_or(0);
+        let mut d = json!({
+            "accessor": entry.accessor,
+            "creation_time": entry.creation_time,
+            "creation_ttl": entry.creation_ttl,
+            "display_name": entry.display_name,
+            "entity_id": entry.entity_id,
+            "expire_time": entry.expire_time.map(rfc3339),
+            "explicit_max_ttl": entry.explicit_max_ttl,
+            "id": id,
+            "issue_time": rfc3339(entry.creation_time),
+            "meta": if entry.meta.is_empty() { Value::Null } else { json!(entry.meta) },
+            "num_uses": uses_left.unwrap_or(0),
+            "orphan": entry.orphan,
+            "path": entry.path,
+            "policies": entry.policies,
+            "renewable": entry.renewable,
+            "ttl": ttl,
+            "type": "service",
+        });
+        if let Some(obj) = d.as_object_mut() {
+            if let Some(lr) = entry.last_renewal {
+                obj.insert("last_renewal".into(), json!(rfc3339(lr)));
+                obj.insert("last_renewal_time".into(), json!(lr));
+            }
+            if entry.period > 0 {
+                obj.insert("period".into(), json!(entry.period));
+            }
+            if let Some(r) = &entry.role {
+                obj.insert("role".into(), json!(r));
+            }
+            if !entry.bound_cidrs.is_empty() {
+                obj.insert("bound_cidrs".into(), json!(entry.bound_cidrs));
+            }
+        }
+        d
+    }
+}

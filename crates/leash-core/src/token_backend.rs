@@ -1,0 +1,625 @@
+//! `auth/token/*`: Vault's token store endpoints over [`crate::token::TokenStore`].
+//!
+//! Routes (relative to `auth/token/`): `create`, `create-orphan`, `create/:role`,
+//! `lookup`, `lookup-self`, `lookup-accessor`, `renew`, `renew-self`, `renew-accessor`,
+//! `revoke`, `revoke-self`, `revoke-accessor`, `revoke-orphan` (sudo), `roles/`,
+//! `roles/:name`, `accessors/` (sudo).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use leash_backend::{Backend, BackendRequest, Caller, CoreError, Response, fields, match_route};
+use leash_storage::KeyedHash;
+use leash_types::{Capability, ExposeSecret, Operation, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::Inner;
+use crate::token::TokenSpec;
+
+const ROLES_NS: &str = "auth/token/roles";
+
+pub(crate) struct TokenBackend {
+    inner: Weak<Inner>,
+}
+
+impl TokenBackend {
+    pub(crate) fn new(inner: Weak<Inner>) -> TokenBackend {
+        TokenBackend { inner }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+struct TokenRole {
+    name: String,
+    allowed_policies: Vec<String>,
+    disallowed_policies: Vec<String>,
+    orphan: bool,
+    renewable: bool,
+    token_period: u64,
+    token_explicit_max_ttl: u64,
+    token_ttl: u64,
+    token_max_ttl: u64,
+    token_bound_cidrs: Vec<String>,
+    path_suffix: String,
+    token_no_default_policy: bool,
+    token_num_uses: i64,
+}
+
+impl TokenRole {
+    fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "allowed_policies": self.allowed_policies,
+            "disallowed_policies": self.disallowed_policies,
+            "orphan": self.orphan,
+            "renewable": self.renewable,
+            "token_period": self.token_period,
+            "period": self.token_period,
+            "token_explicit_max_ttl": self.token_explicit_max_ttl,
+            "explicit_max_ttl": self.token_explicit_max_ttl,
+            "token_ttl": self.token_ttl,
+            "token_max_ttl": self.token_max_ttl,
+            "token_bound_cidrs": self.token_bound_cidrs,
+            "bound_cidrs": self.token_bound_cidrs,
+            "path_suffix": self.path_suffix,
+            "token_no_default_policy": self.token_no_default_policy,
+            "token_num_uses": self.token_num_uses,
+            "token_type": "service",
+        })
+    }
+}
+
+fn has_sudo(c: &Caller, path: &str) -> bool {
+    c.acl.is_root() || c.acl.capabilities(path).contains(Capability::Sudo)
+}
+
+fn caller<'a>(req: &'a BackendRequest<'_>) -> Result<&'a Caller, CoreError> {
+    req.caller.ok_or(CoreError::PermissionDenied)
+}
+
+const CREATE_FIELDS: &[&str] = &[
+    "id",
+    "policies",
+    "meta",
+    "metadata",
+    "no_parent",
+    "no_default_policy",
+    "renewable",
+    "ttl",
+    "lease",
+    "explicit_max_ttl",
+    "period",
+    "display_name",
+    "num_uses",
+    "type",
+    "entity_alias",
+    "role_name",
+];
+
+#[async_trait]
+impl Backend for TokenBackend {
+    fn is_root_protected(&self, path: &str) -> bool {
+        path.starts_with("revoke-orphan") || path.starts_with("accessors")
+    }
+
+    async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>, CoreError> {
+        if let Some(caps) = match_route("roles/:name", req.path) {
+            let inner = self
+                .inner
+                .upgrade()
+                .ok_or_else(|| CoreError::internal("core is gone"))?;
+            return Ok(Some(inner.storage.get(ROLES_NS, caps[0]).await?.is_some()));
+        }
+        Ok(None)
+    }
+
+    async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
+        let inner = self
+            .inner
+            .upgrade()
+            .ok_or_else(|| CoreError::internal("core is gone"))?;
+        let op = req.operation;
+        let write = matches!(op, Operation::Update | Operation::Create);
+        let p = req.path;
+        match (p, op) {
+            ("create", _) | ("create-orphan", _) if write => {
+                create(&inner, req, None).await.map(Some)
+            }
+            ("lookup-self", Operation::Read) | ("lookup-self", Operation::Update) => {
+                lookup_self(&inner, req).map(Some)
+            }
+            ("lookup", _) if write => lookup_token(&inner, req).await.map(Some),
+            ("lookup-accessor", _) if write => lookup_accessor(&inner, req).await.map(Some),
+            ("renew-self", _) if write => {
+                let c = caller(req)?;
+                renew(&inner, req, c.hash, c.entry.clone()).await.map(Some)
+            }
+            ("renew", _) if write => {
+                let t = required(req, "token")?;
+                let (h, e, _) = inner
+                    .tokens
+                    .lookup(&t)
+                    .await?
+                    .ok_or_else(|| CoreError::invalid("token not found"))?;
+                renew(&inner, req, h, e).await.map(Some)
+            }
+            ("renew-accessor", _) if write => {
+                let a = required(req, "accessor")?;
+                let (h, e, _) = inner
+                    .tokens
+                    .lookup_accessor(&a)
+                    .await?
+                    .ok_or_else(|| CoreError::invalid("invalid accessor"))?;
+                renew(&inner, req, h, e).await.map(Some)
+            }
+            ("revoke-self", _) if write => {
+                inner.tokens.revoke(caller(req)?.hash, false).await?;
+                Ok(None)
+            }
+            ("revoke", _) if write => {
+                let t = required(req, "token")?;
+                if let Some((h, _, _)) = inner.tokens.lookup(&t).await? {
+                    inner.tokens.revoke(h, false).await?;
+                }
+                Ok(None)
+            }
+            ("revoke-orphan", _) if write => {
+                let t = required(req, "token")?;
+                if let Some((h, _, _)) = inner.tokens.lookup(&t).await? {
+                    inner.tokens.revoke(h, true).await?;
+                }
+                Ok(None)
+            }
+            ("revoke-accessor", _) if write => {
+                let a = required(req, "accessor")?;
+                match inner.tokens.lookup_accessor(&a).await? {
+                    Some((h, _, _)) => {
+                        inner.tokens.revoke(h, false).await?;
+                        Ok(None)
+                    }
+                    None => Err(CoreError::invalid("invalid accessor")),
+                }
+            }
+            ("roles" | "roles/", Operation::List) => {
+                let keys = inner.storage.list(ROLES_NS, "").await?;
+                Ok((!keys.is_empty()).then(|| Response::keys(keys)))
+            }
+            _ => {
+                if let Some(caps) = match_route("create/:role", p) {
+                    if write {
+                        let role = load_role(&inner, caps[0]).await?.ok_or_else(|| {
+                            CoreError::invalid(format!("unknown role {}", caps[0]))
+                        })?;
+                        return create(&inner, req, Some(role)).await.map(Some);
+                    }
+                    return Err(CoreError::UnsupportedOperation);
+                }
+                if let Some(caps) = match_route("roles/:name", p) {
+                    return role_op(&inner, req, caps[0]).await;
+                }
+                if matches!(
+                    p,
+                    "create"
+                        | "create-orphan"
+                        | "lookup"
+                        | "lookup-accessor"
+                        | "lookup-self"
+                        | "renew"
+                        | "renew-self"
+                        | "renew-accessor"
+                        | "revoke"
+                        | "revoke-self"
+                        | "revoke-accessor"
+                        | "revoke-orphan"
+                        | "roles"
+                ) {
+                    return Err(CoreError::UnsupportedOperation);
+                }
+                Err(CoreError::UnknownPath(format!("auth/token/{p}")))
+            }
+        }
+    }
+}
+
+fn required(req: &BackendRequest<'_>, field: &str) -> Result<String, CoreError> {
+    fields::string(req.data, field)?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| CoreError::invalid(format!("missing required field {field:?}")))
+}
+
+async fn load_role(inner: &Inner, name: &str) -> Result<Option<TokenRole>, CoreError> {
+    match inner
+        .storage
+        .get(ROLES_NS, &name.to_ascii_lowercase())
+        .await?
+    {
+        Some(v) => serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| CoreError::internal(format!("token role {name} unreadable: {e}"))),
+        None => Ok(None),
+    }
+}
+
+async fn create(
+    inner: &Arc<Inner>,
+    req: &BackendRequest<'_>,
+    role: Option<TokenRole>,
+) -> Result<Response, CoreError> {
+    let parent = caller(req)?;
+    let d = req.data;
+    if parent.entry.num_uses > 0 {
+        return Err(CoreError::invalid(
+            "use limit tokens cannot create child tokens",
+        ));
+    }
+    if let Some(t) = fields::string(d, "type")? {
+        if !t.is_empty() && t != "service" && t != "default" {
+            return Err(CoreError::invalid(format!(
+                "unsupported token type {t:?}: leash issues service tokens only"
+            )));
+        }
+    }
+    let sudo = has_sudo(parent, "auth/token/create");
+    let requested: Option<Vec<String>> = fields::string_list(d, "policies")?
+        .map(|v| v.into_iter().map(|p| p.to_ascii_lowercase()).collect());
+    let no_parent = fields::boolean(d, "no_parent")?.unwrap_or(false);
+    let id = fields::string(d, "id")?.filter(|s| !s.is_empty());
+    if id.is_some() && !parent.acl.is_root() {
+        return Err(CoreError::invalid(
+            "root or sudo privileges required to specify token id",
+        ));
+    }
+    if let Some(id) = &id {
+        if id.len() < 8 || id.len() > 256 || id.contains(char::is_whitespace) {
+            return Err(CoreError::invalid(
+                "a custom token id must be 8 to 256 characters without white space",
+            ));
+        }
+    }
+    let num_uses = fields::integer(d, "num_uses")?.unwrap_or(0);
+    if num_uses < 0 {
+        return Err(CoreError::invalid("number of uses cannot be negative"));
+    }
+    let period = fields::duration(d, "period")?;
+    let ttl = match fields::duration(d, "ttl")? {
+        Some(t) => Some(t),
+        None => fields::duration(d, "lease")?,
+    };
+    let explicit_max_ttl = fields::duration(d, "explicit_max_ttl")?;
+    let mut no_default_policy = fields::boolean(d, "no_default_policy")?.unwrap_or(false);
+    let meta = match fields::string_map(d, "meta")? {
+        Some(m) => m,
+        None => fields::string_map(d, "metadata")?.unwrap_or_default(),
+    };
+    if meta.len() > 64 || meta.iter().any(|(k, v)| k.len() > 128 || v.len() > 512) {
+        return Err(CoreError::invalid(
+            "meta: at most 64 keys, keys up to 128 and values up to 512 characters",
+        ));
+    }
+    let mut spec = TokenSpec {
+        no_default_policy,
+        meta,
+        display_name: fields::string(d, "display_name")?.unwrap_or_default(),
+        ttl,
+        explicit_max_ttl,
+        period,
+        num_uses,
+        renewable: fields::boolean(d, "renewable")?.unwrap_or(true),
+        path: format!("auth/token/{}", req.path),
+        id: id.map(SecretString::from),
+        entity_id: parent.entry.entity_id.clone(),
+        ..TokenSpec::default()
+    };
+    let mut orphan = req.path == "create-orphan" || no_parent;
+    if no_parent && !sudo {
+        return Err(CoreError::invalid(
+            "root or sudo privileges required to create orphan token",
+        ));
+    }
+
+    let mut policies: Vec<String> = match &requested {
+        Some(p) if !p.is_empty() => p.clone(),
+        _ => Vec::new(),
+    };
+    if let Some(role) = &role {
+        orphan |= role.orphan;
+        no_default_policy |= role.token_no_default_policy;
+        spec.no_default_policy = no_default_policy;
+        spec.role = Some(role.name.clone());
+        spec.renewable = spec.renewable && role.renewable;
+        spec.bound_cidrs = role.token_bound_cidrs.clone();
+        if role.token_period > 0 {
+            spec.period = Some(std::time::Duration::from_secs(role.token_period));
+        }
+        let cap = [role.token_explicit_max_ttl, role.token_max_ttl]
+            .into_iter()
+            .filter(|v| *v > 0)
+            .min();
+        if let Some(c) = cap {
+            let c = std::time::Duration::from_secs(c);
+            spec.explicit_max_ttl = Some(spec.explicit_max_ttl.map_or(c, |e| e.min(c)));
+        }
+        if spec.ttl.is_none() && role.token_ttl > 0 {
+            spec.ttl = Some(std::time::Duration::from_secs(role.token_ttl));
+        }
+        if role.token_num_uses > 0 && (spec.num_uses == 0 || spec.num_uses > role.token_num_uses) {
+            spec.num_uses = role.token_num_uses;
+        }
+        if policies.is_empty() {
+            policies = role.allowed_policies.clone();
+        }
+        let disallowed: BTreeSet<&str> = role
+            .disallowed_policies
+            .iter()
+            .map(String::as_str)
+            .collect();
+        if let Some(p) = policies.iter().find(|p| disallowed.contains(p.as_str())) {
+            return Err(CoreError::invalid(format!(
+                "token policy {p:?} is disallowed by this role"
+            )));
+        }
+        if !role.allowed_policies.is_empty() {
+            let allowed: BTreeSet<&str> =
+                role.allowed_policies.iter().map(String::as_str).collect();
+            if let Some(p) = policies
+                .iter()
+                .find(|p| p.as_str() != "default" && !allowed.contains(p.as_str()))
+            {
+                return Err(CoreError::invalid(format!(
+                    "token policies ({p}) must be subset of the role's allowed policies"
+                )));
+            }
+        }
+    }
+    if policies.is_empty() && role.is_none() {
+        // Inherit the parent's policies (root stays root only for a root parent).
+        policies = parent.entry.policies.clone();
+    }
+    if policies.iter().any(|p| p == "root") && !parent.acl.is_root() {
+        return Err(CoreError::invalid(
+            "root tokens may only be created by a root token",
+        ));
+    }
+    let role_grants = role
+        .as_ref()
+        .is_some_and(|r| !r.allowed_policies.is_empty());
+    if !sudo && !role_grants {
+        let parent_set: BTreeSet<&str> = parent.entry.policies.iter().map(String::as_str).collect();
+        if let Some(p) = policies
+            .iter()
+            .find(|p| p.as_str() != "default" && !parent_set.contains(p.as_str()))
+        {
+            let _ = p;
+            return Err(CoreError::invalid(
+                "child policies must be subset of parent",
+            ));
+        }
+    }
+    if spec.period.is_some() && !sudo && role.as_ref().is_none_or(|r| r.token_period == 0) {
+        return Err(CoreError::invalid(
+            "root or sudo privileges required to create periodic token",
+        ));
+    }
+    spec.policies = policies;
+    let warning = fields::ignored_warning(d, CREATE_FIELDS);
+    let minted = inner
+        .tokens
+        .mint(spec, if orphan { None } else { Some(parent) })
+        .await?;
+    let mut resp = Response::data(Value::Null);
+    resp.data = None;
+    resp.auth = Some(inner.tokens.auth_info(&minted));
+    resp.warnings = minted.warnings;
+    if let Some(w) = warning {
+        resp.warnings.push(w);
+    }
+    Ok(resp)
+}
+
+fn lookup_self(inner: &Inner, req: &BackendRequest<'_>) -> Result<Response, CoreError> {
+    let c = caller(req)?;
+    let id = req
+        .token
+        .map(|t| t.expose_secret().to_owned())
+        .unwrap_or_default();
+    Ok(Response::data(inner.tokens.lookup_data(
+        &c.entry,
+        &id,
+        c.uses_left,
+    )))
+}
+
+async fn lookup_token(inner: &Inner, req: &BackendRequest<'_>) -> Result<Response, CoreError> {
+    let t = required(req, "token")?;
+    match inner.tokens.lookup(&t).await? {
+        Some((_, e, uses)) => Ok(Response::data(inner.tokens.lookup_data(&e, &t, uses))),
+        None => Err(CoreError::PermissionDenied),
+    }
+}
+
+async fn lookup_accessor(inner: &Inner, req: &BackendRequest<'_>) -> Result<Response, CoreError> {
+    let a = required(req, "accessor")?;
+    match inner.tokens.lookup_accessor(&a).await? {
+        Some((_, e, uses)) => Ok(Response::data(inner.tokens.lookup_data(&e, "", uses))),
+        None => Err(CoreError::invalid("invalid accessor")),
+    }
+}
+
+async fn renew(
+    inner: &Inner,
+    req: &BackendRequest<'_>,
+    hash: KeyedHash,
+    entry: leash_backend::TokenEntry,
+) -> Result<Response, CoreError> {
+    let increment = fields::duration(req.data, "increment")?;
+    let (entry, warnings) = inner.tokens.renew(hash, entry, increment).await?;
+    let now = inner.clock.unix();
+    let mut resp = Response::data(Value::Null);
+    resp.data = None;
+    resp.auth = Some(leash_backend::AuthInfo {
+        // Renewal does not hand the token out again: the caller already holds it.
+        client_token: SecretString::from(if req.path == "renew-self" {
+            req.token
+                .map(|t| t.expose_secret().to_owned())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        }),
+        accessor: entry.accessor.clone(),
+        policies: entry.policies.clone(),
+        token_policies: entry.policies.clone(),
+        metadata: entry.meta.clone(),
+        lease_duration: entry
+            .expire_time
+            .map(|e| (e - now).max(0) as u64)
+            .unwrap_or(0),
+        renewable: entry.renewable,
+        entity_id: entry.entity_id.clone(),
+        token_type: "service".to_owned(),
+        orphan: entry.orphan,
+        num_uses: entry.num_uses,
+    });
+    resp.warnings = warnings;
+    Ok(resp)
+}
+
+const ROLE_FIELDS: &[&str] = &[
+    "allowed_policies",
+    "disallowed_policies",
+    "orphan",
+    "renewable",
+    "token_period",
+    "period",
+    "token_explicit_max_ttl",
+    "explicit_max_ttl",
+    "token_bound_cidrs",
+    "bound_cidrs",
+    "path_suffix",
+    "token_no_default_policy",
+    "token_num_uses",
+    "token_type",
+    "token_ttl",
+    "token_max_ttl",
+    "allowed_entity_aliases",
+];
+
+async fn role_op(
+    inner: &Inner,
+    req: &BackendRequest<'_>,
+    name: &str,
+) -> Result<Option<Response>, CoreError> {
+    let name = name.to_ascii_lowercase();
+    if name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(CoreError::invalid(
+            "role name may contain letters, digits, '-', '_' and '.'",
+        ));
+    }
+    match req.operation {
+        Operation::Read => Ok(load_role(inner, &name)
+            .await?
+            .map(|r| Response::data(r.to_json()))),
+        Operation::Delete => {
+            inner.storage.delete(ROLES_NS, &name).await?;
+            Ok(None)
+        }
+        Operation::Create | Operation::Update => {
+            let d = req.data;
+            let mut role = load_role(inner, &name).await?.unwrap_or(TokenRole {
+                name: name.clone(),
+                renewable: true,
+                ..TokenRole::default()
+            });
+            let lower = |v: Vec<String>| {
+                v.into_iter()
+                    .map(|p| p.to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+            };
+            if let Some(v) = fields::string_list(d, "allowed_policies")? {
+                role.allowed_policies = lower(v);
+            }
+            if let Some(v) = fields::string_list(d, "disallowed_policies")? {
+                role.disallowed_policies = lower(v);
+            }
+            if let Some(v) = fields::boolean(d, "orphan")? {
+                role.orphan = v;
+            }
+            if let Some(v) = fields::boolean(d, "renewable")? {
+                role.renewable = v;
+            }
+            if let Some(v) = fields::boolean(d, "token_no_default_policy")? {
+                role.token_no_default_policy = v;
+            }
+            for (field, alias) in [
+                ("token_period", "period"),
+                ("token_explicit_max_ttl", "explicit_max_ttl"),
+            ] {
+                let v = match fields::duration(d, field)? {
+                    Some(v) => Some(v),
+                    None => fields::duration(d, alias)?,
+                };
+                if let Some(v) = v {
+                    match field {
+                        "token_period" => role.token_period = v.as_secs(),
+                        _ => role.token_explicit_max_ttl = v.as_secs(),
+                    }
+                }
+            }
+            if let Some(v) = fields::duration(d, "token_ttl")? {
+                role.token_ttl = v.as_secs();
+            }
+            if let Some(v) = fields::duration(d, "token_max_ttl")? {
+                role.token_max_ttl = v.as_secs();
+            }
+            if role.token_ttl > 0 && role.token_max_ttl > 0 && role.token_ttl > role.token_max_ttl {
+                return Err(CoreError::invalid(
+                    "token_ttl cannot be greater than token_max_ttl",
+                ));
+            }
+            let cidrs = match fields::string_list(d, "token_bound_cidrs")? {
+                Some(v) => Some(v),
+                None => fields::string_list(d, "bound_cidrs")?,
+            };
+            if let Some(v) = cidrs {
+                for c in &v {
+                    leash_types::cidr::Cidr::parse(c)
+                        .map_err(|e| CoreError::invalid(e.to_string()))?;
+                }
+                role.token_bound_cidrs = v;
+            }
+            if let Some(v) = fields::string(d, "path_suffix")? {
+                if v.contains("..") {
+                    return Err(CoreError::invalid("path_suffix cannot contain '..'"));
+                }
+                role.path_suffix = v;
+            }
+            if let Some(v) = fields::integer(d, "token_num_uses")? {
+                if v < 0 {
+                    return Err(CoreError::invalid("token_num_uses cannot be negative"));
+                }
+                role.token_num_uses = v;
+            }
+            if let Some(t) = fields::string(d, "token_type")? {
+                if !matches!(t.as_str(), "" | "service" | "default" | "default-service") {
+                    return Err(CoreError::invalid(format!(
+                        "unsupported token_type {t:?}: leash issues service tokens only"
+                    )));
+                }
+            }
+            let bytes =
+                serde_json::to_vec(&role).map_err(|e| CoreError::internal(e.to_string()))?;
+            inner.storage.put(ROLES_NS, &name, bytes).await?;
+            Ok(fields::ignored_warning(d, ROLE_FIELDS).map(|w| {
+                let mut r = Response::data(Value::Null);
+                r.data = None;
+                r.with_warning(w)
+            }))
+        }
+        _ => Err(CoreError::UnsupportedOperation),
+    }
+}
