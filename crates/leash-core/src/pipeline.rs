@@ -54,6 +54,20 @@ pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response,
         return deny(inner, &ctx).await;
     }
     let Some(mounted) = mounted else {
+        // Unknown path: a token that may not touch it learns nothing (403, as if it
+        // existed); only a token the ACL lets through hears that nothing is there.
+        if let Some(c) = &caller {
+            let decision = c.acl.check(&AclRequest {
+                path: &req.path,
+                operation: req.operation,
+                data: Some(&req.data),
+                needs_sudo: false,
+            });
+            if !decision.allowed {
+                ctx.policy_results = Some((false, Vec::new()));
+                return deny(inner, &ctx).await;
+            }
+        }
         let err = CoreError::UnknownPath(req.path.clone());
         audit_request(inner, &ctx, Some(&err.to_string())).await?;
         return Err(err);
@@ -71,10 +85,10 @@ pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response,
         remote_addr: req.remote_addr,
         token: req.token.as_ref(),
     };
-    if operation == Operation::Update {
-        if let Some(false) = mounted.backend.exists(&breq).await? {
-            operation = Operation::Create;
-        }
+    if operation == Operation::Update
+        && let Some(false) = mounted.backend.exists(&breq).await?
+    {
+        operation = Operation::Create;
     }
     breq.operation = operation;
     ctx.operation = operation;
@@ -133,27 +147,24 @@ pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response,
     if let Err(audit_err) = audit_response(inner, &ctx, result.as_ref()).await {
         // Fail closed: the secret must not leave. A token minted by this request is
         // revoked so nobody holds a credential the audit trail does not know about.
-        if let Ok(r) = &result {
-            if let Some(a) = &r.auth {
-                use leash_types::ExposeSecret;
-                if let Ok(Some((h, _, _))) =
-                    inner.tokens.lookup(a.client_token.expose_secret()).await
-                {
-                    if let Err(e) = inner.tokens.revoke(h, false).await {
-                        tracing::error!(error = %e, "could not revoke a token whose creation failed to audit");
-                    }
-                }
+        if let Ok(r) = &result
+            && let Some(a) = &r.auth
+        {
+            use leash_types::ExposeSecret;
+            if let Ok(Some((h, _, _))) = inner.tokens.lookup(a.client_token.expose_secret()).await
+                && let Err(e) = inner.tokens.revoke(h, false).await
+            {
+                tracing::error!(error = %e, "could not revoke a token whose creation failed to audit");
             }
         }
         return Err(audit_err);
     }
 
-    if last_use {
-        if let Some(c) = &caller {
-            if let Err(e) = inner.tokens.revoke(c.hash, false).await {
-                tracing::error!(error = %e, "could not revoke a used-up token");
-            }
-        }
+    if last_use
+        && let Some(c) = &caller
+        && let Err(e) = inner.tokens.revoke(c.hash, false).await
+    {
+        tracing::error!(error = %e, "could not revoke a used-up token");
     }
     result
 }

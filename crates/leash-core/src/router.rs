@@ -43,10 +43,10 @@ impl Router {
         let mut best: Option<(&Mounted, &'p str)> = None;
         // Candidate prefixes end at each '/' (inclusive), plus the whole path + '/'.
         for (i, b) in path.bytes().enumerate() {
-            if b == b'/' {
-                if let Some(m) = self.by_prefix.get(&path[..=i]) {
-                    best = Some((m, &path[i + 1..]));
-                }
+            if b == b'/'
+                && let Some(m) = self.by_prefix.get(&path[..=i])
+            {
+                best = Some((m, &path[i + 1..]));
             }
         }
         if !path.ends_with('/') {

@@ -88,11 +88,30 @@ pub struct Minted {
 }
 
 /// Minting and validation of tokens over [`Storage`].
+///
+/// Live tokens without a use limit are cached in memory after their first lookup, so
+/// the hot path (every request authenticates) usually does no storage read. The cache
+/// is invalidated by every revocation and renewal in this process, and entries older
+/// than [`CACHE_TTL`] are re-read, which bounds how long a revocation made by another
+/// server on shared storage can go unnoticed here.
 pub struct TokenStore {
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     limits: TokenLimits,
+    cache: std::sync::RwLock<std::collections::HashMap<KeyedHash, Cached>>,
 }
+
+#[derive(Clone)]
+struct Cached {
+    entry: Arc<TokenEntry>,
+    expire_at: Option<i64>,
+    loaded: std::time::Instant,
+}
+
+/// How long a cached token entry is trusted before it is read again.
+pub const CACHE_TTL: Duration = Duration::from_secs(2);
+/// Most cached token entries (the cache is emptied when full; cheap and rare).
+const CACHE_MAX: usize = 100_000;
 
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
@@ -120,6 +139,7 @@ impl TokenStore {
             storage,
             clock,
             limits,
+            cache: std::sync::RwLock::new(std::collections::HashMap::new()),
         }
     }
 
@@ -154,7 +174,45 @@ impl TokenStore {
             return Ok(None);
         }
         let hash = self.hash(token);
-        self.load(hash, |s| s.hash.ct_eq(&hash)).await
+        if let Some(c) = self.cached(&hash) {
+            return Ok(Some((hash, (*c.entry).clone(), None)));
+        }
+        let found = self.load(hash, |s| s.hash.ct_eq(&hash)).await?;
+        if let Some((h, e, None)) = &found {
+            self.remember(*h, e);
+        }
+        Ok(found)
+    }
+
+    fn cached(&self, hash: &KeyedHash) -> Option<Cached> {
+        let c = self.cache.read().ok()?.get(hash).cloned()?;
+        let fresh = c.loaded.elapsed() < CACHE_TTL;
+        let live = c.expire_at.is_none_or(|e| e > self.clock.unix());
+        (fresh && live).then_some(c)
+    }
+
+    fn remember(&self, hash: KeyedHash, entry: &TokenEntry) {
+        if let Ok(mut m) = self.cache.write() {
+            if m.len() >= CACHE_MAX {
+                m.clear();
+            }
+            m.insert(
+                hash,
+                Cached {
+                    entry: Arc::new(entry.clone()),
+                    expire_at: entry.expire_time,
+                    loaded: std::time::Instant::now(),
+                },
+            );
+        }
+    }
+
+    fn forget(&self, hashes: impl IntoIterator<Item = KeyedHash>) {
+        if let Ok(mut m) = self.cache.write() {
+            for h in hashes {
+                m.remove(&h);
+            }
+        }
     }
 
     /// Looks up a live token by accessor.
@@ -187,10 +245,10 @@ impl TokenStore {
         &self,
         s: StoredToken,
     ) -> Result<Option<(KeyedHash, TokenEntry, Option<i64>)>, CoreError> {
-        if let Some(exp) = s.expire_at {
-            if exp <= self.clock.unix() {
-                return Ok(None);
-            }
+        if let Some(exp) = s.expire_at
+            && exp <= self.clock.unix()
+        {
+            return Ok(None);
         }
         if s.uses_left == Some(0) {
             return Ok(None);
@@ -282,10 +340,10 @@ impl TokenStore {
         if let Some(m) = spec.explicit_max_ttl.filter(|d| !d.is_zero()) {
             cap(now + secs(m));
         }
-        if let Some(p) = parent {
-            if let Some(pe) = p.entry.expire_time {
-                cap(pe);
-            }
+        if let Some(p) = parent
+            && let Some(pe) = p.entry.expire_time
+        {
+            cap(pe);
         }
         let wanted = if let Some(period) = spec.period.filter(|d| !d.is_zero()) {
             Some(secs(period))
@@ -311,12 +369,12 @@ impl TokenStore {
                 Some((now + w).min(m))
             }
         };
-        if let Some(e) = expire_time {
-            if e <= now {
-                return Err(CoreError::invalid(
-                    "the token's TTL would end immediately (the parent token expires now)",
-                ));
-            }
+        if let Some(e) = expire_time
+            && e <= now
+        {
+            return Err(CoreError::invalid(
+                "the token's TTL would end immediately (the parent token expires now)",
+            ));
         }
 
         let display_name = {
@@ -416,14 +474,14 @@ impl TokenStore {
                 .unwrap_or_else(|| i64::try_from(entry.creation_ttl).unwrap_or(i64::MAX))
         };
         let mut new_exp = now.saturating_add(want);
-        if let Some(max) = entry.max_expire_time {
-            if new_exp > max {
-                warnings.push(format!(
+        if let Some(max) = entry.max_expire_time
+            && new_exp > max
+        {
+            warnings.push(format!(
                     "TTL of {want}s exceeded the effective max_ttl of {}s; TTL value is capped accordingly",
                     (max - now).max(0)
                 ));
-                new_exp = max;
-            }
+            new_exp = max;
         }
         if new_exp <= now {
             return Err(CoreError::invalid(
@@ -439,6 +497,7 @@ impl TokenStore {
         {
             return Err(CoreError::invalid("token not found"));
         }
+        self.forget([hash]);
         Ok((entry, warnings))
     }
 
@@ -453,6 +512,7 @@ impl TokenStore {
             .storage
             .token_delete_tree(hash, orphan_children)
             .await?;
+        self.forget(gone.iter().map(|t| t.hash));
         gone.iter().map(Self::decode).collect()
     }
 
@@ -461,7 +521,9 @@ impl TokenStore {
         let now = self.clock.unix();
         let mut n = 0;
         for h in self.storage.tokens_expired(now, limit).await? {
-            n += self.storage.token_delete_tree(h, false).await?.len();
+            let gone = self.storage.token_delete_tree(h, false).await?;
+            self.forget(gone.iter().map(|t| t.hash));
+            n += gone.len();
         }
         Ok(n)
     }

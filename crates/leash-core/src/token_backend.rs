@@ -254,12 +254,14 @@ async fn create(
             "use limit tokens cannot create child tokens",
         ));
     }
-    if let Some(t) = fields::string(d, "type")? {
-        if !t.is_empty() && t != "service" && t != "default" {
-            return Err(CoreError::invalid(format!(
-                "unsupported token type {t:?}: leash issues service tokens only"
-            )));
-        }
+    if let Some(t) = fields::string(d, "type")?
+        && !t.is_empty()
+        && t != "service"
+        && t != "default"
+    {
+        return Err(CoreError::invalid(format!(
+            "unsupported token type {t:?}: leash issues service tokens only"
+        )));
     }
     let sudo = has_sudo(parent, "auth/token/create");
     let requested: Option<Vec<String>> = fields::string_list(d, "policies")?
@@ -271,12 +273,12 @@ async fn create(
             "root or sudo privileges required to specify token id",
         ));
     }
-    if let Some(id) = &id {
-        if id.len() < 8 || id.len() > 256 || id.contains(char::is_whitespace) {
-            return Err(CoreError::invalid(
-                "a custom token id must be 8 to 256 characters without white space",
-            ));
-        }
+    if let Some(id) = &id
+        && (id.len() < 8 || id.len() > 256 || id.contains(char::is_whitespace))
+    {
+        return Err(CoreError::invalid(
+            "a custom token id must be 8 to 256 characters without white space",
+        ));
     }
     let num_uses = fields::integer(d, "num_uses")?.unwrap_or(0);
     if num_uses < 0 {
@@ -604,12 +606,12 @@ async fn role_op(
                 }
                 role.token_num_uses = v;
             }
-            if let Some(t) = fields::string(d, "token_type")? {
-                if !matches!(t.as_str(), "" | "service" | "default" | "default-service") {
-                    return Err(CoreError::invalid(format!(
-                        "unsupported token_type {t:?}: leash issues service tokens only"
-                    )));
-                }
+            if let Some(t) = fields::string(d, "token_type")?
+                && !matches!(t.as_str(), "" | "service" | "default" | "default-service")
+            {
+                return Err(CoreError::invalid(format!(
+                    "unsupported token_type {t:?}: leash issues service tokens only"
+                )));
             }
             let bytes =
                 serde_json::to_vec(&role).map_err(|e| CoreError::internal(e.to_string()))?;

@@ -69,10 +69,10 @@ fn auth_json(a: &AuthInfo) -> Value {
         "mfa_requirement": null,
         "num_uses": a.num_uses,
     });
-    if a.token_policies.is_empty() {
-        if let Some(o) = v.as_object_mut() {
-            o.remove("token_policies");
-        }
+    if a.token_policies.is_empty()
+        && let Some(o) = v.as_object_mut()
+    {
+        o.remove("token_policies");
     }
     v
 }
@@ -121,11 +121,11 @@ pub fn success(path: &str, request_id: &str, resp: Response) -> HttpResponse {
         resp.auth.as_ref().map(auth_json).unwrap_or(Value::Null),
     );
     body.insert("mount_type".into(), json!(""));
-    if injects(path) {
-        if let Some(Value::Object(d)) = &resp.data {
-            for (k, v) in d {
-                body.entry(k.clone()).or_insert_with(|| v.clone());
-            }
+    if injects(path)
+        && let Some(Value::Object(d)) = &resp.data
+    {
+        for (k, v) in d {
+            body.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
     json_response(status, &Value::Object(body))

@@ -44,10 +44,10 @@ pub fn app(core: Core, cfg: HttpConfig) -> Router {
 }
 
 fn token_from(headers: &HeaderMap) -> Option<SecretString> {
-    if let Some(v) = headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
-        if !v.is_empty() {
-            return Some(SecretString::from(v.to_owned()));
-        }
+    if let Some(v) = headers.get("x-vault-token").and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+    {
+        return Some(SecretString::from(v.to_owned()));
     }
     let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let t = auth

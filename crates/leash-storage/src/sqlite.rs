@@ -85,10 +85,10 @@ impl ReaderPool {
     }
 
     fn give(&self, c: Connection) {
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < MAX_IDLE_READERS {
-                idle.push(c);
-            }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE_READERS
+        {
+            idle.push(c);
         }
     }
 }

@@ -41,7 +41,10 @@ impl Default for Options {
         Options {
             dir: None,
             key: None,
-            config: CoreConfig { dev: true, ..CoreConfig::default() },
+            config: CoreConfig {
+                dev: true,
+                ..CoreConfig::default()
+            },
             clock: Arc::new(SystemClock),
             root_token: None,
         }
@@ -77,16 +80,30 @@ impl TestServer {
         let (tmp, dir) = match opts.dir {
             Some(d) => (None, d),
             None => {
-                let t = tempfile::Builder::new().prefix("leash-test-").tempdir().unwrap();
+                let t = tempfile::Builder::new()
+                    .prefix("leash-test-")
+                    .tempdir()
+                    .unwrap();
                 let d = t.path().to_path_buf();
                 (Some(t), d)
             }
         };
-        let key = opts.key.unwrap_or_else(|| Keyring::generate_master().expose().to_vec());
+        let key = opts
+            .key
+            .unwrap_or_else(|| Keyring::generate_master().expose().to_vec());
         let keyring = Keyring::from_master(&SecretBytes::new(key.clone())).unwrap();
         let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&dir, keyring).unwrap());
-        let root = opts.root_token.unwrap_or_else(|| format!("test-root-{}", leash_types::random::base62(24)));
-        let opened = Core::open(storage, opts.clock, opts.config, Some(SecretString::from(root.clone()))).await.unwrap();
+        let root = opts
+            .root_token
+            .unwrap_or_else(|| format!("test-root-{}", leash_types::random::base62(24)));
+        let opened = Core::open(
+            storage,
+            opts.clock,
+            opts.config,
+            Some(SecretString::from(root.clone())),
+        )
+        .await
+        .unwrap();
         let core = opened.core;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -139,7 +156,13 @@ impl TestServer {
 
     /// Sends a request as a client would: `method` may be `LIST`; `path` is below `/v1/`.
     /// Returns the status and the JSON body (`Value::Null` when empty).
-    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let url = format!("{}/v1/{}", self.url(), path);
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut rb = self.http.request(m, url);
@@ -152,7 +175,11 @@ impl TestServer {
         let resp = rb.send().await.unwrap();
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.unwrap();
-        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
         (status, v)
     }
 
@@ -163,13 +190,25 @@ impl TestServer {
 
     /// Writes a policy with the root token, asserting success.
     pub async fn write_policy(&self, name: &str, hcl: &str) {
-        let (s, b) = self.root("PUT", &format!("sys/policy/{name}"), Some(serde_json::json!({ "policy": hcl }))).await;
+        let (s, b) = self
+            .root(
+                "PUT",
+                &format!("sys/policy/{name}"),
+                Some(serde_json::json!({ "policy": hcl })),
+            )
+            .await;
         assert_eq!(s, 204, "policy write failed: {b}");
     }
 
     /// Creates a token with these policies (root parent), returning the token.
     pub async fn token_with(&self, policies: &[&str]) -> String {
-        let (s, b) = self.root("POST", "auth/token/create", Some(serde_json::json!({ "policies": policies }))).await;
+        let (s, b) = self
+            .root(
+                "POST",
+                "auth/token/create",
+                Some(serde_json::json!({ "policies": policies })),
+            )
+            .await;
         assert_eq!(s, 200, "token create failed: {b}");
         b["auth"]["client_token"].as_str().unwrap().to_owned()
     }

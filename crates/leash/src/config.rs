@@ -1,0 +1,351 @@
+//! `leash server --config FILE`: Vault-shaped HCL (or JSON), parsed into a typed,
+//! validated configuration. Unknown keys are errors that name the key; Vault keys that
+//! mean nothing here (`disable_mlock`, `ui`, `api_addr`, `cluster_addr`) are accepted
+//! and ignored so existing files load.
+//!
+//! ```hcl
+//! storage "sqlite" { path = "./data" }
+//! listener "tcp" {
+//!   address       = "127.0.0.1:8200"
+//!   tls_cert_file = "/etc/leash/cert.pem"
+//!   tls_key_file  = "/etc/leash/key.pem"
+//! }
+//! seal "file" { path = "./leash.key" }   # created with mode 0600 on first start
+//! default_lease_ttl = "1h"
+//! max_lease_ttl     = "24h"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// A loaded server configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerConfig {
+    pub(crate) storage_path: PathBuf,
+    pub(crate) address: SocketAddr,
+    pub(crate) tls: Option<leash_http::TlsFiles>,
+    pub(crate) max_request_size: usize,
+    pub(crate) key_file: Option<PathBuf>,
+    pub(crate) default_ttl: Duration,
+    pub(crate) max_ttl: Duration,
+    pub(crate) cluster_name: String,
+    pub(crate) log_level: Option<String>,
+    pub(crate) audit_deadline: Duration,
+}
+
+/// A configuration problem, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub(crate) struct ConfigError {
+    file: String,
+    message: String,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "storage",
+    "listener",
+    "seal",
+    "default_lease_ttl",
+    "max_lease_ttl",
+    "cluster_name",
+    "log_level",
+    "audit_deadline",
+    "telemetry",
+    "disable_mlock",
+    "ui",
+    "api_addr",
+    "cluster_addr",
+    "disable_cache",
+    "pid_file",
+];
+
+fn object<'a>(
+    v: &'a Value,
+    what: &str,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<&'a Map<String, Value>, ConfigError> {
+    v.as_object()
+        .ok_or_else(|| err(format!("{what} must be a block")))
+}
+
+fn only_keys(
+    m: &Map<String, Value>,
+    allowed: &[&str],
+    what: &str,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    for k in m.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(err(format!(
+                "unknown key {k:?} in {what} (allowed: {})",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn string(
+    m: &Map<String, Value>,
+    key: &str,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<Option<String>, ConfigError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(err(format!("{key} must be a string"))),
+    }
+}
+
+fn boolean(
+    m: &Map<String, Value>,
+    key: &str,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<bool, ConfigError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s == "true" || s == "1" => Ok(true),
+        Some(Value::String(s)) if s == "false" || s == "0" => Ok(false),
+        Some(_) => Err(err(format!("{key} must be true or false"))),
+    }
+}
+
+fn duration(
+    m: &Map<String, Value>,
+    key: &str,
+    default: Duration,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<Duration, ConfigError> {
+    match string(m, key, err)? {
+        None => Ok(default),
+        Some(s) => leash_types::parse_duration(&s).map_err(|e| err(format!("{key}: {e}"))),
+    }
+}
+
+/// Reads and validates a configuration file. Relative paths are taken relative to the
+/// file's directory.
+pub(crate) fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+    let file = path.display().to_string();
+    let err = |message: String| ConfigError {
+        file: file.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&text, &base, &err)
+}
+
+/// A labelled block: `storage "sqlite" { … }` → `("sqlite", {…})`.
+type Block<'a> = (&'a str, &'a Map<String, Value>);
+
+fn labelled<'a>(
+    top: &'a Map<String, Value>,
+    key: &str,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<Option<Block<'a>>, ConfigError> {
+    let Some(v) = top.get(key) else {
+        return Ok(None);
+    };
+    let m = object(v, key, err)?;
+    if m.len() != 1 {
+        return Err(err(format!(
+            "exactly one {key} block is supported, e.g. {key} \"…\" {{ … }}"
+        )));
+    }
+    let (label, body) = m
+        .iter()
+        .next()
+        .ok_or_else(|| err(format!("empty {key} block")))?;
+    Ok(Some((
+        label.as_str(),
+        object(body, &format!("{key} \"{label}\""), err)?,
+    )))
+}
+
+pub(crate) fn parse(
+    text: &str,
+    base: &Path,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<ServerConfig, ConfigError> {
+    let v = leash_policy::hcl::parse_to_json(text).map_err(|e| err(e.to_string()))?;
+    let top = object(&v, "the file", err)?;
+    only_keys(top, TOP_KEYS, "the top level", err)?;
+    let rel = |p: String| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() { p } else { base.join(p) }
+    };
+
+    let (kind, storage) = labelled(top, "storage", err)?.ok_or_else(|| {
+        err("a storage block is required: storage \"sqlite\" { path = \"./data\" }".into())
+    })?;
+    if kind != "sqlite" {
+        return Err(err(format!(
+            "unsupported storage backend {kind:?} (supported: sqlite)"
+        )));
+    }
+    only_keys(storage, &["path"], "storage \"sqlite\"", err)?;
+    let storage_path = rel(string(storage, "path", err)?
+        .ok_or_else(|| err("storage \"sqlite\" needs a path".into()))?);
+
+    let (lkind, listener) = labelled(top, "listener", err)?.ok_or_else(|| {
+        err(
+            "a listener block is required: listener \"tcp\" { address = \"127.0.0.1:8200\" }"
+                .into(),
+        )
+    })?;
+    if lkind != "tcp" {
+        return Err(err(format!(
+            "unsupported listener {lkind:?} (supported: tcp)"
+        )));
+    }
+    only_keys(
+        listener,
+        &[
+            "address",
+            "tls_disable",
+            "tls_cert_file",
+            "tls_key_file",
+            "max_request_size",
+            "telemetry",
+            "cluster_address",
+        ],
+        "listener \"tcp\"",
+        err,
+    )?;
+    let address: SocketAddr = string(listener, "address", err)?
+        .unwrap_or_else(|| "127.0.0.1:8200".into())
+        .parse()
+        .map_err(|_| err("listener address must be IP:PORT, e.g. 127.0.0.1:8200".into()))?;
+    let tls_disable = boolean(listener, "tls_disable", err)?;
+    let cert = string(listener, "tls_cert_file", err)?;
+    let key = string(listener, "tls_key_file", err)?;
+    let tls = match (tls_disable, cert, key) {
+        (true, _, _) => None,
+        (false, Some(c), Some(k)) => Some(leash_http::TlsFiles {
+            cert: rel(c),
+            key: rel(k),
+        }),
+        (false, _, _) => {
+            return Err(err(
+                "the listener needs tls_cert_file and tls_key_file, or tls_disable = true (traffic then travels in clear)".into(),
+            ));
+        }
+    };
+    let max_request_size = match listener.get("max_request_size") {
+        None => 1024 * 1024,
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| err("max_request_size must be a positive number of bytes".into()))?,
+        Some(_) => return Err(err("max_request_size must be a number of bytes".into())),
+    };
+
+    let key_file = match labelled(top, "seal", err)? {
+        None => None,
+        Some(("file", seal)) => {
+            only_keys(seal, &["path"], "seal \"file\"", err)?;
+            Some(rel(string(seal, "path", err)?
+                .ok_or_else(|| err("seal \"file\" needs a path".into()))?))
+        }
+        Some((other, _)) => {
+            return Err(err(format!("unsupported seal {other:?} (supported: file)")));
+        }
+    };
+
+    let default_ttl = duration(top, "default_lease_ttl", Duration::from_secs(3600), err)?;
+    let max_ttl = duration(top, "max_lease_ttl", Duration::from_secs(24 * 3600), err)?;
+    if default_ttl > max_ttl {
+        return Err(err(
+            "default_lease_ttl cannot be greater than max_lease_ttl".into(),
+        ));
+    }
+    Ok(ServerConfig {
+        storage_path,
+        address,
+        tls,
+        max_request_size,
+        key_file,
+        default_ttl,
+        max_ttl,
+        cluster_name: string(top, "cluster_name", err)?.unwrap_or_else(|| "leash-cluster".into()),
+        log_level: string(top, "log_level", err)?,
+        audit_deadline: duration(top, "audit_deadline", Duration::from_secs(5), err)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<ServerConfig, String> {
+        let err = |message: String| ConfigError {
+            file: "t.hcl".into(),
+            message,
+        };
+        parse(text, Path::new("/etc/leash"), &err).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn vault_shaped_file_loads() {
+        let c = p(r#"
+            storage "sqlite" { path = "./data" }
+            listener "tcp" {
+              address = "127.0.0.1:8201"
+              tls_disable = true
+            }
+            seal "file" { path = "leash.key" }
+            disable_mlock = true
+            ui = true
+            default_lease_ttl = "30m"
+        "#)
+        .unwrap();
+        assert_eq!(c.storage_path, PathBuf::from("/etc/leash/./data"));
+        assert_eq!(c.address.port(), 8201);
+        assert!(c.tls.is_none());
+        assert_eq!(c.key_file, Some(PathBuf::from("/etc/leash/leash.key")));
+        assert_eq!(c.default_ttl, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let base = "storage \"sqlite\" { path = \"d\" }\n";
+        assert!(
+            p(&format!(
+                "{base}listener \"tcp\" {{ address = \"x\" tls_disable = true }}"
+            ))
+            .unwrap_err()
+            .contains("IP:PORT")
+        );
+        assert!(
+            p(&format!(
+                "{base}listener \"tcp\" {{ address = \"127.0.0.1:1\" }}"
+            ))
+            .unwrap_err()
+            .contains("tls_cert_file")
+        );
+        assert!(
+            p(&format!(
+                "{base}listener \"tcp\" {{ tls_disable = true }}\nfoo = 1"
+            ))
+            .unwrap_err()
+            .contains("unknown key \"foo\"")
+        );
+        assert!(
+            p("storage \"raft\" { path = \"d\" }")
+                .unwrap_err()
+                .contains("unsupported storage")
+        );
+        assert!(
+            p("listener \"tcp\" { tls_disable = true }")
+                .unwrap_err()
+                .contains("storage block is required")
+        );
+        assert!(p("storage \"sqlite\" {").unwrap_err().contains("line"));
+    }
+}

@@ -1,0 +1,39 @@
+//! The `leash` binary: `leash server` runs the broker, the other subcommands are the CLI
+//! that talks to a running server over its Vault-compatible HTTP API, and `leash bench`
+//! measures a running server.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+mod bench;
+mod cli;
+mod config;
+mod server;
+
+/// leash — short-lived, narrowly scoped, audited credentials for AI agents.
+#[derive(Parser, Debug)]
+#[command(name = "leash", version, about, propagate_version = true)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Run the leash server.
+    Server(server::ServerArgs),
+    /// Drive a running server over HTTP and print throughput and latency.
+    Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let argv = cli::normalise_vault_style_flags(std::env::args_os());
+    let args = Args::parse_from(argv);
+    match args.command {
+        Command::Server(a) => server::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Client(c) => cli::run(c),
+    }
+}
