@@ -84,7 +84,16 @@ impl Broker {
     /// Validates `cfg` and opens the device (on its own thread, bounded by the deadline).
     /// `cfg.path` is normalised (`file` → `file/`). A path that is already enabled, or
     /// that contains or is contained by an enabled path, is [`AuditError::AlreadyEnabled`].
-    pub async fn enable(&self, cfg: DeviceConfig, key: SecretBytes) -> Result<(), AuditError> {
+    ///
+    /// With `probe`, the entry it builds is written and synced through the new device
+    /// before the device is accepted, so a device that cannot write (a full disk,
+    /// `/dev/full`) is refused at enable time instead of failing every later request.
+    pub async fn enable(
+        &self,
+        cfg: DeviceConfig,
+        key: SecretBytes,
+        probe: Option<&BuildEntry<'_>>,
+    ) -> Result<(), AuditError> {
         let path = config::normalize_path(&cfg.path)?;
         if cfg.kind != KIND_FILE {
             return Err(AuditError::InvalidConfig(format!(
@@ -128,6 +137,29 @@ impl Broker {
             sink,
             counters,
         });
+
+        if let Some(probe) = probe {
+            let outcome = match device.offer(probe) {
+                Offer::Recorded => Ok(()),
+                Offer::Failed(reason) => Err(reason),
+                Offer::Pending(rx) => match tokio::time::timeout(self.deadline, rx).await {
+                    Ok(Ok(Ok(()))) => Ok(()),
+                    Ok(Ok(Err(e))) => Err(e.to_string()),
+                    Ok(Err(_)) => Err("writer thread ended".to_owned()),
+                    Err(_) => Err(format!(
+                        "not written within the deadline of {} ms",
+                        self.deadline.as_millis()
+                    )),
+                },
+            };
+            if let Err(reason) = outcome {
+                device.close(self.deadline).await;
+                return Err(AuditError::Open {
+                    path: device.config.path.clone(),
+                    reason: format!("test write failed: {reason}"),
+                });
+            }
+        }
 
         // Another enable may have taken the path while this one was opening.
         let lost_race = {
@@ -360,7 +392,10 @@ mod tests {
             options: [("file_path".to_owned(), fifo.display().to_string())].into(),
             local: false,
         };
-        broker.enable(cfg, SecretBytes::random(32)).await.unwrap();
+        broker
+            .enable(cfg, SecretBytes::random(32), None)
+            .await
+            .unwrap();
         let big = "x".repeat(16 * 1024);
         let build = move |_: &Hasher, _: bool| serde_json::json!({ "pad": big });
 

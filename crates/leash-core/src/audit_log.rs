@@ -44,9 +44,13 @@ pub(crate) async fn restore_devices(
             .map_err(|_| {
                 CoreError::internal(format!("stored audit device {path} has a bad key"))
             })?;
-        if let Err(e) = broker.enable(dev.config, SecretBytes::new(key)).await {
-            tracing::error!(device = %path, error = %e, "cannot re-enable audit device; requests fail closed if no device works");
-        }
+        // Refuse to start rather than run with fewer audit devices than configured: a
+        // server that silently dropped its only device would serve requests unaudited.
+        broker.enable(dev.config, SecretBytes::new(key), None).await.map_err(|e| {
+            CoreError::internal(format!(
+                "audit device {path}/ cannot be re-enabled: {e}; fix it (or remove it from a server that can start) and restart"
+            ))
+        })?;
     }
     Ok(())
 }
@@ -61,10 +65,20 @@ pub(crate) async fn enable_device(
     let encoded =
         zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(key.expose()));
     let path = config.path.clone();
+    // The first line of every device records that it was enabled; writing it is also
+    // the test that the device works (a device that cannot write is refused here).
+    let probe_path = path.clone();
+    let probe = move |_: &Hasher, _: bool| {
+        json!({
+            "time": now_rfc3339_nanos(),
+            "type": "audit_device_enabled",
+            "path": probe_path,
+        })
+    };
     broker
-        .enable(config.clone(), key)
+        .enable(config.clone(), key, Some(&probe))
         .await
-        .map_err(|e| CoreError::invalid(e.to_string()))?;
+        .map_err(|e| CoreError::invalid(format!("cannot enable audit device: {e}")))?;
     let persisted = PersistedDevice {
         config: broker
             .list()

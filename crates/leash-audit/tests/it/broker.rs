@@ -17,9 +17,13 @@ async fn entries_are_hashed_with_the_device_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("audit.log");
     let b = broker();
-    b.enable(file_device("file", &file), SecretBytes::new(b"k1".to_vec()))
-        .await
-        .unwrap();
+    b.enable(
+        file_device("file", &file),
+        SecretBytes::new(b"k1".to_vec()),
+        None,
+    )
+    .await
+    .unwrap();
     assert!(!b.is_empty());
     b.log(&entry("hvs.secret")).await.unwrap();
 
@@ -53,8 +57,8 @@ async fn each_device_has_its_own_key() {
     let dir = tempfile::tempdir().unwrap();
     let (fa, fb) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let b = broker();
-    b.enable(file_device("a", &fa), key()).await.unwrap();
-    b.enable(file_device("b", &fb), key()).await.unwrap();
+    b.enable(file_device("a", &fa), key(), None).await.unwrap();
+    b.enable(file_device("b", &fb), key(), None).await.unwrap();
     b.log(&entry("hvs.secret")).await.unwrap();
     let (la, lb) = (json_lines(&fa), json_lines(&fb));
     assert_eq!(
@@ -76,7 +80,7 @@ async fn list_is_sorted_and_shows_the_config_as_given() {
     for name in ["zeta", "alpha", "mid"] {
         let mut cfg = file_device(name, &dir.path().join(format!("{name}.log")));
         cfg.description = format!("{name} log");
-        b.enable(cfg, key()).await.unwrap();
+        b.enable(cfg, key(), None).await.unwrap();
     }
     let list = b.list();
     let paths: Vec<_> = list.iter().map(|d| d.path.as_str()).collect();
@@ -92,12 +96,12 @@ async fn list_is_sorted_and_shows_the_config_as_given() {
 async fn overlapping_paths_are_already_enabled() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker();
-    b.enable(file_device("file", &dir.path().join("1.log")), key())
+    b.enable(file_device("file", &dir.path().join("1.log")), key(), None)
         .await
         .unwrap();
     for clash in ["file", "/file/", "file/nested"] {
         let err = b
-            .enable(file_device(clash, &dir.path().join("2.log")), key())
+            .enable(file_device(clash, &dir.path().join("2.log")), key(), None)
             .await
             .unwrap_err();
         assert!(
@@ -107,7 +111,7 @@ async fn overlapping_paths_are_already_enabled() {
         assert!(err.to_string().contains("file/"), "{err}");
     }
     // Overlap is by segment: "files/" does not overlap "file/".
-    b.enable(file_device("files", &dir.path().join("3.log")), key())
+    b.enable(file_device("files", &dir.path().join("3.log")), key(), None)
         .await
         .unwrap();
     assert_eq!(b.list().len(), 2);
@@ -125,8 +129,8 @@ async fn log_raw_writes_clear_values_only_on_that_device() {
             ("log_raw", "true"),
         ],
     );
-    b.enable(cfg, key()).await.unwrap();
-    b.enable(file_device("hashed", &hashed), key())
+    b.enable(cfg, key(), None).await.unwrap();
+    b.enable(file_device("hashed", &hashed), key(), None)
         .await
         .unwrap();
     b.log(&entry("hvs.clear")).await.unwrap();
@@ -150,7 +154,7 @@ async fn per_device_options_reach_the_builder() {
             ("elide_list_responses", "true"),
         ],
     );
-    b.enable(cfg, key()).await.unwrap();
+    b.enable(cfg, key(), None).await.unwrap();
     assert_eq!(b.hmac_accessor("a/"), Some(false));
     assert_eq!(b.hmac_accessor("nope/"), None);
     let build = |h: &leash_audit::Hasher, _raw: bool| serde_json::json!({ "hmac_accessor": h.hmac_accessor(), "elide": h.elide_list_responses() });
@@ -194,7 +198,7 @@ async fn invalid_configs_are_rejected_naming_the_key() {
         (device("..", &[("file_path", &fp)]), "\"..\""),
     ];
     for (cfg, needle) in cases {
-        match b.enable(cfg, key()).await {
+        match b.enable(cfg, key(), None).await {
             Err(AuditError::InvalidConfig(m)) => assert!(m.contains(needle), "{m} lacks {needle}"),
             other => panic!("expected InvalidConfig containing {needle}, got {other:?}"),
         }
@@ -211,7 +215,9 @@ async fn disable_flushes_and_then_logging_needs_no_device() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("audit.log");
     let b = broker();
-    b.enable(file_device("f", &file), key()).await.unwrap();
+    b.enable(file_device("f", &file), key(), None)
+        .await
+        .unwrap();
     b.log(&entry("t")).await.unwrap();
     assert!(b.disable("f/").await);
     assert!(!b.disable("f/").await);
@@ -219,7 +225,9 @@ async fn disable_flushes_and_then_logging_needs_no_device() {
     assert!(b.log(&entry("t")).await.is_ok());
     assert_eq!(json_lines(&file).len(), 1);
     // The path can be enabled again, with a new key.
-    b.enable(file_device("f", &file), key()).await.unwrap();
+    b.enable(file_device("f", &file), key(), None)
+        .await
+        .unwrap();
     b.log(&entry("t")).await.unwrap();
     assert_eq!(json_lines(&file).len(), 2);
 }

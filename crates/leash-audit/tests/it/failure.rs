@@ -17,7 +17,7 @@ const O_NONBLOCK: i32 = 0o4000;
 #[tokio::test]
 async fn dev_full_fails_closed() {
     let b = broker();
-    b.enable(device("full", &[("file_path", "/dev/full")]), key())
+    b.enable(device("full", &[("file_path", "/dev/full")]), key(), None)
         .await
         .unwrap();
     for _ in 0..2 {
@@ -37,10 +37,10 @@ async fn one_healthy_device_is_enough() {
     let dir = tempfile::tempdir().unwrap();
     let healthy = dir.path().join("audit.log");
     let b = broker();
-    b.enable(device("full", &[("file_path", "/dev/full")]), key())
+    b.enable(device("full", &[("file_path", "/dev/full")]), key(), None)
         .await
         .unwrap();
-    b.enable(file_device("healthy", &healthy), key())
+    b.enable(file_device("healthy", &healthy), key(), None)
         .await
         .unwrap();
     b.log(&entry("hvs.secret")).await.unwrap();
@@ -118,7 +118,9 @@ async fn full_filesystem_fails_closed() {
     };
     let log = fs.path().join("audit.log");
     let b = broker();
-    b.enable(file_device("tmpfs", &log), key()).await.unwrap();
+    b.enable(file_device("tmpfs", &log), key(), None)
+        .await
+        .unwrap();
     // Fill the filesystem.
     let filler = fs.path().join("filler");
     let mut f = std::fs::File::create(&filler).unwrap();
@@ -171,7 +173,9 @@ async fn hung_device_never_hangs_callers() {
         .unwrap();
     let deadline = Duration::from_millis(200);
     let b = Broker::new(deadline);
-    b.enable(file_device("fifo", &fifo), key()).await.unwrap();
+    b.enable(file_device("fifo", &fifo), key(), None)
+        .await
+        .unwrap();
     let big = "z".repeat(8 * 1024);
     let build = move |_: &leash_audit::Hasher, _: bool| serde_json::json!({ "pad": big });
 
@@ -197,7 +201,7 @@ async fn hung_device_never_hangs_callers() {
 
     // A healthy device next to the hung one keeps requests succeeding, within ~deadline.
     let healthy = dir.path().join("healthy.log");
-    b.enable(file_device("healthy", &healthy), key())
+    b.enable(file_device("healthy", &healthy), key(), None)
         .await
         .unwrap();
     let t = Instant::now();

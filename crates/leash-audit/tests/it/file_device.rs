@@ -19,7 +19,7 @@ async fn prefix_goes_before_the_json() {
             ("prefix", "@cee: "),
         ],
     );
-    b.enable(cfg, key()).await.unwrap();
+    b.enable(cfg, key(), None).await.unwrap();
     b.log(&entry("hvs.t")).await.unwrap();
     b.log(&entry("hvs.t")).await.unwrap();
     let text = std::fs::read_to_string(&file).unwrap();
@@ -37,7 +37,7 @@ async fn missing_parent_directory_is_a_clear_open_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("missing").join("audit.log");
     let b = broker();
-    match b.enable(file_device("a", &file), key()).await {
+    match b.enable(file_device("a", &file), key(), None).await {
         Err(AuditError::Open { path, reason }) => {
             assert_eq!(path, file.display().to_string());
             assert!(
@@ -59,7 +59,9 @@ async fn file_mode_is_applied() {
     std::fs::write(&existing, b"").unwrap();
     std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o644)).unwrap();
     let b = broker();
-    b.enable(file_device("d", &default), key()).await.unwrap();
+    b.enable(file_device("d", &default), key(), None)
+        .await
+        .unwrap();
     let cfg = device(
         "c",
         &[
@@ -67,8 +69,10 @@ async fn file_mode_is_applied() {
             ("mode", "0640"),
         ],
     );
-    b.enable(cfg, key()).await.unwrap();
-    b.enable(file_device("e", &existing), key()).await.unwrap();
+    b.enable(cfg, key(), None).await.unwrap();
+    b.enable(file_device("e", &existing), key(), None)
+        .await
+        .unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode(&default), 0o600);
     assert_eq!(mode(&custom), 0o640);
@@ -85,7 +89,9 @@ async fn appends_to_an_existing_file() {
     let file = dir.path().join("audit.log");
     std::fs::write(&file, "{\"old\":true}\n").unwrap();
     let b = broker();
-    b.enable(file_device("f", &file), key()).await.unwrap();
+    b.enable(file_device("f", &file), key(), None)
+        .await
+        .unwrap();
     b.log(&entry("t")).await.unwrap();
     let lines = json_lines(&file);
     assert_eq!(lines.len(), 2);
@@ -95,7 +101,7 @@ async fn appends_to_an_existing_file() {
 #[tokio::test]
 async fn discard_always_succeeds() {
     let b = broker();
-    b.enable(device("d", &[("file_path", "discard")]), key())
+    b.enable(device("d", &[("file_path", "discard")]), key(), None)
         .await
         .unwrap();
     for _ in 0..3 {
@@ -108,7 +114,7 @@ async fn discard_always_succeeds() {
 #[tokio::test]
 async fn stdout_device_writes_without_fsync() {
     let b = broker();
-    b.enable(device("out", &[("file_path", "stdout")]), key())
+    b.enable(device("out", &[("file_path", "stdout")]), key(), None)
         .await
         .unwrap();
     b.log(&entry("t")).await.unwrap();
@@ -122,7 +128,9 @@ async fn group_commit_shares_fsyncs_between_concurrent_requests() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("audit.log");
     let b = Arc::new(broker());
-    b.enable(file_device("file", &file), key()).await.unwrap();
+    b.enable(file_device("file", &file), key(), None)
+        .await
+        .unwrap();
     let barrier = Arc::new(tokio::sync::Barrier::new(N));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..N {
