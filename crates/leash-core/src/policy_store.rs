@@ -11,6 +11,7 @@
 //! cache entry is rebuilt; the PostgreSQL backend will add a change counter for that.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use leash_backend::CoreError;
@@ -37,6 +38,9 @@ pub struct PolicyStore {
     storage: Arc<dyn Storage>,
     docs: RwLock<HashMap<String, StoredPolicy>>,
     acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
+    /// Bumped (under the `acls` lock) by every invalidation, so an ACL compiled from
+    /// policies that changed meanwhile is never cached.
+    generation: AtomicU64,
 }
 
 /// Checks and normalises a policy name.
@@ -64,6 +68,7 @@ impl PolicyStore {
             storage,
             docs: RwLock::new(HashMap::new()),
             acls: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         };
         if store.storage.get(NS, "default").await?.is_none() {
             store
@@ -166,6 +171,7 @@ impl PolicyStore {
 
     fn invalidate(&self) {
         if let Ok(mut a) = self.acls.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
             a.clear();
         }
     }
@@ -179,6 +185,7 @@ impl PolicyStore {
         if let Some(a) = self.acls.read().ok().and_then(|m| m.get(&key).cloned()) {
             return a;
         }
+        let generation = self.generation.load(Ordering::SeqCst);
         let acl = if key.iter().any(|p| p == "root") {
             Arc::new(Acl::root())
         } else {
@@ -192,10 +199,14 @@ impl PolicyStore {
             Arc::new(Acl::compile(&refs))
         };
         if let Ok(mut m) = self.acls.write() {
-            if m.len() >= ACL_CACHE_MAX {
-                m.clear();
+            // A policy changed while this was compiled from the old text: use it for this
+            // request only (it raced with the change), never cache it.
+            if self.generation.load(Ordering::SeqCst) == generation {
+                if m.len() >= ACL_CACHE_MAX {
+                    m.clear();
+                }
+                m.insert(key, Arc::clone(&acl));
             }
-            m.insert(key, Arc::clone(&acl));
         }
         acl
     }

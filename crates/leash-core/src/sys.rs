@@ -223,9 +223,29 @@ impl SysBackend {
             d["path"] = json!(m.entry.path);
             return Ok(Some(Response::data(d)));
         }
+        // A path served above, asked with an operation it does not support: 405, as Vault.
+        if KNOWN_PATHS.contains(&p) {
+            return Err(CoreError::UnsupportedOperation);
+        }
         Err(CoreError::UnknownPath(format!("sys/{p}")))
     }
 }
+
+/// The fixed paths `handle` serves (for some operation).
+const KNOWN_PATHS: &[&str] = &[
+    "health",
+    "seal-status",
+    "init",
+    "leader",
+    "mounts",
+    "auth",
+    "policy",
+    "policies/acl",
+    "capabilities-self",
+    "capabilities",
+    "capabilities-accessor",
+    "audit",
+];
 
 fn any_grant_under(caller: &leash_backend::Caller, prefix: &str) -> bool {
     // A token that can do anything somewhere under the mount may see the mount's type.
@@ -467,6 +487,12 @@ async fn mount_op(
                 return Err(CoreError::invalid(
                     "token credential backends cannot be instantiated",
                 ));
+            }
+            // Singletons (Vault's `singletonMounts`): only the built-in `sys/` exists.
+            if kind == "system" {
+                return Err(CoreError::invalid(format!(
+                    "mount type of {kind:?} is not mountable"
+                )));
             }
             let desc = fields::string(req.data, "description")?.unwrap_or_default();
             let mut entry = new_mount_entry(&path, &kind, table, &desc, options);

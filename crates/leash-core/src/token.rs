@@ -253,7 +253,12 @@ impl TokenStore {
         if s.uses_left == Some(0) {
             return Ok(None);
         }
-        let entry = Self::decode(&s)?;
+        let mut entry = Self::decode(&s)?;
+        // The parent column is the truth: `revoke-orphan` clears it for the children.
+        if s.parent.is_none() {
+            entry.orphan = true;
+            entry.parent_accessor = None;
+        }
         Ok(Some((s.hash, entry, s.uses_left)))
     }
 
@@ -513,6 +518,13 @@ impl TokenStore {
             .token_delete_tree(hash, orphan_children)
             .await?;
         self.forget(gone.iter().map(|t| t.hash));
+        if orphan_children {
+            // The children changed (they are orphans now) but are not known here by
+            // hash; revoke-orphan is rare (sudo), so drop every cached entry.
+            if let Ok(mut m) = self.cache.write() {
+                m.clear();
+            }
+        }
         gone.iter().map(Self::decode).collect()
     }
 

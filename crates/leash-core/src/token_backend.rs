@@ -426,11 +426,12 @@ fn lookup_self(inner: &Inner, req: &BackendRequest<'_>) -> Result<Response, Core
         .token
         .map(|t| t.expose_secret().to_owned())
         .unwrap_or_default();
-    Ok(Response::data(inner.tokens.lookup_data(
-        &c.entry,
-        &id,
-        c.uses_left,
-    )))
+    // The pipeline spent one use of the caller before this ran; report what is left
+    // after this request, as Vault does.
+    let uses_left = c.uses_left.map(|n| (n - 1).max(0));
+    Ok(Response::data(
+        inner.tokens.lookup_data(&c.entry, &id, uses_left),
+    ))
 }
 
 async fn lookup_token(inner: &Inner, req: &BackendRequest<'_>) -> Result<Response, CoreError> {
