@@ -11,6 +11,10 @@ pub enum CoreError {
     /// nothing about which.
     #[error("permission denied")]
     PermissionDenied,
+    /// The policy grants the path only with a human approval (a `control_group`), and
+    /// the caller holds none. The message says how to ask for one.
+    #[error("{0}")]
+    ApprovalRequired(String),
     /// The caller sent something invalid; the message says what.
     #[error("{0}")]
     InvalidRequest(String),

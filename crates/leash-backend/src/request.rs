@@ -9,8 +9,7 @@ use std::net::SocketAddr;
 use leash_types::{Operation, SecretString};
 use serde_json::{Map, Value};
 
-/// One API request.
-#[derive(Debug)]
+/// One API request. `Debug` shows the data's keys only: values may be secrets.
 pub struct Request {
     /// Unique id, echoed as `request_id`.
     pub id: String,
@@ -92,8 +91,7 @@ pub enum ResponseKind {
     EnvelopeWithStatus(u16),
 }
 
-/// A successful answer.
-#[derive(Debug)]
+/// A successful answer. `Debug` shows the data's keys only: values may be secrets.
 pub struct Response {
     /// The `data` object.
     pub data: Option<Value>,
@@ -139,5 +137,70 @@ impl Response {
     pub fn with_warning(mut self, w: impl Into<String>) -> Response {
         self.warnings.push(w.into());
         self
+    }
+}
+
+/// The keys of a JSON object (or the value's type), never its values.
+fn shape(v: Option<&Value>) -> String {
+    match v {
+        None => "None".to_owned(),
+        Some(Value::Object(m)) => {
+            format!("{{{}}}", m.keys().cloned().collect::<Vec<_>>().join(", "))
+        }
+        Some(Value::Array(a)) => format!("[{} items]", a.len()),
+        Some(Value::Null) => "null".to_owned(),
+        Some(_) => "<scalar>".to_owned(),
+    }
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("id", &self.id)
+            .field("operation", &self.operation)
+            .field("path", &self.path)
+            .field(
+                "data",
+                &format_args!(
+                    "{{{}}}",
+                    self.data.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("remote_addr", &self.remote_addr)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("data", &format_args!("{}", shape(self.data.as_ref())))
+            .field("secret", &self.secret)
+            .field("auth", &self.auth)
+            .field("warnings", &self.warnings)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_values() {
+        let mut r = Request::new(leash_types::Operation::Update, "secret/data/x");
+        r.data
+            .insert("password".into(), Value::String("hunter2-value".into()));
+        r.token = Some(SecretString::from("tok-secret-value".to_owned()));
+        let d = format!("{r:?}");
+        assert!(
+            d.contains("password") && !d.contains("hunter2") && !d.contains("tok-secret"),
+            "{d}"
+        );
+        let resp = Response::data(serde_json::json!({"password": "hunter2-value"}));
+        let d = format!("{resp:?}");
+        assert!(d.contains("password") && !d.contains("hunter2"), "{d}");
     }
 }

@@ -156,11 +156,19 @@ impl Core {
                     "token based credentials",
                 ),
             ] {
-                tables
+                // Idempotent: a first start that crashed after writing the table must not
+                // add the built-in mounts twice.
+                if !tables
                     .mounts
-                    .push(new_mount_entry(path, kind, table, desc, BTreeMap::new()));
+                    .iter()
+                    .any(|m| m.table == table && m.path == path)
+                {
+                    tables
+                        .mounts
+                        .push(new_mount_entry(path, kind, table, desc, BTreeMap::new()));
+                }
             }
-            if core.0.config.dev {
+            if core.0.config.dev && !tables.mounts.iter().any(|m| m.path == "secret/") {
                 let mut opts = BTreeMap::new();
                 opts.insert("version".to_owned(), "2".to_owned());
                 tables.mounts.push(new_mount_entry(

@@ -113,6 +113,16 @@ pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response,
             }
             return deny(inner, &ctx).await;
         }
+        if decision.control_group.is_some() {
+            // Fail closed until the approval gate exists: a path that needs a human's
+            // approval is never served without one.
+            let err = CoreError::ApprovalRequired(format!(
+                "{} requires an approval (control_group in the policy); just-in-time approvals are not available on this server yet",
+                req.path
+            ));
+            audit_request(inner, &ctx, Some(&err.to_string())).await?;
+            return Err(err);
+        }
     }
 
     audit_request(inner, &ctx, None).await?;

@@ -99,6 +99,9 @@ pub struct TokenStore {
     clock: Arc<dyn Clock>,
     limits: TokenLimits,
     cache: std::sync::RwLock<std::collections::HashMap<KeyedHash, Cached>>,
+    /// Bumped by every invalidation; a lookup that started before one may not cache
+    /// what it read (it may predate a revocation).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone)]
@@ -140,6 +143,7 @@ impl TokenStore {
             clock,
             limits,
             cache: std::sync::RwLock::new(std::collections::HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -177,9 +181,10 @@ impl TokenStore {
         if let Some(c) = self.cached(&hash) {
             return Ok(Some((hash, (*c.entry).clone(), None)));
         }
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let found = self.load(hash, |s| s.hash.ct_eq(&hash)).await?;
         if let Some((h, e, None)) = &found {
-            self.remember(*h, e);
+            self.remember(*h, e, generation);
         }
         Ok(found)
     }
@@ -191,8 +196,11 @@ impl TokenStore {
         (fresh && live).then_some(c)
     }
 
-    fn remember(&self, hash: KeyedHash, entry: &TokenEntry) {
+    fn remember(&self, hash: KeyedHash, entry: &TokenEntry, generation: u64) {
         if let Ok(mut m) = self.cache.write() {
+            if self.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+                return;
+            }
             if m.len() >= CACHE_MAX {
                 m.clear();
             }
@@ -209,6 +217,8 @@ impl TokenStore {
 
     fn forget(&self, hashes: impl IntoIterator<Item = KeyedHash>) {
         if let Ok(mut m) = self.cache.write() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             for h in hashes {
                 m.remove(&h);
             }
@@ -275,11 +285,16 @@ impl TokenStore {
             return Ok(None);
         };
         if !entry.bound_cidrs.is_empty() {
-            let blocks: Vec<Cidr> = entry
+            // A block that does not parse fails closed: the token is refused, never
+            // allowed from everywhere.
+            let Ok(blocks) = entry
                 .bound_cidrs
                 .iter()
-                .filter_map(|c| Cidr::parse(c).ok())
-                .collect();
+                .map(|c| Cidr::parse(c))
+                .collect::<Result<Vec<Cidr>, _>>()
+            else {
+                return Ok(None);
+            };
             if !cidr::allowed(&blocks, remote.map(|r| r.ip())) {
                 return Ok(None);
             }

@@ -110,7 +110,8 @@ impl Backend for TokenBackend {
                 .inner
                 .upgrade()
                 .ok_or_else(|| CoreError::internal("core is gone"))?;
-            return Ok(Some(inner.storage.get(ROLES_NS, caps[0]).await?.is_some()));
+            let name = caps[0].to_ascii_lowercase();
+            return Ok(Some(inner.storage.get(ROLES_NS, &name).await?.is_some()));
         }
         Ok(None)
     }
@@ -280,6 +281,14 @@ async fn create(
             "a custom token id must be 8 to 256 characters without white space",
         ));
     }
+    if let Some(id) = &id {
+        let presented = leash_types::TokenValue::from_presented(SecretString::from(id.clone()));
+        if presented.is_malformed_leash_token() {
+            return Err(CoreError::invalid(
+                "a custom token id may not use leash's token prefix without a valid checksum (it could never be used)",
+            ));
+        }
+    }
     let num_uses = fields::integer(d, "num_uses")?.unwrap_or(0);
     if num_uses < 0 {
         return Err(CoreError::invalid("number of uses cannot be negative"));
@@ -375,8 +384,9 @@ async fn create(
             }
         }
     }
-    if policies.is_empty() && role.is_none() {
-        // Inherit the parent's policies (root stays root only for a root parent).
+    if policies.is_empty() {
+        // Inherit the parent's policies (root stays root only for a root parent); a
+        // role's allowed_policies, when it has them, were taken above.
         policies = parent.entry.policies.clone();
     }
     if policies.iter().any(|p| p == "root") && !parent.acl.is_root() {

@@ -123,17 +123,31 @@ impl SqliteStorage {
     /// initialised with another key is refused with [`StorageError::WrongKey`] before
     /// anything is written.
     pub fn open(dir: &Path, keyring: Keyring) -> Result<SqliteStorage, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StorageError::Io(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+        // A new data directory is private to the server's user (0700); an existing one
+        // keeps the mode its operator gave it.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                StorageError::Io(format!(
+                    "cannot create data directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
         let path = dir.join(DB_FILE);
         // Check the key before changing anything (not even a checkpoint of the WAL).
         let has_meta = check_key(&path, &keyring)?;
         let conn = Connection::open(&path)
             .map_err(|e| StorageError::Io(format!("cannot open {}: {e}", path.display())))?;
+        if !has_meta {
+            // SQLite gives its -wal and -shm files the database file's mode.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| StorageError::Io(format!("cannot restrict {}: {e}", path.display())),
+            )?;
+        }
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(io)?;
 

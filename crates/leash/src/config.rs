@@ -275,7 +275,13 @@ pub(crate) fn parse(
         max_ttl,
         cluster_name: string(top, "cluster_name", err)?.unwrap_or_else(|| "leash-cluster".into()),
         log_level: string(top, "log_level", err)?,
-        audit_deadline: duration(top, "audit_deadline", Duration::from_secs(5), err)?,
+        audit_deadline: {
+            let d = duration(top, "audit_deadline", Duration::from_secs(5), err)?;
+            if d < Duration::from_secs(1) {
+                return Err(err("audit_deadline must be at least 1s (a shorter one makes healthy devices look failed)".into()));
+            }
+            d
+        },
     })
 }
 

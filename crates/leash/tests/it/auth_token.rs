@@ -268,6 +268,17 @@ async fn custom_ids_need_root() {
         )
         .await;
     assert_eq!(s, 400, "{b}");
+    // An id that wears leash's prefix without a valid checksum could never be used
+    // (every presented copy is refused offline): it is refused at creation.
+    let (s, b) = srv
+        .root(
+            "POST",
+            "auth/token/create",
+            Some(json!({"id": "lsh.notARealTokenButLooksLikeOne000000000"})),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(error(&b).contains("checksum"), "{b}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

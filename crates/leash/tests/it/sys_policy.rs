@@ -600,3 +600,42 @@ async fn the_last_policy_write_wins_under_concurrent_requests() {
         assert_eq!(s, 403);
     }
 }
+
+/// A `control_group` path is never served without an approval: until the approval gate
+/// exists the answer is a 403 that says an approval is required (regression: the
+/// policy used to grant the path as if the stanza were not there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_group_paths_need_an_approval() {
+    let srv = TestServer::start().await;
+    let (s, _) = srv
+        .root("POST", "secret/data/prod/db", Some(json!({"data": {"k": "v"}})))
+        .await;
+    assert_eq!(s, 200);
+    srv.write_policy(
+        "guarded",
+        r#"
+        path "secret/data/prod/*" {
+          capabilities = ["read"]
+          control_group = {
+            ttl = "15m"
+            factor "dba" {
+              identity {
+                group_names = ["dba"]
+                approvals   = 1
+              }
+            }
+          }
+        }
+        path "secret/data/dev/*" { capabilities = ["read"] }
+        "#,
+    )
+    .await;
+    let t = srv.token_with(&["guarded"]).await;
+    let (s, b) = srv.call("GET", "secret/data/prod/db", Some(&t), None).await;
+    assert_eq!(s, 403, "{b}");
+    let msgs = error(&b);
+    assert!(msgs.contains("requires an approval"), "{b}");
+    assert!(!b.to_string().contains("\"v\""), "no data leaves: {b}");
+    let (s, _) = srv.call("GET", "secret/data/dev/none", Some(&t), None).await;
+    assert_eq!(s, 404, "uncontrolled paths of the same policy still work");
+}
