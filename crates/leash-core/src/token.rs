@@ -18,7 +18,7 @@ use std::time::Duration;
 use leash_backend::{AuthInfo, Caller, CoreError, TokenEntry};
 use leash_storage::{KeyedHash, Storage, StoredToken, TokenUse};
 use leash_types::cidr::{self, Cidr};
-use leash_types::{Clock, ExposeSecret, SecretString, TokenKind, TokenValue, random};
+use leash_types::{Clock, ExposeSecret, SecretString, TokenKind, TokenValue};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -152,9 +152,18 @@ impl TokenStore {
         self.limits
     }
 
-    /// The keyed hash of a presented token or accessor value.
+    /// The storage key of an accessor (domain-separated from token values).
+    fn accessor_hash(&self, accessor: &str) -> KeyedHash {
+        let locator = leash_types::token::accessor_locator(accessor).unwrap_or(0);
+        self.storage
+            .keyring()
+            .located_hash(locator, &format!("accessor:{accessor}"))
+    }
+
+    /// The storage key of a presented token value (see `Keyring::located_hash`).
     pub fn hash(&self, value: &str) -> KeyedHash {
-        self.storage.keyring().token_hash(value)
+        let locator = leash_types::token::locator(value).unwrap_or(0);
+        self.storage.keyring().located_hash(locator, value)
     }
 
     fn decode(stored: &StoredToken) -> Result<TokenEntry, CoreError> {
@@ -233,7 +242,7 @@ impl TokenStore {
         if accessor.is_empty() || accessor.len() > 128 {
             return Ok(None);
         }
-        let ah = self.hash(&format!("accessor:{accessor}"));
+        let ah = self.accessor_hash(accessor);
         match self.storage.token_by_accessor(ah).await? {
             Some(s) if s.accessor_hash.ct_eq(&ah) => self.live(s),
             _ => Ok(None),
@@ -419,7 +428,7 @@ impl TokenStore {
             }
             None => TokenValue::generate(TokenKind::Service),
         };
-        let accessor = random::base62(24);
+        let accessor = leash_types::token::new_accessor();
         let entry = TokenEntry {
             accessor: accessor.clone(),
             policies,
@@ -447,7 +456,7 @@ impl TokenStore {
         let hash = self.hash(value.expose());
         let stored = StoredToken {
             hash,
-            accessor_hash: self.hash(&format!("accessor:{accessor}")),
+            accessor_hash: self.accessor_hash(&accessor),
             parent: parent.map(|p| p.hash),
             expire_at: expire_time,
             uses_left: (spec.num_uses > 0).then_some(spec.num_uses),

@@ -122,6 +122,19 @@ impl Keyring {
             .map_err(|_| StorageError::Crypto(format!("cannot decrypt the value at {location}")))
     }
 
+    /// The key under which a token (or accessor) with a time-ordered `locator` is
+    /// stored: the locator (big-endian, 8 bytes) followed by the first 24 bytes of the
+    /// keyed hash. Rows then sort by creation time, so new tokens append to the table
+    /// instead of landing on random pages; the 192-bit keyed part still cannot be
+    /// computed without the key. Values without a locator use 0.
+    pub fn located_hash(&self, locator: u64, value: &str) -> KeyedHash {
+        let h = self.token_hash(value);
+        let mut out = [0u8; 32];
+        out[..8].copy_from_slice(&locator.to_be_bytes());
+        out[8..].copy_from_slice(&h.0[..24]);
+        KeyedHash(out)
+    }
+
     /// The keyed hash under which a token (or accessor) is indexed.
     pub fn token_hash(&self, value: &str) -> KeyedHash {
         let mut m = self.token_mac.clone();

@@ -155,7 +155,8 @@ impl SqliteStorage {
             .map_err(io)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(io)?;
-        tune(&conn, WRITER_CACHE_KIB)?;
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .map_err(io)?;
         // Checkpoint less often: a bigger WAL lets one checkpoint write a page that many
         // commits touched once, instead of once per 1000 pages.
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)
@@ -213,21 +214,21 @@ impl SqliteStorage {
             .map_err(|_| StorageError::Io("the storage writer stopped".into()))?
     }
 
+    /// Runs a read on a pooled read-only connection, on the calling task's thread.
+    ///
+    /// Reads are point lookups and short range scans over memory-mapped, mostly cached
+    /// pages (tens of microseconds), so they run inline: handing each one to a blocking
+    /// thread cost more in thread switches than the read itself. The rare read that must
+    /// touch the disk briefly holds one runtime worker.
     async fn read<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, &Keyring) -> Result<T, StorageError> + Send + 'static,
     {
-        let pool = Arc::clone(&self.readers);
-        let keyring = Arc::clone(&self.keyring);
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.take()?;
-            let r = f(&conn, &keyring);
-            pool.give(conn);
-            r
-        })
-        .await
-        .map_err(|e| StorageError::Io(format!("read task failed: {e}")))?
+        let conn = self.readers.take()?;
+        let r = f(&conn, &self.keyring);
+        self.readers.give(conn);
+        r
     }
 }
 

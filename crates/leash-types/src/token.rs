@@ -1,7 +1,11 @@
 //! Token values: how they are minted, and how a scanner recognises one offline.
 //!
-//! Format: `<prefix><32 base62 chars of randomness><6 base62 chars of CRC32 checksum>`.
-//! The random part carries ~190 bits from the OS CSPRNG. The prefix is frozen per kind
+//! Format: `<prefix><11-char locator><24 base62 chars of randomness><6-char CRC32
+//! checksum>`, all base62. The random part carries ~143 bits from the OS CSPRNG. The
+//! locator is not secret: it is a time-ordered 64-bit id (creation time in milliseconds
+//! and 16 random bits) that lets storage keep tokens in creation order, so minting one
+//! appends to the token table instead of writing a random page. It reveals when the
+//! token was made, nothing else. The prefix is frozen per kind
 //! (`lsh.` service tokens) so that leak scanners can match it; the checksum lets them
 //! drop look-alikes without asking the server. The checksum is *not* a security
 //! property: a token is valid only if the server has its keyed hash.
@@ -12,8 +16,10 @@
 use crate::random;
 use secrecy::{ExposeSecret, SecretString};
 
+/// Length of the locator.
+pub const LOCATOR_LEN: usize = 11;
 /// Length of the random part.
-const RANDOM_LEN: usize = 32;
+const RANDOM_LEN: usize = 24;
 /// Length of the checksum part.
 const CHECKSUM_LEN: usize = 6;
 
@@ -42,7 +48,11 @@ pub struct TokenValue(SecretString);
 impl TokenValue {
     /// Mints a new random token of `kind`.
     pub fn generate(kind: TokenKind) -> TokenValue {
-        let body = random::base62(RANDOM_LEN);
+        let body = format!(
+            "{}{}",
+            random::base62_u64(new_locator(), LOCATOR_LEN),
+            random::base62(RANDOM_LEN)
+        );
         let sum = checksum(kind.prefix(), &body);
         TokenValue(SecretString::from(format!("{}{body}{sum}", kind.prefix())))
     }
@@ -71,6 +81,44 @@ impl std::fmt::Debug for TokenValue {
     }
 }
 
+/// A fresh time-ordered locator: Unix milliseconds in the high 48 bits, 16 random bits
+/// below (so ids minted in the same millisecond still differ).
+pub fn new_locator() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX >> 16))
+        .unwrap_or(0);
+    let r = random::bytes::<2>();
+    (ms << 16) | u64::from(u16::from_be_bytes(r))
+}
+
+/// The locator of a well-formed leash token, if it is one.
+pub fn locator(candidate: &str) -> Option<u64> {
+    let kind = recognise(candidate)?;
+    let body = &candidate[kind.prefix().len()..];
+    random::decode_base62_u64(&body[..LOCATOR_LEN])
+}
+
+/// Length of an accessor.
+pub const ACCESSOR_LEN: usize = 24;
+
+/// A fresh accessor: a locator followed by random characters (~77 bits).
+pub fn new_accessor() -> String {
+    format!(
+        "{}{}",
+        random::base62_u64(new_locator(), LOCATOR_LEN),
+        random::base62(ACCESSOR_LEN - LOCATOR_LEN)
+    )
+}
+
+/// The locator of an accessor written by [`new_accessor`], if it looks like one.
+pub fn accessor_locator(candidate: &str) -> Option<u64> {
+    if candidate.len() != ACCESSOR_LEN || !candidate.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    random::decode_base62_u64(&candidate[..LOCATOR_LEN])
+}
+
 fn checksum(prefix: &str, body: &str) -> String {
     let mut h = crc32fast::Hasher::new();
     h.update(prefix.as_bytes());
@@ -85,10 +133,12 @@ pub fn recognise(candidate: &str) -> Option<TokenKind> {
         .into_iter()
         .find(|k| candidate.starts_with(k.prefix()))?;
     let rest = &candidate[kind.prefix().len()..];
-    if rest.len() != RANDOM_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if rest.len() != LOCATOR_LEN + RANDOM_LEN + CHECKSUM_LEN
+        || !rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         return None;
     }
-    let (body, sum) = rest.split_at(RANDOM_LEN);
+    let (body, sum) = rest.split_at(LOCATOR_LEN + RANDOM_LEN);
     if checksum(kind.prefix(), body) == sum {
         Some(kind)
     } else {
@@ -107,6 +157,10 @@ mod tests {
         assert_ne!(a.expose(), b.expose());
         assert_eq!(recognise(a.expose()), Some(TokenKind::Service));
         assert!(a.expose().starts_with("lsh."));
+        let (la, lb) = (locator(a.expose()).unwrap(), locator(b.expose()).unwrap());
+        assert!(la >> 16 <= lb >> 16, "locators are time-ordered");
+        assert!(accessor_locator(&new_accessor()).is_some());
+        assert_eq!(accessor_locator("short"), None);
         assert!(!a.is_malformed_leash_token());
         assert_eq!(format!("{a:?}"), "TokenValue([REDACTED])");
     }

@@ -608,7 +608,11 @@ async fn the_last_policy_write_wins_under_concurrent_requests() {
 async fn control_group_paths_need_an_approval() {
     let srv = TestServer::start().await;
     let (s, _) = srv
-        .root("POST", "secret/data/prod/db", Some(json!({"data": {"k": "v"}})))
+        .root(
+            "POST",
+            "secret/data/prod/db",
+            Some(json!({"data": {"k": "v"}})),
+        )
         .await;
     assert_eq!(s, 200);
     srv.write_policy(
@@ -636,6 +640,8 @@ async fn control_group_paths_need_an_approval() {
     let msgs = error(&b);
     assert!(msgs.contains("requires an approval"), "{b}");
     assert!(!b.to_string().contains("\"v\""), "no data leaves: {b}");
-    let (s, _) = srv.call("GET", "secret/data/dev/none", Some(&t), None).await;
+    let (s, _) = srv
+        .call("GET", "secret/data/dev/none", Some(&t), None)
+        .await;
     assert_eq!(s, 404, "uncontrolled paths of the same policy still work");
 }
