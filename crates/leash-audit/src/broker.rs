@@ -139,7 +139,7 @@ impl Broker {
         });
 
         if let Some(probe) = probe {
-            let outcome = match device.offer(probe) {
+            let outcome = match device.offer(probe, true) {
                 Offer::Recorded => Ok(()),
                 Offer::Failed(reason) => Err(reason),
                 Offer::Pending(rx) => match tokio::time::timeout(self.deadline, rx).await {
@@ -234,6 +234,19 @@ impl Broker {
     /// or if at least one device wrote and synced the line before the deadline;
     /// otherwise [`AuditError::AllDevicesFailed`], and the request must fail.
     pub async fn log(&self, build: &BuildEntry<'_>) -> Result<(), AuditError> {
+        self.record(build, true).await
+    }
+
+    /// Like [`Broker::log`], but `Ok` once at least one device has *written* the line,
+    /// without waiting for it to be synced. For entries that precede a synced one on
+    /// the same devices (the request entry of a read, whose response entry follows):
+    /// each device writes in order, so syncing the later line makes this one durable
+    /// too, before any answer leaves the server.
+    pub async fn log_written(&self, build: &BuildEntry<'_>) -> Result<(), AuditError> {
+        self.record(build, false).await
+    }
+
+    async fn record(&self, build: &BuildEntry<'_>, sync: bool) -> Result<(), AuditError> {
         let devices: Vec<Arc<Device>> = self.read().values().cloned().collect();
         if devices.is_empty() {
             return Ok(());
@@ -244,7 +257,7 @@ impl Broker {
         let mut recorded = 0usize;
         let mut pending = Vec::with_capacity(devices.len());
         for device in &devices {
-            match device.offer(build) {
+            match device.offer(build, sync) {
                 Offer::Recorded => recorded += 1,
                 Offer::Pending(outcome) => pending.push((device, outcome)),
                 Offer::Failed(reason) => device.failed(&reason),
@@ -300,7 +313,7 @@ impl std::fmt::Debug for Broker {
 
 impl Device {
     /// Builds this device's line and queues it.
-    fn offer(&self, build: &BuildEntry<'_>) -> Offer {
+    fn offer(&self, build: &BuildEntry<'_>, sync: bool) -> Offer {
         let entry = build(&self.hasher, self.log_raw);
         let mut line = self.prefix.clone();
         if let Err(e) = serde_json::to_writer(&mut line, &entry) {
@@ -314,7 +327,7 @@ impl Device {
                 self.counters.add_entries(1);
                 Offer::Recorded
             }
-            Sink::Writer(writer) => match writer.submit(line) {
+            Sink::Writer(writer) => match writer.submit(line, sync) {
                 Ok(outcome) => Offer::Pending(outcome),
                 Err(e) => Offer::Failed(e.to_string()),
             },

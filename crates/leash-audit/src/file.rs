@@ -83,6 +83,9 @@ impl std::fmt::Display for SubmitError {
 /// One queued line and where to send its outcome.
 struct Job {
     line: Vec<u8>,
+    /// Whether the caller waits for the line to be synced (else only written: its
+    /// durability then rides on the next synced line, which the writer orders after it).
+    sync: bool,
     reply: oneshot::Sender<WriteResult>,
 }
 
@@ -153,13 +156,14 @@ impl Writer {
     pub(crate) fn submit(
         &self,
         line: Vec<u8>,
+        sync: bool,
     ) -> Result<oneshot::Receiver<WriteResult>, SubmitError> {
         let guard = self.tx.read().unwrap_or_else(PoisonError::into_inner);
         let Some(tx) = guard.as_ref() else {
             return Err(SubmitError::Closed);
         };
         let (reply, outcome) = oneshot::channel();
-        match tx.try_send(Job { line, reply }) {
+        match tx.try_send(Job { line, sync, reply }) {
             Ok(()) => Ok(outcome),
             Err(TrySendError::Full(_)) => Err(SubmitError::QueueFull),
             Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
@@ -245,25 +249,29 @@ impl Output {
     /// Writes `buf` whole and makes it durable (files) or flushes it (stdout). Returns
     /// how many bytes reached the destination, even on error, so the caller knows
     /// whether a partial line was left behind.
-    fn write_batch(&mut self, buf: &[u8], counters: &Counters) -> (usize, io::Result<()>) {
+    fn write_batch(&mut self, buf: &[u8]) -> (usize, io::Result<()>) {
         match self {
-            Output::File { file, sync } => {
-                let (written, result) = write_counting(file, buf);
-                if result.is_err() || !*sync {
-                    return (written, result);
-                }
-                // Hold the batch's replies until its bytes are on stable storage.
-                let synced = file.sync_data();
-                if synced.is_ok() {
-                    counters.add_sync();
-                }
-                (written, synced)
-            }
+            Output::File { file, .. } => write_counting(file, buf),
             Output::Stdout(out) => {
                 let mut out = out.lock();
                 let (written, result) = write_counting(&mut out, buf);
                 (written, result.and_then(|()| out.flush()))
             }
+        }
+    }
+
+    /// Makes what was written durable (regular files only; a FIFO or device cannot be
+    /// synced, and stdout was flushed).
+    fn sync(&mut self, counters: &Counters) -> io::Result<()> {
+        match self {
+            Output::File { file, sync: true } => {
+                let r = file.sync_data();
+                if r.is_ok() {
+                    counters.add_sync();
+                }
+                r
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -286,7 +294,8 @@ fn write_counting(w: &mut impl Write, buf: &[u8]) -> (usize, io::Result<()>) {
 /// the queue is empty.
 fn run(mut out: Output, rx: &Receiver<Job>, counters: &Counters) {
     let mut buf: Vec<u8> = Vec::new();
-    let mut replies: Vec<oneshot::Sender<WriteResult>> = Vec::new();
+    let mut written_only: Vec<oneshot::Sender<WriteResult>> = Vec::new();
+    let mut synced: Vec<oneshot::Sender<WriteResult>> = Vec::new();
     // Whether the destination ends at a line boundary (false after a torn write).
     let mut ends_clean = true;
     while let Ok(first) = rx.recv() {
@@ -294,13 +303,21 @@ fn run(mut out: Output, rx: &Receiver<Job>, counters: &Counters) {
         if !ends_clean {
             buf.push(b'\n');
         }
-        buf.extend_from_slice(&first.line);
-        replies.push(first.reply);
-        while replies.len() < MAX_BATCH_ENTRIES && buf.len() < MAX_BATCH_BYTES {
+        let mut take = |job: Job, buf: &mut Vec<u8>| {
+            buf.extend_from_slice(&job.line);
+            if job.sync {
+                synced.push(job.reply)
+            } else {
+                written_only.push(job.reply)
+            }
+        };
+        take(first, &mut buf);
+        let mut n = 1;
+        while n < MAX_BATCH_ENTRIES && buf.len() < MAX_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(job) => {
-                    buf.extend_from_slice(&job.line);
-                    replies.push(job.reply);
+                    take(job, &mut buf);
+                    n += 1;
                 }
                 Err(_) => break,
             }
@@ -311,16 +328,24 @@ fn run(mut out: Output, rx: &Receiver<Job>, counters: &Counters) {
         // before it (kept in a variable of this loop, seeded from the file's last line at
         // open) and where the new chain head will be recorded once the batch is synced.
 
-        let (written, result) = out.write_batch(&buf, counters);
+        let (written, result) = out.write_batch(&buf);
         if written > 0 {
             ends_clean = buf[written - 1] == b'\n';
         }
-        if result.is_ok() {
-            counters.add_entries(replies.len() as u64);
-        }
+        // Lines that only needed writing are answered now; the rest once synced.
         let result = result.map_err(Arc::new);
-        for reply in replies.drain(..) {
+        for reply in written_only.drain(..) {
             // A caller that gave up waiting has dropped its receiver; nothing to tell it.
+            let _ = reply.send(result.clone());
+        }
+        let result = match result {
+            Ok(()) if !synced.is_empty() => out.sync(counters).map_err(Arc::new),
+            other => other,
+        };
+        if result.is_ok() {
+            counters.add_entries(n as u64);
+        }
+        for reply in synced.drain(..) {
             let _ = reply.send(result.clone());
         }
         buf.shrink_to(MAX_BATCH_BYTES);
@@ -383,10 +408,13 @@ mod tests {
         )
         .await
         .unwrap();
-        let rx = w.submit(b"{\"a\":1}\n".to_vec()).unwrap();
+        let rx = w.submit(b"{\"a\":1}\n".to_vec(), true).unwrap();
         assert!(w.close(Duration::from_secs(5)).await);
         assert!(rx.await.unwrap().is_ok());
-        assert_eq!(w.submit(b"x\n".to_vec()).unwrap_err(), SubmitError::Closed);
+        assert_eq!(
+            w.submit(b"x\n".to_vec(), true).unwrap_err(),
+            SubmitError::Closed
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
         assert_eq!(counters.snapshot("t/").entries, 1);
     }

@@ -28,6 +28,8 @@ pub const HMAC_PREFIX: &str = "hmac-sha256:";
 /// device it is building for.
 pub struct Hasher {
     key: SecretBytes,
+    /// The keyed state (key already absorbed), cloned per input instead of re-keying.
+    keyed: Hmac<Sha256>,
     hmac_accessor: bool,
     elide_list_responses: bool,
 }
@@ -36,8 +38,13 @@ impl Hasher {
     /// A hasher with `key`, and Vault's default options (`hmac_accessor = true`,
     /// `elide_list_responses = false`).
     pub fn new(key: SecretBytes) -> Hasher {
+        let Ok(keyed) = Hmac::<Sha256>::new_from_slice(key.expose()) else {
+            // HMAC is defined for keys of every length; `new_from_slice` cannot fail for it.
+            unreachable!("HMAC-SHA256 accepts keys of any length")
+        };
         Hasher {
             key,
+            keyed,
             hmac_accessor: true,
             elide_list_responses: false,
         }
@@ -52,10 +59,7 @@ impl Hasher {
 
     /// `hmac-sha256:<lowercase hex>` of `input` under this device's key.
     pub fn hmac(&self, input: &str) -> String {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(self.key.expose()) else {
-            // HMAC is defined for keys of every length; `new_from_slice` cannot fail for it.
-            unreachable!("HMAC-SHA256 accepts keys of any length")
-        };
+        let mut mac = self.keyed.clone();
         mac.update(input.as_bytes());
         let tag = mac.finalize().into_bytes();
         let mut out = String::with_capacity(HMAC_PREFIX.len() + 2 * tag.len());

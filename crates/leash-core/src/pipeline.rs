@@ -125,7 +125,16 @@ pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response,
         }
     }
 
-    audit_request(inner, &ctx, None).await?;
+    // The request entry must be recorded before the operation. For a read it need not
+    // be synced on its own: the response entry, synced before anything is answered,
+    // follows it on every device and makes it durable too. A change to state waits
+    // for its request entry to be on disk first, so no crash can leave a committed
+    // change without its audit record.
+    if matches!(operation, Operation::Read | Operation::List) {
+        audit_request_written(inner, &ctx).await?;
+    } else {
+        audit_request(inner, &ctx, None).await?;
+    }
 
     // Spend a use before doing anything on the token's behalf.
     let mut last_use = false;
@@ -205,6 +214,14 @@ async fn audit_request(
 ) -> Result<(), CoreError> {
     let build = |h: &leash_audit::Hasher, raw: bool| request_entry(ctx, error, h, raw);
     inner.audit.log(&build).await.map_err(|e| {
+        tracing::error!(error = %e, path = %ctx.req.path, "audit request entry failed; refusing the request");
+        CoreError::AuditFailed
+    })
+}
+
+async fn audit_request_written(inner: &Inner, ctx: &AuditContext<'_>) -> Result<(), CoreError> {
+    let build = |h: &leash_audit::Hasher, raw: bool| request_entry(ctx, None, h, raw);
+    inner.audit.log_written(&build).await.map_err(|e| {
         tracing::error!(error = %e, path = %ctx.req.path, "audit request entry failed; refusing the request");
         CoreError::AuditFailed
     })

@@ -157,3 +157,55 @@ async fn group_commit_shares_fsyncs_between_concurrent_requests() {
     assert!(s.syncs >= 1 && s.syncs < N as u64, "syncs = {}", s.syncs);
     eprintln!("group commit: {N} entries, {} fsyncs", s.syncs);
 }
+
+/// A written-only entry (a read's request entry) costs no sync of its own; the synced
+/// entry after it makes both durable, and the file keeps their order.
+#[tokio::test]
+async fn written_only_entries_ride_on_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.log");
+    let b = broker();
+    b.enable(file_device("w", &file), key(), None)
+        .await
+        .unwrap();
+    b.log_written(&entry("first")).await.unwrap();
+    let after_written = b.stats()[0].syncs;
+    assert_eq!(
+        after_written, 0,
+        "a written-only entry does not sync by itself"
+    );
+    b.log(&entry("second")).await.unwrap();
+    assert_eq!(b.stats()[0].syncs, 1);
+    let lines = json_lines(&file);
+    assert_eq!(lines.len(), 2);
+}
+
+/// A written-only entry still fails closed when the device cannot write.
+#[tokio::test]
+async fn written_only_entries_fail_closed_too() {
+    let b = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("a.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK (0o4000 on Linux) so opening the read end does not wait for a writer.
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(0o4000)
+        .open(&fifo)
+        .unwrap();
+    b.enable(file_device("f", &fifo), key(), None)
+        .await
+        .unwrap();
+    drop(reader); // every later write fails with EPIPE
+    assert!(matches!(
+        b.log_written(&entry("x")).await,
+        Err(AuditError::AllDevicesFailed { .. })
+    ));
+}

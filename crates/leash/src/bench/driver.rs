@@ -19,6 +19,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+/// How late a paced wake-up may be and still count as timer granularity (tokio's timer
+/// wheel ticks every millisecond).
+const TIMER_SLACK: Duration = Duration::from_millis(2);
+
 use leash_client::{ExposeSecret, SecretString};
 
 use super::histogram::Histogram;
@@ -191,8 +195,17 @@ pub(super) async fn drive(
         if due >= sched.end {
             break;
         }
+        // The latency clock starts when the request was due, so time spent waiting behind
+        // a slow response counts (no coordinated omission). Tokio's timer fires on
+        // millisecond ticks, though, so a wake-up up to TIMER_SLACK late is the pacer's
+        // jitter, not the server's doing: then the clock starts at the wake-up.
+        let mut origin = due;
         if sched.interval.is_some() {
             tokio::time::sleep_until(due).await;
+            let woke = Instant::now();
+            if woke.saturating_duration_since(due) <= TIMER_SLACK {
+                origin = woke;
+            }
         }
         sent = sent.saturating_add(1);
         let measured = due >= sched.measure_from;
@@ -219,7 +232,9 @@ pub(super) async fn drive(
             Ok(Ok((status, error_body))) => {
                 if measured {
                     stats.requests += 1;
-                    stats.latencies.record(done.saturating_duration_since(due));
+                    stats
+                        .latencies
+                        .record(done.saturating_duration_since(origin));
                     if let Some(body) = error_body {
                         stats.error(describe_error(status, &body));
                     }
