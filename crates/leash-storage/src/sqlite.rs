@@ -99,6 +99,7 @@ pub struct SqliteStorage {
     keyring: Arc<Keyring>,
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    checkpointer: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
     readers: Arc<ReaderPool>,
 }
 
@@ -110,6 +111,10 @@ impl Drop for SqliteStorage {
         // connection to close is a writable one.
         if let Ok(mut idle) = self.readers.idle.lock() {
             idle.clear();
+        }
+        if let Some((stop, t)) = self.checkpointer.take() {
+            let _ = stop.send(());
+            let _ = t.join();
         }
         self.jobs.take();
         if let Some(w) = self.writer.take() {
@@ -157,9 +162,10 @@ impl SqliteStorage {
             .map_err(io)?;
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
             .map_err(io)?;
-        // Checkpoint less often: a bigger WAL lets one checkpoint write a page that many
-        // commits touched once, instead of once per 1000 pages.
-        conn.pragma_update(None, "wal_autocheckpoint", 10_000)
+        // The writer never checkpoints: a checkpoint copies and fsyncs many pages, and
+        // commits queued behind it would stall for its whole length. A checkpointer
+        // thread does it beside the writer instead (see `checkpoint_loop`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(io)?;
         conn.execute_batch(SCHEMA).map_err(io)?;
         if !has_meta {
@@ -177,10 +183,18 @@ impl SqliteStorage {
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StorageError::Io(format!("cannot start the storage writer: {e}")))?;
 
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let ckpt_path = path.clone();
+        let checkpointer = std::thread::Builder::new()
+            .name("leash-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(&ckpt_path, &stop_rx))
+            .map_err(|e| StorageError::Io(format!("cannot start the checkpointer: {e}")))?;
+
         Ok(SqliteStorage {
             keyring: Arc::new(keyring),
             jobs: Some(tx),
             writer: Some(writer),
+            checkpointer: Some((stop_tx, checkpointer)),
             readers: Arc::new(ReaderPool {
                 path,
                 idle: Mutex::new(Vec::new()),
@@ -305,6 +319,50 @@ fn tune(c: &Connection, cache_kib: i64) -> Result<(), StorageError> {
         .map_err(io)?;
     c.pragma_update(None, "mmap_size", MMAP_BYTES).map_err(io)?;
     Ok(())
+}
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// WAL length (in 4 KiB frames, so 64 MiB) past which the checkpointer rewinds the log.
+const RESTART_FRAMES: i64 = 16_384;
+
+/// Copies committed WAL frames into the database file beside the writer.
+///
+/// Every round runs a `PASSIVE` checkpoint, which never blocks the writer or readers.
+/// Under a steady stream of commits a passive checkpoint never catches up completely,
+/// so the log would never be rewound and would grow without bound; once it passes
+/// [`RESTART_FRAMES`], a `RESTART` checkpoint briefly holds new commits back while it
+/// copies the few frames the passive rounds left, and the next commit starts the log
+/// from the beginning. Stops when told to or when its channel closes.
+fn checkpoint_loop(path: &Path, stop: &mpsc::Receiver<()>) {
+    let conn = match Connection::open(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "storage: checkpointer cannot open the database; the WAL will only be checkpointed at shutdown");
+            return;
+        }
+    };
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+    let checkpoint = |mode: &str| -> rusqlite::Result<(i64, i64, i64)> {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+    };
+    loop {
+        match stop.recv_timeout(CHECKPOINT_EVERY) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        match checkpoint("PASSIVE") {
+            Ok((_, log_frames, _)) if log_frames > RESTART_FRAMES => {
+                if let Err(e) = checkpoint("RESTART") {
+                    tracing::warn!(error = %e, "storage: WAL restart failed; will retry");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "storage: checkpoint failed; will retry"),
+        }
+    }
 }
 
 fn in_savepoint<T>(
