@@ -30,9 +30,38 @@ use crate::stats::{Counters, DeviceStats};
 /// The per-entry write deadline the core uses unless configured otherwise.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 
-/// The entry builder [`Broker::log`] calls once per device: the device's [`Hasher`] and
-/// whether the device logs raw (unhashed) entries.
-pub type BuildEntry<'a> = dyn Fn(&Hasher, bool) -> Value + Send + Sync + 'a;
+/// An audit entry, rendered once per device as one JSON object: with the device's
+/// [`Hasher`], and whether the device logs raw (unhashed) entries.
+///
+/// Any `Fn(&Hasher, bool) -> serde_json::Value` closure is an entry; the core
+/// implements it on borrowed structs to write JSON directly, without building a
+/// `Value` tree for every request.
+pub trait Entry: Send + Sync {
+    /// Appends the entry's JSON (no newline) to `out`.
+    fn write_json(
+        &self,
+        hasher: &Hasher,
+        log_raw: bool,
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()>;
+}
+
+impl<F> Entry for F
+where
+    F: Fn(&Hasher, bool) -> Value + Send + Sync,
+{
+    fn write_json(
+        &self,
+        hasher: &Hasher,
+        log_raw: bool,
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()> {
+        serde_json::to_writer(out, &self(hasher, log_raw))
+    }
+}
+
+/// What [`Broker::log`] takes: an [`Entry`].
+pub type BuildEntry<'a> = dyn Entry + 'a;
 
 /// The enabled audit devices. `Send + Sync`; share it in an `Arc`.
 pub struct Broker {
@@ -314,11 +343,11 @@ impl std::fmt::Debug for Broker {
 impl Device {
     /// Builds this device's line and queues it.
     fn offer(&self, build: &BuildEntry<'_>, sync: bool) -> Offer {
-        let entry = build(&self.hasher, self.log_raw);
         let mut line = self.prefix.clone();
-        if let Err(e) = serde_json::to_writer(&mut line, &entry) {
-            // Only a map with non-string keys fails here, which a `Value` cannot hold; the
-            // error names the category, never the entry.
+        line.reserve(2048);
+        if let Err(e) = build.write_json(&self.hasher, self.log_raw, &mut line) {
+            // Only a map with non-string keys fails here; the error names the category,
+            // never the entry.
             return Offer::Failed(format!("cannot serialise entry: {:?}", e.classify()));
         }
         line.push(b'\n');

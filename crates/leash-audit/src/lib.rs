@@ -30,7 +30,7 @@ mod file;
 pub mod hash;
 pub mod stats;
 
-pub use broker::{Broker, BuildEntry, DEFAULT_DEADLINE};
+pub use broker::{Broker, BuildEntry, DEFAULT_DEADLINE, Entry};
 pub use config::DeviceConfig;
 pub use error::AuditError;
 pub use hash::{Hasher, hash_strings};

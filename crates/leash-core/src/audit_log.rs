@@ -6,15 +6,16 @@
 //! audit file never holds a secret in clear. Lease ids stay clear (as in Vault): they
 //! are needed to find a lease and cannot be used without a token.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use leash_audit::{Broker, DeviceConfig, Hasher, hash_strings};
+use leash_audit::{Broker, DeviceConfig, Entry, Hasher};
 use leash_backend::{Caller, CoreError, Request, Response};
 use leash_storage::Storage;
 use leash_types::{ExposeSecret, Operation, SecretBytes};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value, json};
 
 const NS: &str = "sys/audit";
@@ -134,179 +135,320 @@ fn now_rfc3339_nanos() -> String {
         .unwrap_or_default()
 }
 
-fn hashed_data(data: &Map<String, Value>, h: &Hasher, raw: bool) -> Value {
-    let mut v = Value::Object(data.clone());
-    if !raw {
-        hash_strings(&mut v, h);
-    }
-    v
+/// How one device sees a string: HMAC'd (its key), or raw with `log_raw`.
+#[derive(Clone, Copy)]
+struct Hm<'h> {
+    h: &'h Hasher,
+    raw: bool,
 }
 
-fn auth_block(ctx: &AuditContext<'_>, h: &Hasher, raw: bool) -> Value {
-    let hm = |s: &str| {
-        if raw || s.is_empty() {
-            s.to_owned()
+impl Hm<'_> {
+    fn s<'v>(&self, v: &'v str) -> Cow<'v, str> {
+        if self.raw || v.is_empty() {
+            Cow::Borrowed(v)
         } else {
-            h.hmac(s)
+            Cow::Owned(self.h.hmac(v))
         }
-    };
-    let hm_acc = |s: &str| {
-        if raw || !h.hmac_accessor() || s.is_empty() {
-            s.to_owned()
+    }
+
+    fn accessor<'v>(&self, v: &'v str) -> Cow<'v, str> {
+        if self.h.hmac_accessor() {
+            self.s(v)
         } else {
-            h.hmac(s)
+            Cow::Borrowed(v)
         }
-    };
-    let token = ctx
+    }
+}
+
+/// A JSON value written with every string HMAC'd on the way out (no copy of the value).
+struct Hashed<'a> {
+    v: &'a Value,
+    hm: Hm<'a>,
+}
+
+impl Serialize for Hashed<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        match self.v {
+            Value::String(s) => ser.serialize_str(&self.hm.s(s)),
+            Value::Array(items) => ser.collect_seq(items.iter().map(|v| Hashed { v, hm: self.hm })),
+            Value::Object(m) => {
+                ser.collect_map(m.iter().map(|(k, v)| (k, Hashed { v, hm: self.hm })))
+            }
+            other => other.serialize(ser),
+        }
+    }
+}
+
+struct HashedMap<'a> {
+    m: &'a Map<String, Value>,
+    hm: Hm<'a>,
+}
+
+impl Serialize for HashedMap<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_map(self.m.iter().map(|(k, v)| (k, Hashed { v, hm: self.hm })))
+    }
+}
+
+#[derive(Serialize)]
+struct GrantingPolicy<'a> {
+    name: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct PolicyResults<'a> {
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    granting_policies: Option<Vec<GrantingPolicy<'a>>>,
+}
+
+#[derive(Serialize)]
+struct AuthOut<'a> {
+    client_token: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accessor: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policies: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_policies: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entity_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_ttl: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_issue_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_results: Option<PolicyResults<'a>>,
+}
+
+#[derive(Serialize)]
+struct Namespace {
+    id: &'static str,
+}
+
+#[derive(Serialize)]
+struct RequestOut<'a> {
+    id: &'a str,
+    operation: &'static str,
+    mount_point: &'a str,
+    mount_type: &'a str,
+    mount_accessor: &'a str,
+    client_token: Cow<'a, str>,
+    client_token_accessor: Cow<'a, str>,
+    namespace: Namespace,
+    path: &'a str,
+    data: Option<HashedMap<'a>>,
+    remote_address: String,
+    remote_port: u16,
+}
+
+#[derive(Serialize)]
+struct SecretOut<'a> {
+    lease_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct ResponseAuthOut<'a> {
+    client_token: Cow<'a, str>,
+    accessor: Cow<'a, str>,
+    policies: &'a [String],
+    token_policies: &'a [String],
+    metadata: &'a BTreeMap<String, String>,
+    entity_id: &'a str,
+    token_type: &'a str,
+    token_ttl: u64,
+}
+
+#[derive(Serialize)]
+struct ResponseOut<'a> {
+    mount_point: &'a str,
+    mount_type: &'a str,
+    mount_accessor: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<SecretOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<ResponseAuthOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Hashed<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct EntryOut<'a> {
+    time: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    auth: AuthOut<'a>,
+    request: RequestOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<ResponseOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Cow<'a, str>>,
+}
+
+fn auth_out<'a>(ctx: &'a AuditContext<'_>, hm: Hm<'a>) -> AuthOut<'a> {
+    let client_token = ctx
         .req
         .token
         .as_ref()
-        .map(|t| hm(t.expose_secret()))
+        .map(|t| hm.s(t.expose_secret()))
         .unwrap_or_default();
     match ctx.caller {
-        Some(c) => {
-            let mut a = json!({
-                "client_token": token,
-                "accessor": hm_acc(&c.entry.accessor),
-                "display_name": c.entry.display_name,
-                "policies": c.entry.policies,
-                "token_policies": c.entry.policies,
-                "metadata": c.entry.meta,
-                "entity_id": c.entry.entity_id,
-                "token_type": "service",
-                "token_ttl": c.entry.creation_ttl,
-                "token_issue_time": crate::token::rfc3339(c.entry.creation_time),
-            });
-            if let Some((allowed, granting)) = &ctx.policy_results {
-                a["policy_results"] = json!({ "allowed": allowed, "granting_policies": granting.iter().map(|p| json!({"name": p, "type": "acl"})).collect::<Vec<_>>() });
-            }
-            a
-        }
-        None => {
-            let mut a = json!({ "client_token": token });
-            if let Some((allowed, _)) = &ctx.policy_results {
-                a["policy_results"] = json!({ "allowed": allowed });
-            }
-            a
-        }
+        Some(c) => AuthOut {
+            client_token,
+            accessor: Some(hm.accessor(&c.entry.accessor)),
+            display_name: Some(&c.entry.display_name),
+            policies: Some(&c.entry.policies),
+            token_policies: Some(&c.entry.policies),
+            metadata: Some(&c.entry.meta),
+            entity_id: Some(&c.entry.entity_id),
+            token_type: Some("service"),
+            token_ttl: Some(c.entry.creation_ttl),
+            token_issue_time: Some(crate::token::rfc3339(c.entry.creation_time)),
+            policy_results: ctx
+                .policy_results
+                .as_ref()
+                .map(|(allowed, granting)| PolicyResults {
+                    allowed: *allowed,
+                    granting_policies: Some(
+                        granting
+                            .iter()
+                            .map(|p| GrantingPolicy {
+                                name: p,
+                                kind: "acl",
+                            })
+                            .collect(),
+                    ),
+                }),
+        },
+        None => AuthOut {
+            client_token,
+            accessor: None,
+            display_name: None,
+            policies: None,
+            token_policies: None,
+            metadata: None,
+            entity_id: None,
+            token_type: None,
+            token_ttl: None,
+            token_issue_time: None,
+            policy_results: ctx
+                .policy_results
+                .as_ref()
+                .map(|(allowed, _)| PolicyResults {
+                    allowed: *allowed,
+                    granting_policies: None,
+                }),
+        },
     }
 }
 
-fn request_block(ctx: &AuditContext<'_>, h: &Hasher, raw: bool) -> Value {
-    let hm = |s: &str| {
-        if raw || s.is_empty() {
-            s.to_owned()
-        } else {
-            h.hmac(s)
-        }
-    };
-    let hm_acc = |s: &str| {
-        if raw || !h.hmac_accessor() || s.is_empty() {
-            s.to_owned()
-        } else {
-            h.hmac(s)
-        }
-    };
-    json!({
-        "id": ctx.req.id,
-        "operation": ctx.operation.as_str(),
-        "mount_point": ctx.mount_point,
-        "mount_type": ctx.mount_type,
-        "mount_accessor": ctx.mount_accessor,
-        "client_token": ctx.req.token.as_ref().map(|t| hm(t.expose_secret())).unwrap_or_default(),
-        "client_token_accessor": ctx.caller.map(|c| hm_acc(&c.entry.accessor)).unwrap_or_default(),
-        "namespace": { "id": "root" },
-        "path": ctx.req.path,
-        "data": if ctx.req.data.is_empty() { Value::Null } else { hashed_data(&ctx.req.data, h, raw) },
-        "remote_address": ctx.req.remote_addr.map(|a| a.ip().to_string()).unwrap_or_default(),
-        "remote_port": ctx.req.remote_addr.map(|a| a.port()).unwrap_or(0),
-    })
+fn request_out<'a>(ctx: &'a AuditContext<'_>, hm: Hm<'a>) -> RequestOut<'a> {
+    RequestOut {
+        id: &ctx.req.id,
+        operation: ctx.operation.as_str(),
+        mount_point: ctx.mount_point,
+        mount_type: ctx.mount_type,
+        mount_accessor: ctx.mount_accessor,
+        client_token: ctx
+            .req
+            .token
+            .as_ref()
+            .map(|t| hm.s(t.expose_secret()))
+            .unwrap_or_default(),
+        client_token_accessor: ctx
+            .caller
+            .map(|c| hm.accessor(&c.entry.accessor))
+            .unwrap_or_default(),
+        namespace: Namespace { id: "root" },
+        path: &ctx.req.path,
+        data: (!ctx.req.data.is_empty()).then_some(HashedMap {
+            m: &ctx.req.data,
+            hm,
+        }),
+        remote_address: ctx
+            .req
+            .remote_addr
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
+        remote_port: ctx.req.remote_addr.map(|a| a.port()).unwrap_or(0),
+    }
 }
 
-/// Builds the `request` entry for one device.
-pub(crate) fn request_entry(
-    ctx: &AuditContext<'_>,
-    error: Option<&str>,
-    h: &Hasher,
-    raw: bool,
-) -> Value {
-    let mut e = json!({
-        "time": now_rfc3339_nanos(),
-        "type": "request",
-        "auth": auth_block(ctx, h, raw),
-        "request": request_block(ctx, h, raw),
-    });
-    if let Some(err) = error {
-        e["error"] = json!(err);
-    }
-    e
+/// The `request` entry of a request (written before the operation).
+pub(crate) struct RequestEntry<'a> {
+    pub(crate) ctx: &'a AuditContext<'a>,
+    pub(crate) error: Option<&'a str>,
 }
 
-/// Builds the `response` entry for one device.
-pub(crate) fn response_entry(
-    ctx: &AuditContext<'_>,
-    resp: Result<&Response, &CoreError>,
-    h: &Hasher,
-    raw: bool,
-) -> Value {
-    let hm = |s: &str| {
-        if raw || s.is_empty() {
-            s.to_owned()
-        } else {
-            h.hmac(s)
-        }
-    };
-    let hm_acc = |s: &str| {
-        if raw || !h.hmac_accessor() || s.is_empty() {
-            s.to_owned()
-        } else {
-            h.hmac(s)
-        }
-    };
-    let mut e = json!({
-        "time": now_rfc3339_nanos(),
-        "type": "response",
-        "auth": auth_block(ctx, h, raw),
-        "request": request_block(ctx, h, raw),
-    });
-    match resp {
-        Ok(r) => {
-            let mut body = json!({
-                "mount_point": ctx.mount_point,
-                "mount_type": ctx.mount_type,
-                "mount_accessor": ctx.mount_accessor,
-            });
-            if let Some(s) = &r.secret {
-                body["secret"] = json!({ "lease_id": s.lease_id });
-            }
-            if let Some(a) = &r.auth {
-                let meta: BTreeMap<&String, &String> = a.metadata.iter().collect();
-                body["auth"] = json!({
-                    "client_token": hm(a.client_token.expose_secret()),
-                    "accessor": hm_acc(&a.accessor),
-                    "policies": a.policies,
-                    "token_policies": a.token_policies,
-                    "metadata": meta,
-                    "entity_id": a.entity_id,
-                    "token_type": a.token_type,
-                    "token_ttl": a.lease_duration,
-                });
-            }
-            if let Some(d) = &r.data {
-                let mut d = d.clone();
-                if !raw {
-                    hash_strings(&mut d, h);
-                }
-                body["data"] = d;
-            }
-            if !r.warnings.is_empty() {
-                body["warnings"] = json!(r.warnings);
-            }
-            e["response"] = body;
-        }
-        Err(err) => {
-            e["error"] = json!(err.to_string());
-        }
+impl Entry for RequestEntry<'_> {
+    fn write_json(&self, h: &Hasher, raw: bool, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        let hm = Hm { h, raw };
+        let e = EntryOut {
+            time: now_rfc3339_nanos(),
+            kind: "request",
+            auth: auth_out(self.ctx, hm),
+            request: request_out(self.ctx, hm),
+            response: None,
+            error: self.error.map(Cow::Borrowed),
+        };
+        serde_json::to_writer(out, &e)
     }
-    e
+}
+
+/// The `response` entry of a request (written before the answer leaves).
+pub(crate) struct ResponseEntry<'a> {
+    pub(crate) ctx: &'a AuditContext<'a>,
+    pub(crate) resp: Result<&'a Response, &'a CoreError>,
+}
+
+impl Entry for ResponseEntry<'_> {
+    fn write_json(&self, h: &Hasher, raw: bool, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        let hm = Hm { h, raw };
+        let ctx = self.ctx;
+        let (response, error) = match self.resp {
+            Ok(r) => (
+                Some(ResponseOut {
+                    mount_point: ctx.mount_point,
+                    mount_type: ctx.mount_type,
+                    mount_accessor: ctx.mount_accessor,
+                    secret: r.secret.as_ref().map(|s| SecretOut {
+                        lease_id: &s.lease_id,
+                    }),
+                    auth: r.auth.as_ref().map(|a| ResponseAuthOut {
+                        client_token: hm.s(a.client_token.expose_secret()),
+                        accessor: hm.accessor(&a.accessor),
+                        policies: &a.policies,
+                        token_policies: &a.token_policies,
+                        metadata: &a.metadata,
+                        entity_id: &a.entity_id,
+                        token_type: &a.token_type,
+                        token_ttl: a.lease_duration,
+                    }),
+                    data: r.data.as_ref().map(|v| Hashed { v, hm }),
+                    warnings: (!r.warnings.is_empty()).then_some(r.warnings.as_slice()),
+                }),
+                None,
+            ),
+            Err(e) => (None, Some(Cow::Owned(e.to_string()))),
+        };
+        let e = EntryOut {
+            time: now_rfc3339_nanos(),
+            kind: "response",
+            auth: auth_out(ctx, hm),
+            request: request_out(ctx, hm),
+            response,
+            error,
+        };
+        serde_json::to_writer(out, &e)
+    }
 }

@@ -9,7 +9,7 @@ use leash_policy::AclRequest;
 use leash_types::Operation;
 
 use crate::Inner;
-use crate::audit_log::{AuditContext, request_entry, response_entry};
+use crate::audit_log::{AuditContext, RequestEntry, ResponseEntry};
 
 pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response, CoreError> {
     let router = inner.router();
@@ -212,7 +212,7 @@ async fn audit_request(
     ctx: &AuditContext<'_>,
     error: Option<&str>,
 ) -> Result<(), CoreError> {
-    let build = |h: &leash_audit::Hasher, raw: bool| request_entry(ctx, error, h, raw);
+    let build = RequestEntry { ctx, error };
     inner.audit.log(&build).await.map_err(|e| {
         tracing::error!(error = %e, path = %ctx.req.path, "audit request entry failed; refusing the request");
         CoreError::AuditFailed
@@ -220,7 +220,7 @@ async fn audit_request(
 }
 
 async fn audit_request_written(inner: &Inner, ctx: &AuditContext<'_>) -> Result<(), CoreError> {
-    let build = |h: &leash_audit::Hasher, raw: bool| request_entry(ctx, None, h, raw);
+    let build = RequestEntry { ctx, error: None };
     inner.audit.log_written(&build).await.map_err(|e| {
         tracing::error!(error = %e, path = %ctx.req.path, "audit request entry failed; refusing the request");
         CoreError::AuditFailed
@@ -232,7 +232,7 @@ async fn audit_response(
     ctx: &AuditContext<'_>,
     resp: Result<&Response, &CoreError>,
 ) -> Result<(), CoreError> {
-    let build = |h: &leash_audit::Hasher, raw: bool| response_entry(ctx, resp, h, raw);
+    let build = ResponseEntry { ctx, resp };
     inner.audit.log(&build).await.map_err(|e| {
         tracing::error!(error = %e, path = %ctx.req.path, "audit response entry failed; withholding the response");
         CoreError::AuditFailed
