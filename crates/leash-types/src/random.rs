@@ -42,17 +42,8 @@ pub fn base62(len: usize) -> String {
 }
 
 /// Encodes `v` in base62, left-padded with `0` to `width` characters.
-pub fn base62_u32(mut v: u32, width: usize) -> String {
-    let mut digits = Vec::with_capacity(width);
-    while v > 0 {
-        digits.push(BASE62[(v % 62) as usize]);
-        v /= 62;
-    }
-    while digits.len() < width {
-        digits.push(b'0');
-    }
-    digits.reverse();
-    String::from_utf8(digits).unwrap_or_default()
+pub fn base62_u32(v: u32, width: usize) -> String {
+    base62_u64(u64::from(v), width)
 }
 
 /// Encodes `v` in base62, left-padded with `0` to `width` characters. The alphabet is in
