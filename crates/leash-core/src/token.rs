@@ -539,7 +539,7 @@ impl TokenStore {
     ) -> Result<Vec<TokenEntry>, CoreError> {
         let gone = self
             .storage
-            .token_delete_tree(hash, orphan_children)
+            .token_delete_tree(hash, orphan_children, self.clock.unix())
             .await?;
         self.forget(gone.iter().map(|t| t.hash));
         if orphan_children {
@@ -557,7 +557,7 @@ impl TokenStore {
         let now = self.clock.unix();
         let mut n = 0;
         for h in self.storage.tokens_expired(now, limit).await? {
-            let gone = self.storage.token_delete_tree(h, false).await?;
+            let gone = self.storage.token_delete_tree(h, false, now).await?;
             self.forget(gone.iter().map(|t| t.hash));
             n += gone.len();
         }

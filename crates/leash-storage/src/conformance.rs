@@ -5,7 +5,7 @@
 // Test-support code: a failed expectation should panic with its location, like a test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::{Storage, StorageError, StoredToken, TokenUse};
+use crate::{LeaseState, Storage, StorageError, StoredLease, StoredToken, TokenUse};
 use zeroize::Zeroizing;
 
 fn token(
@@ -33,6 +33,10 @@ pub async fn run_all(s: &dyn Storage) {
     tokens(s).await;
     token_tree(s).await;
     token_uses(s).await;
+    leases(s).await;
+    leases_due(s).await;
+    lease_failures_and_prefixes(s).await;
+    lease_token_cascade(s).await;
 }
 
 async fn entries(s: &dyn Storage) {
@@ -146,7 +150,7 @@ async fn tokens(s: &dyn Storage) {
     assert_eq!(s.token_count().await.unwrap(), 3);
     for id in ["t1", "t2", "t3"] {
         let h = s.keyring().token_hash(id);
-        assert_eq!(s.token_delete_tree(h, false).await.unwrap().len(), 1);
+        assert_eq!(s.token_delete_tree(h, false, 0).await.unwrap().len(), 1);
     }
     assert!(s.token_get(t.hash).await.unwrap().is_none());
     assert!(!s.token_update(t.hash, None, vec![]).await.unwrap());
@@ -166,7 +170,10 @@ async fn token_tree(s: &dyn Storage) {
             .unwrap();
     }
     let k = s.keyring();
-    let gone = s.token_delete_tree(k.token_hash("a"), false).await.unwrap();
+    let gone = s
+        .token_delete_tree(k.token_hash("a"), false, 0)
+        .await
+        .unwrap();
     let ids: Vec<_> = gone.iter().map(|t| t.hash).collect();
     assert_eq!(
         ids,
@@ -176,15 +183,17 @@ async fn token_tree(s: &dyn Storage) {
     assert!(s.token_get(k.token_hash("d")).await.unwrap().is_some());
     // Orphaning: revoking root with orphan_children keeps d, as an orphan.
     let gone = s
-        .token_delete_tree(k.token_hash("root"), true)
+        .token_delete_tree(k.token_hash("root"), true, 0)
         .await
         .unwrap();
     assert_eq!(gone.len(), 1);
     let d = s.token_get(k.token_hash("d")).await.unwrap().unwrap();
     assert!(d.parent.is_none());
-    s.token_delete_tree(k.token_hash("d"), false).await.unwrap();
+    s.token_delete_tree(k.token_hash("d"), false, 0)
+        .await
+        .unwrap();
     assert!(
-        s.token_delete_tree(k.token_hash("nope"), false)
+        s.token_delete_tree(k.token_hash("nope"), false, 0)
             .await
             .unwrap()
             .is_empty()
@@ -219,8 +228,393 @@ async fn token_uses(s: &dyn Storage) {
         s.token_use(k.token_hash("missing")).await.unwrap(),
         TokenUse::Exhausted
     );
-    s.token_delete_tree(k.token_hash("u"), false).await.unwrap();
-    s.token_delete_tree(k.token_hash("unl"), false)
+    s.token_delete_tree(k.token_hash("u"), false, 0)
         .await
         .unwrap();
+    s.token_delete_tree(k.token_hash("unl"), false, 0)
+        .await
+        .unwrap();
+}
+
+fn lease(
+    s: &dyn Storage,
+    id: &str,
+    token: Option<&str>,
+    expire_at: i64,
+    state: LeaseState,
+) -> StoredLease {
+    StoredLease {
+        id: id.to_owned(),
+        token: token.map(|t| s.keyring().token_hash(t)),
+        issue_time: 10,
+        expire_at,
+        max_expire_at: expire_at + 1000,
+        state,
+        attempts: 0,
+        next_attempt_at: 0,
+        last_error: None,
+        entry: Zeroizing::new(format!("entry of {id}").into_bytes()),
+    }
+}
+
+fn ids(leases: &[StoredLease]) -> Vec<&str> {
+    leases.iter().map(|l| l.id.as_str()).collect()
+}
+
+async fn delete_all_leases(s: &dyn Storage) {
+    for id in s.lease_ids_with_prefix("").await.unwrap() {
+        assert!(s.lease_delete(&id).await.unwrap());
+    }
+    assert_eq!(s.lease_count().await.unwrap(), 0);
+}
+
+async fn leases(s: &dyn Storage) {
+    assert_eq!(s.lease_count().await.unwrap(), 0);
+    let id = "database/creds/ro/abc";
+    assert!(s.lease_get(id).await.unwrap().is_none());
+    s.lease_insert(lease(s, id, None, 100, LeaseState::Pending))
+        .await
+        .unwrap();
+    let e = s
+        .lease_insert(lease(s, id, None, 999, LeaseState::Active))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StorageError::Conflict(_)), "{e}");
+    let got = s.lease_get(id).await.unwrap().unwrap();
+    assert_eq!(got.id, id);
+    assert_eq!(
+        (got.issue_time, got.expire_at, got.max_expire_at, got.state),
+        (10, 100, 1100, LeaseState::Pending),
+        "the conflicting insert changed nothing"
+    );
+    assert_eq!((got.attempts, got.next_attempt_at), (0, 0));
+    assert!(got.token.is_none() && got.last_error.is_none());
+    assert_eq!(got.entry.as_slice(), b"entry of database/creds/ro/abc");
+
+    // Activate with a new entry, then renew keeping the entry.
+    assert!(
+        s.lease_update(id, LeaseState::Active, 200, Some(b"created".to_vec()))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.lease_update(id, LeaseState::Active, 300, None)
+            .await
+            .unwrap()
+    );
+    let got = s.lease_get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.state, got.expire_at, got.entry.as_slice()),
+        (LeaseState::Active, 300, b"created".as_slice())
+    );
+    assert_eq!(got.max_expire_at, 1100, "max expiry is fixed at issue");
+
+    // Revoking is sticky.
+    assert!(
+        s.lease_update(id, LeaseState::Revoking, 300, None)
+            .await
+            .unwrap()
+    );
+    for back in [LeaseState::Active, LeaseState::Pending] {
+        let e = s.lease_update(id, back, 400, None).await.unwrap_err();
+        assert!(matches!(e, StorageError::Rejected(_)), "{e}");
+    }
+    let got = s.lease_get(id).await.unwrap().unwrap();
+    assert_eq!((got.state, got.expire_at), (LeaseState::Revoking, 300));
+    assert!(
+        s.lease_update(id, LeaseState::Revoking, 250, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.lease_count().await.unwrap(), 1);
+
+    assert!(
+        !s.lease_update("missing", LeaseState::Active, 1, None)
+            .await
+            .unwrap()
+    );
+    assert!(s.lease_delete(id).await.unwrap());
+    assert!(!s.lease_delete(id).await.unwrap());
+    assert!(s.lease_get(id).await.unwrap().is_none());
+    assert_eq!(s.lease_count().await.unwrap(), 0);
+}
+
+async fn leases_due(s: &dyn Storage) {
+    for (id, exp, state) in [
+        ("l/expired-100", 100, LeaseState::Active),
+        ("l/expired-50", 50, LeaseState::Active),
+        ("l/pending-80", 80, LeaseState::Pending),
+        ("l/pending-300", 300, LeaseState::Pending),
+        ("l/live-400", 400, LeaseState::Active),
+        ("l/revoking-500", 500, LeaseState::Active),
+        ("l/backoff-90", 90, LeaseState::Active),
+        ("l/tie-100", 100, LeaseState::Active),
+    ] {
+        s.lease_insert(lease(s, id, None, exp, state))
+            .await
+            .unwrap();
+    }
+    // Asked to revoke before its expiry.
+    assert!(
+        s.lease_update("l/revoking-500", LeaseState::Revoking, 500, None)
+            .await
+            .unwrap()
+    );
+    // A failed revocation waits for its next attempt.
+    assert!(
+        s.lease_record_failure("l/backoff-90", 1, 250, "connection refused")
+            .await
+            .unwrap()
+    );
+
+    assert_eq!(
+        ids(&s.leases_due(40, 100).await.unwrap()),
+        vec!["l/revoking-500"],
+        "nothing expired yet; a revoking lease is due at once"
+    );
+    let due = s.leases_due(200, 100).await.unwrap();
+    assert_eq!(
+        ids(&due),
+        vec![
+            "l/expired-50",
+            "l/pending-80",
+            "l/expired-100",
+            "l/tie-100",
+            "l/revoking-500"
+        ],
+        "expired (pending included) or revoking, earliest expiry first, backoff respected"
+    );
+    assert_eq!(due[1].state, LeaseState::Pending);
+    assert_eq!(due[0].entry.as_slice(), b"entry of l/expired-50");
+    assert_eq!(
+        ids(&s.leases_due(200, 2).await.unwrap()),
+        vec!["l/expired-50", "l/pending-80"],
+        "limit"
+    );
+    assert_eq!(
+        ids(&s.leases_due(250, 100).await.unwrap()),
+        vec![
+            "l/expired-50",
+            "l/pending-80",
+            "l/backoff-90",
+            "l/expired-100",
+            "l/tie-100",
+            "l/revoking-500"
+        ],
+        "retried once its next attempt is due"
+    );
+    assert_eq!(
+        ids(&s.leases_due(600, 100).await.unwrap()),
+        vec![
+            "l/expired-50",
+            "l/pending-80",
+            "l/backoff-90",
+            "l/expired-100",
+            "l/tie-100",
+            "l/pending-300",
+            "l/live-400",
+            "l/revoking-500"
+        ],
+        "a revoking lease past its expiry is listed once"
+    );
+    // Limit smaller than the expired set still reaches revoking leases in order.
+    assert!(
+        s.lease_update("l/live-400", LeaseState::Revoking, 400, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        ids(&s.leases_due(350, 1).await.unwrap()),
+        vec!["l/expired-50"]
+    );
+    assert!(s.lease_delete("l/expired-50").await.unwrap());
+    assert!(s.lease_delete("l/pending-80").await.unwrap());
+    assert!(s.lease_delete("l/backoff-90").await.unwrap());
+    assert!(s.lease_delete("l/expired-100").await.unwrap());
+    assert!(s.lease_delete("l/tie-100").await.unwrap());
+    assert!(s.lease_delete("l/pending-300").await.unwrap());
+    assert_eq!(
+        ids(&s.leases_due(350, 10).await.unwrap()),
+        vec!["l/live-400", "l/revoking-500"],
+        "revoking leases are due before their expiry"
+    );
+    delete_all_leases(s).await;
+}
+
+async fn lease_failures_and_prefixes(s: &dyn Storage) {
+    for id in [
+        "database/creds/rw/1",
+        "database/creds/ro/2",
+        "database/creds/ro/1",
+        "database/creds/rox/1",
+        "databasex/creds/ro/1",
+        "aws/creds/x/1",
+    ] {
+        s.lease_insert(lease(s, id, None, 100, LeaseState::Active))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        s.lease_ids_with_prefix("database/creds/ro/").await.unwrap(),
+        vec!["database/creds/ro/1", "database/creds/ro/2"]
+    );
+    assert_eq!(
+        s.lease_ids_with_prefix("database/").await.unwrap(),
+        vec![
+            "database/creds/ro/1",
+            "database/creds/ro/2",
+            "database/creds/rox/1",
+            "database/creds/rw/1"
+        ]
+    );
+    assert_eq!(s.lease_ids_with_prefix("").await.unwrap().len(), 6);
+    assert!(s.lease_ids_with_prefix("nope/").await.unwrap().is_empty());
+    assert_eq!(s.lease_count().await.unwrap(), 6);
+
+    assert!(s.leases_failing(10).await.unwrap().is_empty());
+    assert!(
+        s.lease_record_failure("database/creds/ro/1", 1, 130, "connection refused")
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.lease_record_failure("database/creds/rw/1", 1, 130, "timeout")
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.lease_record_failure("database/creds/rw/1", 2, 160, "role is in use")
+            .await
+            .unwrap()
+    );
+    assert!(!s.lease_record_failure("missing", 1, 1, "x").await.unwrap());
+    let failing = s.leases_failing(10).await.unwrap();
+    assert_eq!(
+        ids(&failing),
+        vec!["database/creds/rw/1", "database/creds/ro/1"],
+        "most attempts first"
+    );
+    assert_eq!(
+        (
+            failing[0].attempts,
+            failing[0].next_attempt_at,
+            failing[0].last_error.as_deref()
+        ),
+        (2, 160, Some("role is in use"))
+    );
+    assert_eq!(failing[0].entry.as_slice(), b"entry of database/creds/rw/1");
+    assert_eq!(s.leases_failing(1).await.unwrap().len(), 1);
+    let got = s.lease_get("database/creds/ro/1").await.unwrap().unwrap();
+    assert_eq!(
+        (got.attempts, got.last_error.as_deref(), got.state),
+        (1, Some("connection refused"), LeaseState::Active),
+        "recording a failure changes nothing else"
+    );
+    delete_all_leases(s).await;
+}
+
+async fn lease_token_cascade(s: &dyn Storage) {
+    // root -> a -> b ; root -> c ; x (unrelated)
+    for (id, parent) in [
+        ("croot", None),
+        ("ca", Some("croot")),
+        ("cb", Some("ca")),
+        ("cc", Some("croot")),
+        ("cx", None),
+    ] {
+        s.token_insert(token(s, id, parent, None, None))
+            .await
+            .unwrap();
+    }
+    for (id, tok, exp) in [
+        ("db/root", Some("croot"), 1000),
+        ("db/a1", Some("ca"), 1000),
+        ("db/a2", Some("ca"), 100),
+        ("db/b", Some("cb"), 1000),
+        ("db/c", Some("cc"), 1000),
+        ("db/x", Some("cx"), 1000),
+        ("db/none", None, 1000),
+    ] {
+        s.lease_insert(lease(s, id, tok, exp, LeaseState::Active))
+            .await
+            .unwrap();
+    }
+    s.lease_insert(lease(
+        s,
+        "db/b-pending",
+        Some("cb"),
+        1000,
+        LeaseState::Pending,
+    ))
+    .await
+    .unwrap();
+    let k = s.keyring();
+    let state = |l: &StoredLease| (l.state, l.expire_at);
+
+    let gone = s
+        .token_delete_tree(k.token_hash("ca"), false, 500)
+        .await
+        .unwrap();
+    assert_eq!(gone.len(), 2);
+    for (id, want) in [
+        ("db/a1", (LeaseState::Revoking, 500)),
+        ("db/a2", (LeaseState::Revoking, 100)),
+        ("db/b", (LeaseState::Revoking, 500)),
+        ("db/b-pending", (LeaseState::Revoking, 500)),
+        ("db/root", (LeaseState::Active, 1000)),
+        ("db/c", (LeaseState::Active, 1000)),
+        ("db/x", (LeaseState::Active, 1000)),
+        ("db/none", (LeaseState::Active, 1000)),
+    ] {
+        let l = s.lease_get(id).await.unwrap().unwrap();
+        assert_eq!(state(&l), want, "{id}");
+    }
+    assert_eq!(
+        s.lease_count().await.unwrap(),
+        8,
+        "the cascade marks leases, never deletes them"
+    );
+    assert_eq!(
+        ids(&s.leases_due(500, 100).await.unwrap()),
+        vec!["db/a2", "db/a1", "db/b", "db/b-pending"]
+    );
+    // A lease cannot be issued to a revoked token, nor revived by a racing renewal.
+    let e = s
+        .lease_insert(lease(s, "db/late", Some("cb"), 1000, LeaseState::Pending))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StorageError::Rejected(_)), "{e}");
+    assert!(s.lease_get("db/late").await.unwrap().is_none());
+    let e = s
+        .lease_update("db/a1", LeaseState::Active, 2000, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StorageError::Rejected(_)), "{e}");
+
+    // Orphan mode: only the root's own leases.
+    let gone = s
+        .token_delete_tree(k.token_hash("croot"), true, 600)
+        .await
+        .unwrap();
+    assert_eq!(gone.len(), 1);
+    for (id, want) in [
+        ("db/root", (LeaseState::Revoking, 600)),
+        ("db/c", (LeaseState::Active, 1000)),
+        ("db/x", (LeaseState::Active, 1000)),
+        ("db/a1", (LeaseState::Revoking, 500)),
+    ] {
+        let l = s.lease_get(id).await.unwrap().unwrap();
+        assert_eq!(state(&l), want, "{id}");
+    }
+    // The orphaned child's leases still die with it.
+    s.token_delete_tree(k.token_hash("cc"), false, 700)
+        .await
+        .unwrap();
+    let l = s.lease_get("db/c").await.unwrap().unwrap();
+    assert_eq!(state(&l), (LeaseState::Revoking, 700));
+    s.token_delete_tree(k.token_hash("cx"), false, 0)
+        .await
+        .unwrap();
+    delete_all_leases(s).await;
+    assert_eq!(s.token_count().await.unwrap(), 0);
 }

@@ -96,6 +96,95 @@ pub enum TokenUse {
     Exhausted,
 }
 
+/// Where a lease is in its life.
+///
+/// Stored as a small integer; the numbering is part of the on-disk format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaseState {
+    /// Intent recorded before the credential is created in the target (invariant 1).
+    /// Due once `expire_at` passes: a crash between intent and creation leaves one, and
+    /// the expiry worker must revoke the credential if it exists.
+    Pending,
+    /// The credential exists and is in use.
+    Active,
+    /// Must be revoked now (expired, owning token revoked, or asked). Sticky: a lease
+    /// in this state never goes back to `Pending` or `Active`; it is deleted only after
+    /// the target confirms the revocation.
+    Revoking,
+}
+
+impl LeaseState {
+    /// The state's stored code.
+    pub fn code(self) -> i64 {
+        match self {
+            LeaseState::Pending => 0,
+            LeaseState::Active => 1,
+            LeaseState::Revoking => 2,
+        }
+    }
+
+    /// The state for a stored code; `None` for a code this version does not know.
+    pub fn from_code(code: i64) -> Option<LeaseState> {
+        match code {
+            0 => Some(LeaseState::Pending),
+            1 => Some(LeaseState::Active),
+            2 => Some(LeaseState::Revoking),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name, for operators and audit.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseState::Pending => "pending",
+            LeaseState::Active => "active",
+            LeaseState::Revoking => "revoking",
+        }
+    }
+}
+
+/// A lease as storage sees it: indexed columns plus the opaque, sealed entry.
+#[derive(Clone)]
+pub struct StoredLease {
+    /// The lease id, e.g. `database/creds/readonly/<random>` (primary key).
+    pub id: String,
+    /// Keyed hash of the owning token; the lease dies with it (see
+    /// [`Storage::token_delete_tree`]).
+    pub token: Option<KeyedHash>,
+    /// Unix seconds at which the lease was issued.
+    pub issue_time: i64,
+    /// Unix seconds at which the lease expires.
+    pub expire_at: i64,
+    /// Unix seconds past which the lease can never be renewed.
+    pub max_expire_at: i64,
+    /// Where the lease is in its life.
+    pub state: LeaseState,
+    /// Failed revocation attempts so far.
+    pub attempts: u32,
+    /// Unix seconds before which the expiry worker does not retry.
+    pub next_attempt_at: i64,
+    /// The last revocation error (the caller guarantees it holds no secret).
+    pub last_error: Option<String>,
+    /// Engine-internal data (username, statements…); sealed at rest, bound to the id.
+    pub entry: Plain,
+}
+
+impl std::fmt::Debug for StoredLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredLease")
+            .field("id", &self.id)
+            .field("token", &self.token)
+            .field("issue_time", &self.issue_time)
+            .field("expire_at", &self.expire_at)
+            .field("max_expire_at", &self.max_expire_at)
+            .field("state", &self.state)
+            .field("attempts", &self.attempts)
+            .field("next_attempt_at", &self.next_attempt_at)
+            .field("last_error", &self.last_error)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Decides the new value in [`Storage::modify`]: `Ok(Some(v))` writes `v`, `Ok(None)`
 /// deletes, `Err(msg)` leaves the record unchanged and fails with `Rejected(msg)`.
 pub type Modify = Box<dyn FnOnce(Option<&[u8]>) -> Result<Option<Vec<u8>>, String> + Send>;
@@ -142,13 +231,60 @@ pub trait Storage: Send + Sync + 'static {
     /// Deletes a token and, unless `orphan_children`, its whole subtree (children of
     /// children…); with `orphan_children` the direct children become orphans. Returns the
     /// deleted tokens, root of the tree first.
+    ///
+    /// In the same transaction, every lease owned by a deleted token is marked
+    /// [`LeaseState::Revoking`] with `expire_at = min(expire_at, now)` (never deleted:
+    /// the credential must be revoked in its target first). With `orphan_children` only
+    /// the token's own leases are marked.
     async fn token_delete_tree(
         &self,
         hash: KeyedHash,
         orphan_children: bool,
+        now: i64,
     ) -> Result<Vec<StoredToken>, StorageError>;
     /// Tokens whose expiry is at or before `now`, at most `limit`.
     async fn tokens_expired(&self, now: i64, limit: usize) -> Result<Vec<KeyedHash>, StorageError>;
     /// Number of stored tokens.
     async fn token_count(&self) -> Result<u64, StorageError>;
+
+    /// Inserts a new lease; `Conflict` if its id exists. A lease whose owning token no
+    /// longer exists is refused with `Rejected` (checked atomically with
+    /// [`Storage::token_delete_tree`], so no lease escapes its token's revocation).
+    async fn lease_insert(&self, lease: StoredLease) -> Result<(), StorageError>;
+    /// Reads one lease.
+    async fn lease_get(&self, id: &str) -> Result<Option<StoredLease>, StorageError>;
+    /// Sets a lease's state and expiry, and its entry when `entry` is `Some` (renew,
+    /// activate, mark revoking). Returns whether the lease exists. A `Revoking` lease
+    /// cannot be moved back to `Pending` or `Active`: that is `Rejected` and changes
+    /// nothing.
+    async fn lease_update(
+        &self,
+        id: &str,
+        state: LeaseState,
+        expire_at: i64,
+        entry: Option<Vec<u8>>,
+    ) -> Result<bool, StorageError>;
+    /// Deletes a lease (after its credential was revoked in the target); returns whether
+    /// it existed.
+    async fn lease_delete(&self, id: &str) -> Result<bool, StorageError>;
+    /// Leases to revoke now, at most `limit`, earliest `expire_at` first (then by id):
+    /// those with `expire_at <= now` (whatever their state, `Pending` included) or in
+    /// state `Revoking`, whose `next_attempt_at <= now`.
+    async fn leases_due(&self, now: i64, limit: usize) -> Result<Vec<StoredLease>, StorageError>;
+    /// Records a failed revocation: sets `attempts`, `next_attempt_at` and `last_error`.
+    /// Returns whether the lease exists.
+    async fn lease_record_failure(
+        &self,
+        id: &str,
+        attempts: u32,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<bool, StorageError>;
+    /// Ids of every lease starting with `prefix`, sorted.
+    async fn lease_ids_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+    /// Leases whose revocation has failed at least once, at most `limit`, most attempts
+    /// first (then by id).
+    async fn leases_failing(&self, limit: usize) -> Result<Vec<StoredLease>, StorageError>;
+    /// Number of stored leases.
+    async fn lease_count(&self) -> Result<u64, StorageError>;
 }

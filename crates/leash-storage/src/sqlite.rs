@@ -13,6 +13,9 @@
 //! Values are sealed by the keyring before they reach SQLite (in the caller's thread,
 //! keeping the writer lean); only `modify` and `token_delete_tree` open values inside the
 //! writer, because they must read and write atomically.
+//!
+//! Leases are rows indexed by expiry: `open` never reads the `leases` table (beyond
+//! creating it), so startup takes the same time with 10 or 10 million leases.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -23,7 +26,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::barrier::{KeyedHash, Keyring};
-use crate::{Modify, Plain, Storage, StorageError, StoredToken, TokenUse};
+use crate::{LeaseState, Modify, Plain, Storage, StorageError, StoredLease, StoredToken, TokenUse};
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -51,6 +54,21 @@ CREATE TABLE IF NOT EXISTS tokens (
     entry BLOB NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tokens_parent ON tokens(parent) WHERE parent IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tokens_expire ON tokens(expire_at) WHERE expire_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS leases (
+    id TEXT PRIMARY KEY,
+    token BLOB,
+    issue_time INTEGER NOT NULL,
+    expire_at INTEGER NOT NULL,
+    max_expire_at INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    last_error TEXT,
+    entry BLOB NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS leases_expire ON leases(expire_at, id, next_attempt_at);
+CREATE INDEX IF NOT EXISTS leases_revoking ON leases(expire_at, id, next_attempt_at) WHERE state = 2;
+CREATE INDEX IF NOT EXISTS leases_token ON leases(token) WHERE token IS NOT NULL;
+CREATE INDEX IF NOT EXISTS leases_failing ON leases(attempts) WHERE attempts > 0;
 ";
 
 fn io(e: rusqlite::Error) -> StorageError {
@@ -458,6 +476,110 @@ fn token_from_row(k: &Keyring, row: TokenRow) -> Result<StoredToken, StorageErro
 
 const TOKEN_COLUMNS: &str = "hash, accessor_hash, parent, expire_at, uses_left, entry";
 
+fn lease_location(id: &str) -> String {
+    format!("leases/{id}")
+}
+
+const LEASE_COLUMNS: &str = "id, token, issue_time, expire_at, max_expire_at, state, attempts, next_attempt_at, last_error, entry";
+
+/// A lease row as read, before its entry is opened.
+struct LeaseRow {
+    id: String,
+    token: Option<Vec<u8>>,
+    issue_time: i64,
+    expire_at: i64,
+    max_expire_at: i64,
+    state: i64,
+    attempts: i64,
+    next_attempt_at: i64,
+    last_error: Option<String>,
+    entry: Vec<u8>,
+}
+
+fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LeaseRow> {
+    Ok(LeaseRow {
+        id: r.get(0)?,
+        token: r.get(1)?,
+        issue_time: r.get(2)?,
+        expire_at: r.get(3)?,
+        max_expire_at: r.get(4)?,
+        state: r.get(5)?,
+        attempts: r.get(6)?,
+        next_attempt_at: r.get(7)?,
+        last_error: r.get(8)?,
+        entry: r.get(9)?,
+    })
+}
+
+fn lease_from_row(k: &Keyring, row: LeaseRow) -> Result<StoredLease, StorageError> {
+    let state = LeaseState::from_code(row.state).ok_or_else(|| {
+        StorageError::Corrupt(format!(
+            "lease {} has an unknown state {}",
+            row.id, row.state
+        ))
+    })?;
+    let attempts = u32::try_from(row.attempts).map_err(|_| {
+        StorageError::Corrupt(format!("lease {} has an invalid attempt count", row.id))
+    })?;
+    let entry = k.open(&lease_location(&row.id), &row.entry)?;
+    Ok(StoredLease {
+        token: row.token.map(hash_from).transpose()?,
+        issue_time: row.issue_time,
+        expire_at: row.expire_at,
+        max_expire_at: row.max_expire_at,
+        state,
+        attempts,
+        next_attempt_at: row.next_attempt_at,
+        last_error: row.last_error,
+        entry,
+        id: row.id,
+    })
+}
+
+/// Leases due at `?1`, at most `?2`: two ordered, limited index scans (expired;
+/// revoking but not yet expired — disjoint), merged. The retry time is in both indexes,
+/// so leases waiting for their next attempt are skipped without reading their rows.
+fn leases_due_sql() -> String {
+    format!(
+        "SELECT {LEASE_COLUMNS} FROM (
+           SELECT * FROM (SELECT {LEASE_COLUMNS} FROM leases INDEXED BY leases_expire
+             WHERE expire_at <= ?1 AND next_attempt_at <= ?1
+             ORDER BY expire_at, id LIMIT ?2)
+           UNION ALL
+           SELECT * FROM (SELECT {LEASE_COLUMNS} FROM leases INDEXED BY leases_revoking
+             WHERE state = 2 AND expire_at > ?1 AND next_attempt_at <= ?1
+             ORDER BY expire_at, id LIMIT ?2)
+         ) ORDER BY expire_at, id LIMIT ?2"
+    )
+}
+
+/// Leases failing their revocation, at most `?1`, from the partial `leases_failing` index.
+fn leases_failing_sql() -> String {
+    format!(
+        "SELECT {LEASE_COLUMNS} FROM leases WHERE attempts > 0 ORDER BY attempts DESC, id LIMIT ?1"
+    )
+}
+
+/// Marks the leases of token `?1` for revocation, due at `?2` at the latest.
+const MARK_TOKEN_LEASES_REVOKING: &str =
+    "UPDATE leases SET state = 2, expire_at = MIN(expire_at, ?2) WHERE token = ?1";
+
+/// Runs a lease query and opens every row.
+fn query_leases(
+    c: &Connection,
+    k: &Keyring,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<StoredLease>, StorageError> {
+    let mut st = c.prepare_cached(sql).map_err(io)?;
+    let rows = st.query_map(params, lease_row).map_err(io)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(lease_from_row(k, r.map_err(io)?)?);
+    }
+    Ok(out)
+}
+
 fn prefix_upper_bound(prefix: &str) -> Option<String> {
     // The smallest string greater than every string starting with `prefix`.
     let mut chars: Vec<char> = prefix.chars().collect();
@@ -707,6 +829,7 @@ impl Storage for SqliteStorage {
         &self,
         hash: KeyedHash,
         orphan_children: bool,
+        now: i64,
     ) -> Result<Vec<StoredToken>, StorageError> {
         self.write(move |c, k| {
             let rows: Vec<TokenRow> = if orphan_children {
@@ -747,9 +870,13 @@ impl Storage for SqliteStorage {
             let mut del = c
                 .prepare_cached("DELETE FROM tokens WHERE hash = ?1")
                 .map_err(io)?;
+            // The leases die with their token: marked (never deleted) in this same
+            // transaction, so none outlives the revocation unnoticed.
+            let mut mark = c.prepare_cached(MARK_TOKEN_LEASES_REVOKING).map_err(io)?;
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
                 del.execute(params![row.0.as_slice()]).map_err(io)?;
+                mark.execute(params![row.0.as_slice(), now]).map_err(io)?;
                 out.push(token_from_row(k, row)?);
             }
             Ok(out)
@@ -779,6 +906,192 @@ impl Storage for SqliteStorage {
         self.read(|c, _| {
             let n: i64 = c
                 .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))
+                .map_err(io)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn lease_insert(&self, l: StoredLease) -> Result<(), StorageError> {
+        let sealed = self.keyring.seal(&lease_location(&l.id), &l.entry)?;
+        self.write(move |c, _| {
+            if let Some(t) = &l.token {
+                let live = c
+                    .prepare_cached("SELECT 1 FROM tokens WHERE hash = ?1")
+                    .map_err(io)?
+                    .query_row(params![t.0.as_slice()], |_| Ok(()))
+                    .optional()
+                    .map_err(io)?
+                    .is_some();
+                if !live {
+                    return Err(StorageError::Rejected(
+                        "the token that would own this lease has been revoked".into(),
+                    ));
+                }
+            }
+            c.prepare_cached(&format!(
+                "INSERT INTO leases ({LEASE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ))
+            .map_err(io)?
+            .execute(params![
+                l.id,
+                l.token.map(|t| t.0.to_vec()),
+                l.issue_time,
+                l.expire_at,
+                l.max_expire_at,
+                l.state.code(),
+                i64::from(l.attempts),
+                l.next_attempt_at,
+                l.last_error,
+                sealed
+            ])
+            .map_err(io)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lease_get(&self, id: &str) -> Result<Option<StoredLease>, StorageError> {
+        let id = id.to_owned();
+        self.read(move |c, k| {
+            let row = c
+                .prepare_cached(&format!("SELECT {LEASE_COLUMNS} FROM leases WHERE id = ?1"))
+                .map_err(io)?
+                .query_row(params![id], lease_row)
+                .optional()
+                .map_err(io)?;
+            row.map(|r| lease_from_row(k, r)).transpose()
+        })
+        .await
+    }
+
+    async fn lease_update(
+        &self,
+        id: &str,
+        state: LeaseState,
+        expire_at: i64,
+        entry: Option<Vec<u8>>,
+    ) -> Result<bool, StorageError> {
+        let sealed = match entry {
+            Some(e) => {
+                let s = self.keyring.seal(&lease_location(id), &e)?;
+                drop(Plain::new(e));
+                Some(s)
+            }
+            None => None,
+        };
+        let id = id.to_owned();
+        self.write(move |c, _| {
+            let current: Option<i64> = c
+                .prepare_cached("SELECT state FROM leases WHERE id = ?1")
+                .map_err(io)?
+                .query_row(params![id], |r| r.get(0))
+                .optional()
+                .map_err(io)?;
+            let Some(current) = current else {
+                return Ok(false);
+            };
+            if current == LeaseState::Revoking.code() && state != LeaseState::Revoking {
+                return Err(StorageError::Rejected(format!(
+                    "lease {id} is being revoked and cannot become {}",
+                    state.as_str()
+                )));
+            }
+            c.prepare_cached(
+                "UPDATE leases SET state = ?2, expire_at = ?3, entry = COALESCE(?4, entry) WHERE id = ?1",
+            )
+            .map_err(io)?
+            .execute(params![id, state.code(), expire_at, sealed])
+            .map_err(io)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn lease_delete(&self, id: &str) -> Result<bool, StorageError> {
+        let id = id.to_owned();
+        self.write(move |c, _| {
+            let n = c
+                .prepare_cached("DELETE FROM leases WHERE id = ?1")
+                .map_err(io)?
+                .execute(params![id])
+                .map_err(io)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn leases_due(&self, now: i64, limit: usize) -> Result<Vec<StoredLease>, StorageError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = leases_due_sql();
+        self.read(move |c, k| query_leases(c, k, &sql, params![now, limit]))
+            .await
+    }
+
+    async fn lease_record_failure(
+        &self,
+        id: &str,
+        attempts: u32,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<bool, StorageError> {
+        let (id, error) = (id.to_owned(), error.to_owned());
+        self.write(move |c, _| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE leases SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE id = ?1",
+                )
+                .map_err(io)?
+                .execute(params![id, i64::from(attempts), next_attempt_at, error])
+                .map_err(io)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn lease_ids_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let prefix = prefix.to_owned();
+        self.read(move |c, _| {
+            let mut out = Vec::new();
+            let mut push = |rows: rusqlite::MappedRows<'_, _>| -> Result<(), StorageError> {
+                for r in rows {
+                    out.push(r.map_err(io)?);
+                }
+                Ok(())
+            };
+            let id = |r: &rusqlite::Row<'_>| r.get::<_, String>(0);
+            match prefix_upper_bound(&prefix) {
+                Some(upper) => {
+                    let mut st = c
+                        .prepare_cached(
+                            "SELECT id FROM leases WHERE id >= ?1 AND id < ?2 ORDER BY id",
+                        )
+                        .map_err(io)?;
+                    push(st.query_map(params![prefix, upper], id).map_err(io)?)?;
+                }
+                None => {
+                    let mut st = c
+                        .prepare_cached("SELECT id FROM leases WHERE id >= ?1 ORDER BY id")
+                        .map_err(io)?;
+                    push(st.query_map(params![prefix], id).map_err(io)?)?;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn leases_failing(&self, limit: usize) -> Result<Vec<StoredLease>, StorageError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = leases_failing_sql();
+        self.read(move |c, k| query_leases(c, k, &sql, params![limit]))
+            .await
+    }
+
+    async fn lease_count(&self) -> Result<u64, StorageError> {
+        self.read(|c, _| {
+            let n: i64 = c
+                .query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))
                 .map_err(io)?;
             Ok(u64::try_from(n).unwrap_or(0))
         })

@@ -64,6 +64,30 @@ async fn values_and_tokens_are_not_stored_in_clear() {
     })
     .await
     .unwrap();
+    s.lease_insert(StoredLease {
+        id: "database/creds/ro/lease1".into(),
+        token: None,
+        issue_time: 1,
+        expire_at: 2,
+        max_expire_at: 3,
+        state: LeaseState::Pending,
+        attempts: 0,
+        next_attempt_at: 0,
+        last_error: None,
+        entry: Plain::new(b"{\"username\":\"very-secret-username\"}".to_vec()),
+    })
+    .await
+    .unwrap();
+    assert!(
+        s.lease_update(
+            "database/creds/ro/lease1",
+            LeaseState::Active,
+            5,
+            Some(b"{\"password\":\"very-secret-password\"}".to_vec()),
+        )
+        .await
+        .unwrap()
+    );
     drop(s);
     let mut raw = std::fs::read(dir.path().join(DB_FILE)).unwrap();
     if let Ok(wal) = std::fs::read(dir.path().join(format!("{DB_FILE}-wal"))) {
@@ -99,4 +123,121 @@ async fn concurrent_writes_all_land() {
 fn prefix_bound() {
     assert_eq!(prefix_upper_bound("a/").as_deref(), Some("a0"));
     assert_eq!(prefix_upper_bound("").as_deref(), None);
+}
+
+#[test]
+fn lease_entries_are_bound_to_their_id() {
+    let k = Keyring::from_master(&master()).unwrap();
+    let sealed = k.seal(&lease_location("db/a"), b"x").unwrap();
+    assert!(k.open(&lease_location("db/b"), &sealed).is_err());
+    assert_eq!(
+        k.open(&lease_location("db/a"), &sealed).unwrap().as_slice(),
+        b"x"
+    );
+}
+
+/// Startup does not read leases: with 100 000 stored, `open` succeeds even when every
+/// lease row is unreadable (a load-all would have failed), and the leases are only
+/// looked at when asked for. No timing assertion: the guarantee is that `open` runs
+/// no query on the `leases` table (beyond `CREATE … IF NOT EXISTS`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_does_not_read_leases() {
+    const N: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let key = master();
+    {
+        let s = Arc::new(
+            SqliteStorage::open(dir.path(), Keyring::from_master(&copy(&key)).unwrap()).unwrap(),
+        );
+        for batch in 0..N / 1000 {
+            let mut set = tokio::task::JoinSet::new();
+            for i in batch * 1000..(batch + 1) * 1000 {
+                let s = Arc::clone(&s);
+                set.spawn(async move {
+                    s.lease_insert(StoredLease {
+                        id: format!("database/creds/ro/{i:06}"),
+                        token: None,
+                        issue_time: 0,
+                        expire_at: 1_000 + i64::try_from(i).unwrap(),
+                        max_expire_at: 1_000_000,
+                        state: LeaseState::Active,
+                        attempts: 0,
+                        next_attempt_at: 0,
+                        last_error: None,
+                        entry: Plain::new(b"{}".to_vec()),
+                    })
+                    .await
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                r.unwrap().unwrap();
+            }
+        }
+        assert_eq!(s.lease_count().await.unwrap(), N as u64);
+    }
+    // Make every lease row unreadable behind the storage's back.
+    {
+        let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let n = c
+            .execute("UPDATE leases SET state = 99, entry = x'00'", [])
+            .unwrap();
+        assert_eq!(n, N);
+    }
+    let s = SqliteStorage::open(dir.path(), Keyring::from_master(&key).unwrap()).unwrap();
+    assert_eq!(s.lease_count().await.unwrap(), N as u64);
+    assert_eq!(
+        s.lease_ids_with_prefix("database/creds/ro/00000")
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
+    let e = s.lease_get("database/creds/ro/000001").await.unwrap_err();
+    assert!(matches!(e, StorageError::Corrupt(_)), "{e}");
+}
+
+fn query_plan(c: &Connection, sql: &str, p: impl rusqlite::Params) -> String {
+    let plan: Vec<String> = c
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .unwrap()
+        .query_map(p, |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    plan.join("\n")
+}
+
+/// The lease queries walk their indexes, never the whole table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_queries_use_their_indexes() {
+    // The SQL spells the revoking state as 2 (partial indexes need a literal).
+    assert_eq!(LeaseState::Revoking.code(), 2);
+    for st in [
+        LeaseState::Pending,
+        LeaseState::Active,
+        LeaseState::Revoking,
+    ] {
+        assert_eq!(LeaseState::from_code(st.code()), Some(st));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStorage::open(dir.path(), Keyring::from_master(&master()).unwrap()).unwrap();
+    assert!(s.leases_due(0, 10).await.unwrap().is_empty());
+    let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+
+    let plan = query_plan(&c, &leases_due_sql(), params![0, 10]);
+    assert!(
+        plan.contains("SEARCH leases USING INDEX leases_expire"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("SEARCH leases USING INDEX leases_revoking"),
+        "{plan}"
+    );
+    assert!(!plan.contains("SCAN leases"), "{plan}");
+
+    let plan = query_plan(&c, MARK_TOKEN_LEASES_REVOKING, params![vec![0u8; 32], 0]);
+    assert!(plan.contains("USING INDEX leases_token"), "{plan}");
+
+    let plan = query_plan(&c, &leases_failing_sql(), params![10]);
+    assert!(plan.contains("USING INDEX leases_failing"), "{plan}");
 }
