@@ -136,6 +136,18 @@ def test_wrong_key_fails_cleanly_and_changes_nothing(servers, tmp_path):
     assert got["data"]["data"] == {"v": "1"}
 
 
+def test_missing_key_file_next_to_existing_data_is_refused(servers, tmp_path):
+    cfg = write_config(tmp_path)
+    first = servers.config(cfg, "first", expect_root_token=True)
+    assert first.stop() == 0
+    key = tmp_path / "leash.key"
+    key.rename(tmp_path / "moved.key")
+    s = servers.spawn(["--config", str(cfg)], "missing-key", workdir=tmp_path)
+    assert s.wait_exit() != 0
+    assert "already holds data" in s.stderr, s.describe()
+    assert not key.exists(), "no new, useless key file was created"
+
+
 def test_malformed_key_file_is_a_clear_error(servers, tmp_path):
     cfg = write_config(tmp_path)
     (tmp_path / "leash.key").write_text("not a key\n")

@@ -124,6 +124,15 @@ fn load_key(cfg: &ServerConfig) -> Result<(SecretBytes, bool), String> {
              (the file is created with mode 0600 on first start), or set {KEY_ENV}"
         ));
     };
+    // A new key only makes sense for new storage: next to an initialised data directory
+    // a missing key file is a wrong path, and a fresh key would open nothing.
+    if !path.exists() && cfg.storage_path.join(leash_storage::DB_FILE).exists() {
+        return Err(format!(
+            "the key file {} does not exist, but {} already holds data: point seal \"file\" at the key it was created with",
+            path.display(),
+            cfg.storage_path.display()
+        ));
+    }
     leash_storage::barrier::load_or_create_key_file(path).map_err(|e| e.to_string())
 }
 
