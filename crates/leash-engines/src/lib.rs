@@ -2,4 +2,5 @@
 //! Engines never import each other; the core creates them by mount type.
 #![forbid(unsafe_code)]
 
+pub mod database;
 pub mod kv;

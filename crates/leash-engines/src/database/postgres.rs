@@ -1,0 +1,614 @@
+//! A PostgreSQL target: runs the creation, renewal and revocation statements of dynamic
+//! credentials in one database, over a small pool of connections.
+//!
+//! * Each operation's statements run in **one transaction**. PostgreSQL itself fails
+//!   concurrent catalogue updates (two `GRANT … ON ALL TABLES` at once raise `tuple
+//!   concurrently updated` or `deadlock detected`), so a transaction that fails with
+//!   `40001`, `40P01` or `XX000` "tuple concurrently updated/deleted" is retried whole, with
+//!   jittered exponential backoff, up to [`MAX_ATTEMPTS`] times.
+//! * Each list element is sent as one simple-protocol batch, so an element may hold
+//!   several `;`-separated statements (and `$$` bodies) without leash splitting them.
+//! * With [`PasswordAuthentication::ScramSha256`] (the default) `{{password}}` in creation
+//!   statements becomes the SCRAM verifier, never the plaintext.
+//! * Revocation first forbids new logins and ends the role's sessions, then drops it;
+//!   a role that no longer exists counts as revoked.
+//!
+//! Scale note: per-role table grants add an ACL entry per live credential to every
+//! table (PostgreSQL stops at ~2 440 per table: "row is too big"). Granting a pre-made
+//! group role instead (`CREATE ROLE "{{name}}" … IN ROLE agent_readonly`) has no such
+//! ceiling and is much faster to create and drop.
+//!
+//! Requires PostgreSQL ≥ 14 (`pg_terminate_backend(pid, timeout)`). No TLS yet: the
+//! connection is made with `NoTls`, so `sslmode=require` URLs fail to connect.
+//!
+//! Not here: leases, retries of failed revocations over time (the lease layer's job),
+//! other databases of the cluster (see [`PgTarget::revoke_user`]).
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use leash_types::{ExposeSecret, SecretString, random};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls};
+
+use super::DbError;
+use super::scram::{self, scram_sha256_verifier};
+use super::template::{Vars, render};
+
+/// How many times a transaction that hit a transient conflict runs before giving up.
+pub const MAX_ATTEMPTS: u32 = 10;
+
+/// Default renewal when a role has no `renew_statements` (Vault's default).
+const DEFAULT_RENEW: &str = r#"ALTER ROLE "{{name}}" VALID UNTIL '{{expiration}}';"#;
+
+/// How long revocation waits for each terminated session to exit, in milliseconds.
+const TERMINATE_TIMEOUT_MS: i64 = 5_000;
+
+/// Key of the advisory lock that serialises leash's role DDL in one database ("leash"
+/// in ASCII; any fixed value works as long as every leash server uses the same).
+const DDL_LOCK_KEY: i64 = 0x6c_65_61_73_68;
+
+/// Transactions retried so far in this test process (lets tests show the retry path ran).
+#[cfg(test)]
+pub(crate) static RETRIES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Vault's default `max_open_connections`.
+pub const DEFAULT_MAX_OPEN_CONNECTIONS: usize = 4;
+
+/// Characters left as they are when a username or password goes into a URL.
+const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// What `{{password}}` becomes in creation statements (Vault's `password_authentication`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordAuthentication {
+    /// The plaintext password (Vault's `password`); PostgreSQL hashes it itself, but the
+    /// plaintext passes through its statement logs and statistics.
+    Password,
+    /// A SCRAM-SHA-256 verifier computed by leash with this many iterations (Vault's
+    /// `scram-sha-256`). See [`scram`] for why a low count is safe for leash's passwords.
+    ScramSha256 {
+        /// PBKDF2 iterations; PostgreSQL's own default is 4 096.
+        iterations: u32,
+    },
+}
+
+impl Default for PasswordAuthentication {
+    fn default() -> Self {
+        PasswordAuthentication::ScramSha256 {
+            iterations: scram::DEFAULT_ITERATIONS,
+        }
+    }
+}
+
+/// How to reach a database, in Vault's `database/config/:name` terms.
+pub struct PgConfig {
+    /// `postgresql://{{username}}:{{password}}@host:5432/db?sslmode=disable`, or a
+    /// `key=value` string. `{{username}}`/`{{password}}` are replaced (percent-encoded in
+    /// URL form; inserted as they are in `key=value` form) by the fields below.
+    pub connection_url: String,
+    /// The root (management) user.
+    pub username: String,
+    /// The root user's password.
+    pub password: SecretString,
+    /// Upper bound on connections leash opens to this database.
+    pub max_open_connections: usize,
+    /// What `{{password}}` becomes in creation statements.
+    pub password_authentication: PasswordAuthentication,
+}
+
+impl PgConfig {
+    /// A configuration with Vault's defaults (4 connections, SCRAM verifiers).
+    pub fn new(
+        connection_url: impl Into<String>,
+        username: impl Into<String>,
+        password: SecretString,
+    ) -> PgConfig {
+        PgConfig {
+            connection_url: connection_url.into(),
+            username: username.into(),
+            password,
+            max_open_connections: DEFAULT_MAX_OPEN_CONNECTIONS,
+            password_authentication: PasswordAuthentication::default(),
+        }
+    }
+}
+
+/// `url` with whatever sits between `://` and `@` hidden (it may hold a literal password).
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}[redacted]{}", &url[..s + 3], &url[at..]),
+        _ if url.contains("password") => "[redacted]".to_owned(),
+        _ => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("connection_url", &redact_url(&self.connection_url))
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .field("max_open_connections", &self.max_open_connections)
+            .field("password_authentication", &self.password_authentication)
+            .finish()
+    }
+}
+
+/// `s` as a PostgreSQL identifier: double-quoted, inner quotes doubled.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `message` with every non-empty secret replaced by `[redacted]`.
+fn scrub(message: &str, secrets: &[&str]) -> String {
+    secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .fold(message.to_owned(), |m, s| m.replace(s, "[redacted]"))
+}
+
+/// (SQLSTATE, message) of a driver error, scrubbed.
+fn parts(e: &tokio_postgres::Error, secrets: &[&str]) -> (String, String) {
+    match e.as_db_error() {
+        Some(db) => (db.code().code().to_owned(), scrub(db.message(), secrets)),
+        None => (String::new(), scrub(&e.to_string(), secrets)),
+    }
+}
+
+fn db_error(operation: &'static str, e: &tokio_postgres::Error, secrets: &[&str]) -> DbError {
+    let (sqlstate, message) = parts(e, secrets);
+    DbError::Database {
+        operation,
+        sqlstate,
+        message,
+    }
+}
+
+/// Is this a conflict PostgreSQL raises between concurrent catalogue updates, which a
+/// fresh attempt of the same transaction resolves?
+fn is_transient(e: &DbError) -> bool {
+    let (DbError::Statement {
+        sqlstate, message, ..
+    }
+    | DbError::Database {
+        sqlstate, message, ..
+    }) = e
+    else {
+        return false;
+    };
+    match sqlstate.as_str() {
+        "40001" | "40P01" => true,
+        "XX000" => {
+            message.contains("tuple concurrently updated")
+                || message.contains("tuple concurrently deleted")
+        }
+        _ => false,
+    }
+}
+
+/// Sleep before attempt `attempt + 1`: half of an exponentially growing step (10 ms
+/// doubling, capped at 640 ms) plus a random share of the other half.
+fn backoff(attempt: u32) -> Duration {
+    let step_ms = 10u64 << attempt.saturating_sub(1).min(6);
+    let jitter = u64::from(u32::from_le_bytes(random::bytes::<4>())) % (step_ms / 2 + 1);
+    Duration::from_millis(step_ms / 2 + jitter)
+}
+
+/// One open connection and the task that drives it; dropping it closes both.
+struct Conn {
+    client: Client,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A connection lent out of the pool; returned to it on drop unless it broke.
+struct Checkout<'a> {
+    conn: Option<Conn>,
+    idle: &'a Mutex<Vec<Conn>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Checkout<'_> {
+    fn client(&mut self) -> Result<&mut Client, DbError> {
+        match self.conn.as_mut() {
+            Some(c) => Ok(&mut c.client),
+            None => Err(DbError::Connect {
+                message: "connection already returned".to_owned(),
+            }),
+        }
+    }
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && !conn.client.is_closed()
+            && let Ok(mut idle) = self.idle.lock()
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+/// One PostgreSQL database leash manages credentials in.
+pub struct PgTarget {
+    config: tokio_postgres::Config,
+    idle: Mutex<Vec<Conn>>,
+    permits: Arc<Semaphore>,
+    auth: PasswordAuthentication,
+    /// Kept only to scrub it out of driver error messages.
+    root_password: SecretString,
+}
+
+impl fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgTarget")
+            .field("hosts", &self.config.get_hosts())
+            .field("ports", &self.config.get_ports())
+            .field("dbname", &self.config.get_dbname())
+            .field("user", &self.config.get_user())
+            .field("password_authentication", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgTarget {
+    /// Parses `config.connection_url` (after substituting `{{username}}` and
+    /// `{{password}}`) and opens one connection to check it works (Vault's
+    /// `verify_connection`). Errors say why, without the URL or password.
+    pub async fn connect(config: PgConfig) -> Result<PgTarget, DbError> {
+        let password = config.password.expose_secret();
+        let is_url = config.connection_url.starts_with("postgresql://")
+            || config.connection_url.starts_with("postgres://");
+        let (user, pass) = if is_url {
+            (
+                utf8_percent_encode(&config.username, USERINFO).to_string(),
+                utf8_percent_encode(password, USERINFO).to_string(),
+            )
+        } else {
+            (config.username.clone(), password.to_owned())
+        };
+        let url = config
+            .connection_url
+            .replace("{{username}}", &user)
+            .replace("{{password}}", &pass);
+        let secrets = [password, pass.as_str()];
+        let pg_config: tokio_postgres::Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| DbError::InvalidConnectionUrl {
+                    reason: scrub(&e.to_string(), &secrets),
+                })?;
+        let target = PgTarget {
+            config: pg_config,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(config.max_open_connections.max(1))),
+            auth: config.password_authentication,
+            root_password: config.password,
+        };
+        // Verify now; the connection stays in the pool.
+        drop(target.checkout().await?);
+        Ok(target)
+    }
+
+    /// What `{{password}}` becomes in this target's creation statements.
+    pub fn password_authentication(&self) -> PasswordAuthentication {
+        self.auth
+    }
+
+    async fn open(&self) -> Result<Conn, DbError> {
+        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
+            let (_, message) = parts(&e, &[self.root_password.expose_secret()]);
+            DbError::Connect { message }
+        })?;
+        // The connection future ends when `client` is dropped; `Conn` aborts it too.
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgresql connection ended");
+            }
+        });
+        Ok(Conn { client, task })
+    }
+
+    async fn checkout(&self) -> Result<Checkout<'_>, DbError> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| DbError::Connect {
+                message: "connection pool closed".to_owned(),
+            })?;
+        let reused = loop {
+            let next = match self.idle.lock() {
+                Ok(mut idle) => idle.pop(),
+                Err(_) => None,
+            };
+            match next {
+                Some(c) if c.client.is_closed() => continue,
+                other => break other,
+            }
+        };
+        let conn = match reused {
+            Some(c) => c,
+            None => self.open().await?,
+        };
+        Ok(Checkout {
+            conn: Some(conn),
+            idle: &self.idle,
+            _permit: permit,
+        })
+    }
+
+    /// Runs `statements` (already rendered) in one transaction, once.
+    async fn try_transaction(
+        &self,
+        statements: &[String],
+        secrets: &[&str],
+    ) -> Result<(), DbError> {
+        let mut checkout = self.checkout().await?;
+        let client = checkout.client()?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| db_error("BEGIN", &e, secrets))?;
+        // Serialise leash's role DDL per database. Concurrent `GRANT … ON ALL TABLES`
+        // transactions fail inside PostgreSQL ("tuple concurrently updated", deadlocks:
+        // ~80 % of attempts with 4 clients); retries alone can run out under load. A
+        // transaction-scoped advisory lock makes them queue instead, across every leash
+        // server sharing the database, and is released at COMMIT/ROLLBACK. Retries stay
+        // as the backstop for conflicts with DDL that leash does not run.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK_KEY])
+            .await
+            .map_err(|e| db_error("pg_advisory_xact_lock", &e, secrets))?;
+        for (index, statement) in statements.iter().enumerate() {
+            tx.batch_execute(statement).await.map_err(|e| {
+                let (sqlstate, message) = parts(&e, secrets);
+                DbError::Statement {
+                    index,
+                    sqlstate,
+                    message,
+                }
+            })?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| db_error("COMMIT", &e, secrets))
+    }
+
+    /// Runs `statements` in one transaction, retrying the whole transaction on
+    /// transient conflicts. `secrets` are scrubbed from any error message.
+    async fn transaction(&self, statements: &[String], secrets: &[&str]) -> Result<(), DbError> {
+        let mut attempt = 1;
+        loop {
+            match self.try_transaction(statements, secrets).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_transient(&e) => {
+                    if attempt >= MAX_ATTEMPTS {
+                        return Err(DbError::RetriesExhausted {
+                            attempts: attempt,
+                            last: Box::new(e),
+                        });
+                    }
+                    tracing::debug!(attempt, error = %e, "transient conflict; retrying transaction");
+                    #[cfg(test)]
+                    RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Creates the credential: renders `statements` with `vars` and runs them in one
+    /// transaction. With SCRAM (the default) `{{password}}` becomes a verifier of
+    /// `vars`' password. Nothing is left behind when it fails.
+    pub async fn create_user(&self, statements: &[String], vars: &Vars) -> Result<(), DbError> {
+        if statements.is_empty() {
+            return Err(DbError::NoStatements {
+                operation: "creation",
+            });
+        }
+        let plaintext = vars.password().map(|p| p.expose_secret().to_owned());
+        let verifier = match (self.auth, &plaintext) {
+            (PasswordAuthentication::ScramSha256 { iterations }, Some(p)) => {
+                Some(scram_sha256_verifier(p, iterations)?)
+            }
+            _ => None,
+        };
+        let rendered = match &verifier {
+            Some(v) => {
+                let mut with_verifier =
+                    Vars::new(vars.name()).with_password(SecretString::from(v.clone()));
+                if let Some(e) = vars.expiration() {
+                    with_verifier = with_verifier.with_expiration(e);
+                }
+                render_all(statements, &with_verifier)?
+            }
+            None => render_all(statements, vars)?,
+        };
+        let secrets = [
+            plaintext.as_deref().unwrap_or_default(),
+            verifier.as_deref().unwrap_or_default(),
+        ];
+        self.transaction(&rendered, &secrets).await
+    }
+
+    /// Extends the credential: renders `statements` (by default
+    /// `ALTER ROLE "{{name}}" VALID UNTIL '{{expiration}}'`) with `vars` and runs them in
+    /// one transaction.
+    pub async fn renew_user(&self, statements: &[String], vars: &Vars) -> Result<(), DbError> {
+        let rendered = if statements.is_empty() {
+            vec![render(DEFAULT_RENEW, vars)?]
+        } else {
+            render_all(statements, vars)?
+        };
+        let password = vars
+            .password()
+            .map(|p| p.expose_secret())
+            .unwrap_or_default();
+        self.transaction(&rendered, &[password]).await
+    }
+
+    /// Revokes the credential `username`:
+    ///
+    /// 1. `ALTER ROLE … NOLOGIN`, so no new session starts, then every open session of
+    ///    the role is terminated (waiting up to 5 s for each to exit);
+    /// 2. `statements`, rendered with `{{name}}`, in one transaction — or, when there are
+    ///    none, the default: `REASSIGN OWNED BY` the role `TO CURRENT_USER`, `DROP OWNED
+    ///    BY` it (which revokes its grants on tables, sequences, functions, schemas, this
+    ///    database, …), `REVOKE` its group-role memberships, `DROP ROLE IF EXISTS`.
+    ///
+    /// A role that does not exist counts as revoked. Limit: `REASSIGN`/`DROP OWNED` act
+    /// on the connected database (and shared objects) only; if the role owns objects or
+    /// holds privileges in another database of the cluster, `DROP ROLE` fails with
+    /// `2BP01` and the caller retries after cleaning that database (one target per
+    /// database, as Vault's connection is). Custom statements run even when the role is
+    /// gone (they may clean up other things); if they then fail with `42704`
+    /// (undefined object) and the role does not exist, that counts as revoked too.
+    pub async fn revoke_user(&self, username: &str, statements: &[String]) -> Result<(), DbError> {
+        let exists = self.role_exists(username).await?;
+        if exists {
+            self.end_sessions(username).await?;
+        }
+        let revocation = if !statements.is_empty() {
+            render_all(statements, &Vars::new(username))?
+        } else if exists {
+            self.default_revocation(username).await?
+        } else {
+            return Ok(());
+        };
+        match self.transaction(&revocation, &[]).await {
+            // `42704` undefined_object: the role is gone (dropped meanwhile, or custom
+            // statements without IF EXISTS): revoked all the same.
+            Err(e) if e.sqlstate() == Some("42704") && !self.role_exists(username).await? => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The default revocation statements for `username` (see [`PgTarget::revoke_user`]).
+    async fn default_revocation(&self, username: &str) -> Result<Vec<String>, DbError> {
+        let role = quote_ident(username);
+        let mut statements = vec![format!(
+            "REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role};"
+        )];
+        for group in self.groups_of(username).await? {
+            statements.push(format!("REVOKE {} FROM {role};", quote_ident(&group)));
+        }
+        statements.push(format!("DROP ROLE IF EXISTS {role};"));
+        Ok(statements)
+    }
+
+    async fn role_exists(&self, username: &str) -> Result<bool, DbError> {
+        let mut checkout = self.checkout().await?;
+        let row = checkout
+            .client()?
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+                &[&username],
+            )
+            .await
+            .map_err(|e| db_error("role lookup", &e, &[]))?;
+        Ok(row.is_some())
+    }
+
+    async fn groups_of(&self, username: &str) -> Result<Vec<String>, DbError> {
+        let mut checkout = self.checkout().await?;
+        let rows = checkout
+            .client()?
+            .query(
+                "SELECT g.rolname FROM pg_catalog.pg_auth_members m \
+                 JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
+                 JOIN pg_catalog.pg_roles u ON u.oid = m.member \
+                 WHERE u.rolname = $1",
+                &[&username],
+            )
+            .await
+            .map_err(|e| db_error("membership lookup", &e, &[]))?;
+        rows.iter()
+            .map(|r| r.try_get::<_, String>(0))
+            .collect::<Result<_, _>>()
+            .map_err(|e| db_error("membership lookup", &e, &[]))
+    }
+
+    async fn end_sessions(&self, username: &str) -> Result<(), DbError> {
+        let mut checkout = self.checkout().await?;
+        let client = checkout.client()?;
+        let nologin = format!("ALTER ROLE {} NOLOGIN", quote_ident(username));
+        match client.batch_execute(&nologin).await {
+            Ok(()) => {}
+            // Gone already; nothing to log in as.
+            Err(e) if e.as_db_error().map(|d| d.code().code()) == Some("42704") => {}
+            Err(e) => return Err(db_error("ALTER ROLE NOLOGIN", &e, &[])),
+        }
+        client
+            .execute(
+                "SELECT pg_catalog.pg_terminate_backend(pid, $2) \
+                 FROM pg_catalog.pg_stat_activity \
+                 WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid()",
+                &[&username, &TERMINATE_TIMEOUT_MS],
+            )
+            .await
+            .map_err(|e| db_error("terminating sessions", &e, &[]))?;
+        Ok(())
+    }
+}
+
+fn render_all(statements: &[String], vars: &Vars) -> Result<Vec<String>, DbError> {
+    statements.iter().map(|s| render(s, vars)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_and_scrubbing() {
+        assert_eq!(quote_ident(r#"a"b"#), r#""a""b""#);
+        assert_eq!(
+            scrub("near \"hunter2\" and hunter2", &["hunter2", ""]),
+            "near \"[redacted]\" and [redacted]"
+        );
+        assert_eq!(
+            redact_url("postgresql://root:pw@db:5432/x"),
+            "postgresql://[redacted]@db:5432/x"
+        );
+    }
+
+    #[test]
+    fn transient_errors_are_the_measured_ones() {
+        let e = |sqlstate: &str, message: &str| DbError::Statement {
+            index: 1,
+            sqlstate: sqlstate.to_owned(),
+            message: message.to_owned(),
+        };
+        assert!(is_transient(&e("40001", "could not serialize")));
+        assert!(is_transient(&e("40P01", "deadlock detected")));
+        assert!(is_transient(&e("XX000", "tuple concurrently updated")));
+        assert!(!is_transient(&e("XX000", "cache lookup failed")));
+        assert!(!is_transient(&e("42501", "permission denied")));
+        assert!(backoff(1) <= Duration::from_millis(10));
+        assert!(backoff(30) <= Duration::from_millis(640));
+    }
+
+    #[test]
+    fn config_debug_hides_secrets() {
+        let c = PgConfig::new(
+            "postgresql://root:literal-pw@db/x",
+            "root",
+            SecretString::from("root-pw".to_owned()),
+        );
+        let d = format!("{c:?}");
+        assert!(!d.contains("literal-pw") && !d.contains("root-pw"), "{d}");
+    }
+}
