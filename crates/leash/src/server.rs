@@ -137,6 +137,7 @@ fn load_key(cfg: &ServerConfig) -> Result<(SecretBytes, bool), String> {
 }
 
 async fn serve(cfg: ServerConfig, args: ServerArgs) -> Result<(), String> {
+    let shutdown = shutdown_signal()?;
     let dev = args.dev;
     let mut _dev_dir = None;
     let (storage_path, key) = if dev {
@@ -217,7 +218,7 @@ async fn serve(cfg: ServerConfig, args: ServerArgs) -> Result<(), String> {
             max_body: cfg.max_request_size,
         },
     );
-    let result = leash_http::serve(listener, app, cfg.tls.clone(), shutdown_signal()).await;
+    let result = leash_http::serve(listener, app, cfg.tls.clone(), shutdown).await;
     background.shutdown().await;
     eprintln!("==> leash server stopped");
     result.map_err(|e| e.to_string())
@@ -280,21 +281,20 @@ fn print_banner(addr: &str, dev: bool, storage: &str, root: Option<&SecretString
     let _ = out.flush();
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Registers SIGTERM and SIGINT handlers now and returns a future that resolves on
+/// the first of them. Registering before the server announces itself means a signal
+/// sent right after start-up still shuts it down cleanly (storage closed, WAL
+/// checkpointed) instead of killing the process.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
+    })
 }
