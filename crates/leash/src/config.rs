@@ -353,5 +353,12 @@ mod tests {
                 .contains("storage block is required")
         );
         assert!(p("storage \"sqlite\" {").unwrap_err().contains("line"));
+        assert!(
+            p(&format!(
+                "{base}listener \"tcp\" {{ tls_disable = true }}\naudit_deadline = \"500ms\""
+            ))
+            .unwrap_err()
+            .contains("at least 1s")
+        );
     }
 }

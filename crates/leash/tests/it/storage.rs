@@ -281,3 +281,52 @@ async fn an_audit_device_that_cannot_reopen_does_not_fail_open() {
     }
     drop(guard);
 }
+
+/// A first start that crashed after writing the mount table but before recording that
+/// storage is initialised must not add the built-in mounts twice on the next start
+/// (regression: the table then held `sys/` and `token/` twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_first_start_does_not_duplicate_builtin_mounts() {
+    use leash_storage::Storage;
+    let srv = TestServer::start().await;
+    let (guard, dir, key) = srv.stop().await;
+    {
+        // Simulate the crash: forget that initialisation finished.
+        let storage = SqliteStorage::open(
+            &dir,
+            Keyring::from_master(&SecretBytes::new(key.clone())).unwrap(),
+        )
+        .unwrap();
+        assert!(storage.delete("sys/core", "initialized").await.unwrap());
+    }
+    let srv = TestServer::start_with(Options {
+        dir: Some(dir.clone()),
+        key: Some(key.clone()),
+        ..Options::default()
+    })
+    .await;
+    let (s, b) = srv.root("GET", "sys/mounts", None).await;
+    assert_eq!(s, 200, "{b}");
+    let (_g, dir, key) = srv.stop().await;
+    let storage =
+        SqliteStorage::open(&dir, Keyring::from_master(&SecretBytes::new(key)).unwrap()).unwrap();
+    let raw = storage.get("sys/core", "mounts").await.unwrap().unwrap();
+    let table: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    let paths: Vec<String> = table["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}:{}",
+                m["table"].as_str().unwrap(),
+                m["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let mut unique = paths.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(paths.len(), unique.len(), "duplicate mounts: {paths:?}");
+    drop(guard);
+}
