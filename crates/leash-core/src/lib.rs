@@ -291,6 +291,14 @@ pub(crate) fn new_mount_entry(
     }
 }
 
+/// The core behind a built-in backend's weak back-reference (the router owns the
+/// backends, so they must not keep the core alive).
+pub(crate) fn upgrade(inner: &Weak<Inner>) -> Result<Arc<Inner>, CoreError> {
+    inner
+        .upgrade()
+        .ok_or_else(|| CoreError::internal("core is gone"))
+}
+
 impl Inner {
     pub(crate) fn router(&self) -> Arc<Router> {
         self.router

@@ -53,10 +53,7 @@ impl Backend for SysBackend {
     }
 
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
-        let inner = self
-            .inner
-            .upgrade()
-            .ok_or_else(|| CoreError::internal("core is gone"))?;
+        let inner = crate::upgrade(&self.inner)?;
         let op = req.operation;
         let write = matches!(op, Operation::Update | Operation::Create);
         let p = req.path.trim_end_matches('/');

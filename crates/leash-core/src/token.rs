@@ -628,3 +628,57 @@ impl TokenStore {
         d
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leash_storage::{Keyring, SqliteStorage};
+    use leash_types::SystemClock;
+
+    async fn store() -> (tempfile::TempDir, TokenStore, PolicyStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Keyring::from_master(&Keyring::generate_master()).unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), keyring).unwrap());
+        let policies = PolicyStore::load(Arc::clone(&storage)).await.unwrap();
+        let tokens = TokenStore::new(storage, Arc::new(SystemClock), TokenLimits::default());
+        (dir, tokens, policies)
+    }
+
+    async fn mint_bound(tokens: &TokenStore, cidrs: &[&str]) -> String {
+        let spec = TokenSpec {
+            path: "auth/token/create".into(),
+            renewable: true,
+            bound_cidrs: cidrs.iter().map(|c| (*c).to_owned()).collect(),
+            ..TokenSpec::default()
+        };
+        tokens
+            .mint(spec, None)
+            .await
+            .unwrap()
+            .value
+            .expose()
+            .to_owned()
+    }
+
+    /// A bound CIDR that does not parse (only bad stored data can hold one: roles
+    /// validate on write) makes the token unusable, never usable from anywhere.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unparseable_bound_cidrs_fail_closed() {
+        let (_dir, tokens, policies) = store().await;
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let good = mint_bound(&tokens, &["127.0.0.1/32"]).await;
+        let bad = mint_bound(&tokens, &["127.0.0.1/32", "not-a-cidr"]).await;
+        let auth = |t: String| {
+            let (tokens, policies) = (&tokens, &policies);
+            async move {
+                tokens
+                    .authenticate(&SecretString::from(t), Some(local), policies)
+                    .await
+                    .unwrap()
+                    .is_some()
+            }
+        };
+        assert!(auth(good).await);
+        assert!(!auth(bad).await);
+    }
+}

@@ -106,10 +106,7 @@ impl Backend for TokenBackend {
 
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>, CoreError> {
         if let Some(caps) = match_route("roles/:name", req.path) {
-            let inner = self
-                .inner
-                .upgrade()
-                .ok_or_else(|| CoreError::internal("core is gone"))?;
+            let inner = crate::upgrade(&self.inner)?;
             let name = caps[0].to_ascii_lowercase();
             return Ok(Some(inner.storage.get(ROLES_NS, &name).await?.is_some()));
         }
@@ -117,10 +114,7 @@ impl Backend for TokenBackend {
     }
 
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
-        let inner = self
-            .inner
-            .upgrade()
-            .ok_or_else(|| CoreError::internal("core is gone"))?;
+        let inner = crate::upgrade(&self.inner)?;
         let op = req.operation;
         let write = matches!(op, Operation::Update | Operation::Create);
         let p = req.path;

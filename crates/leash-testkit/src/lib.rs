@@ -14,7 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use leash_core::{Core, CoreConfig};
@@ -220,9 +220,4 @@ impl Drop for TestServer {
             let _ = s.send(());
         }
     }
-}
-
-/// Path helper for tests that build files beside the data directory.
-pub fn path_in(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }

@@ -9,7 +9,7 @@ mod roles;
 use leash_testkit::TestServer;
 use serde_json::{Value, json};
 
-use crate::{client_token, create_token, error};
+use crate::{client_token, create_token, error, sorted};
 
 const CREATOR: &str = r#"
 path "auth/token/create"        { capabilities = ["update"] }
@@ -20,17 +20,6 @@ path "secret/data/creator/*"    { capabilities = ["read"] }
 const CREATOR_SUDO: &str = r#"
 path "auth/token/create" { capabilities = ["update", "sudo"] }
 "#;
-
-fn sorted(v: &Value) -> Vec<String> {
-    let mut out: Vec<String> = v
-        .as_array()
-        .unwrap_or_else(|| panic!("not a list: {v}"))
-        .iter()
-        .map(|s| s.as_str().unwrap().to_owned())
-        .collect();
-    out.sort();
-    out
-}
 
 fn secs(v: &Value) -> u64 {
     v.as_u64()

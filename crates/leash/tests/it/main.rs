@@ -164,6 +164,18 @@ pub(crate) fn errors(body: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A JSON list of strings, sorted (policy lists, capability lists).
+pub(crate) fn sorted(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
 /// The one error message of a body.
 pub(crate) fn error(body: &Value) -> String {
     errors(body).join("; ")

@@ -5,18 +5,7 @@
 use leash_testkit::TestServer;
 use serde_json::{Value, json};
 
-use crate::{SEED_POLICY, error};
-
-fn sorted(v: &Value) -> Vec<String> {
-    let mut out: Vec<String> = v
-        .as_array()
-        .unwrap_or_else(|| panic!("not a list: {v}"))
-        .iter()
-        .map(|s| s.as_str().unwrap().to_owned())
-        .collect();
-    out.sort();
-    out
-}
+use crate::{SEED_POLICY, error, sorted};
 
 /// `sys/capabilities-self` for one path, as the token sees it.
 async fn caps(srv: &TestServer, token: &str, path: &str) -> Vec<String> {
