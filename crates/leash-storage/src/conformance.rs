@@ -37,6 +37,7 @@ pub async fn run_all(s: &dyn Storage) {
     leases_due(s).await;
     lease_failures_and_prefixes(s).await;
     lease_token_cascade(s).await;
+    lease_batches(s).await;
 }
 
 async fn entries(s: &dyn Storage) {
@@ -617,4 +618,54 @@ async fn lease_token_cascade(s: &dyn Storage) {
         .unwrap();
     delete_all_leases(s).await;
     assert_eq!(s.token_count().await.unwrap(), 0);
+}
+
+async fn lease_batches(s: &dyn Storage) {
+    for (id, state) in [
+        ("db/p1", LeaseState::Pending),
+        ("db/p2", LeaseState::Pending),
+        ("db/a1", LeaseState::Active),
+        ("db/a2", LeaseState::Active),
+        ("db/a3", LeaseState::Active),
+    ] {
+        s.lease_insert(lease(s, id, None, 1000, state))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.leases_abandon_pending(50).await.unwrap(), 2);
+    for id in ["db/p1", "db/p2"] {
+        let l = s.lease_get(id).await.unwrap().unwrap();
+        assert_eq!((l.state, l.expire_at), (LeaseState::Revoking, 50), "{id}");
+    }
+    assert_eq!(
+        s.lease_get("db/a1").await.unwrap().unwrap().state,
+        LeaseState::Active,
+        "active leases are not abandoned"
+    );
+    assert_eq!(s.leases_abandon_pending(50).await.unwrap(), 0);
+
+    let marked = s
+        .leases_mark_revoking(&["db/a1".into(), "db/a2".into(), "db/missing".into()], 60)
+        .await
+        .unwrap();
+    assert_eq!(marked, 2);
+    let a2 = s.lease_get("db/a2").await.unwrap().unwrap();
+    assert_eq!((a2.state, a2.expire_at), (LeaseState::Revoking, 60));
+    assert_eq!(
+        s.lease_get("db/a3").await.unwrap().unwrap().state,
+        LeaseState::Active
+    );
+    assert_eq!(
+        ids(&s.leases_due(60, 10).await.unwrap()),
+        vec!["db/p1", "db/p2", "db/a1", "db/a2"]
+    );
+
+    let gone = s
+        .leases_delete(&["db/p1".into(), "db/a1".into(), "db/nope".into()])
+        .await
+        .unwrap();
+    assert_eq!(gone, 2);
+    assert!(s.lease_get("db/p1").await.unwrap().is_none());
+    assert_eq!(s.lease_count().await.unwrap(), 3);
+    delete_all_leases(s).await;
 }

@@ -287,4 +287,14 @@ pub trait Storage: Send + Sync + 'static {
     async fn leases_failing(&self, limit: usize) -> Result<Vec<StoredLease>, StorageError>;
     /// Number of stored leases.
     async fn lease_count(&self) -> Result<u64, StorageError>;
+    /// Deletes every lease in `ids` (one transaction); returns how many existed.
+    async fn leases_delete(&self, ids: &[String]) -> Result<u64, StorageError>;
+    /// Marks every lease in `ids` [`LeaseState::Revoking`], due at `now` at the latest
+    /// (`expire_at = min(expire_at, now)`), in one transaction; returns how many existed.
+    async fn leases_mark_revoking(&self, ids: &[String], now: i64) -> Result<u64, StorageError>;
+    /// Marks every [`LeaseState::Pending`] lease `Revoking`, due at `now` at the latest.
+    /// Called once at startup: an intent still pending then belongs to an issuance the
+    /// previous process never finished, so its credential (if any) must go. Uses an
+    /// index of pending leases only, so its cost does not grow with the lease count.
+    async fn leases_abandon_pending(&self, now: i64) -> Result<u64, StorageError>;
 }

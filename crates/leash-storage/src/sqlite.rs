@@ -69,6 +69,7 @@ CREATE INDEX IF NOT EXISTS leases_expire ON leases(expire_at, id, next_attempt_a
 CREATE INDEX IF NOT EXISTS leases_revoking ON leases(expire_at, id, next_attempt_at) WHERE state = 2;
 CREATE INDEX IF NOT EXISTS leases_token ON leases(token) WHERE token IS NOT NULL;
 CREATE INDEX IF NOT EXISTS leases_failing ON leases(attempts) WHERE attempts > 0;
+CREATE INDEX IF NOT EXISTS leases_pending ON leases(id) WHERE state = 0;
 ";
 
 fn io(e: rusqlite::Error) -> StorageError {
@@ -1086,6 +1087,53 @@ impl Storage for SqliteStorage {
         let sql = leases_failing_sql();
         self.read(move |c, k| query_leases(c, k, &sql, params![limit]))
             .await
+    }
+
+    async fn leases_delete(&self, ids: &[String]) -> Result<u64, StorageError> {
+        let ids = ids.to_vec();
+        self.write(move |c, _| {
+            let mut st = c
+                .prepare_cached("DELETE FROM leases WHERE id = ?1")
+                .map_err(io)?;
+            let mut n = 0u64;
+            for id in &ids {
+                n += u64::try_from(st.execute(params![id]).map_err(io)?).unwrap_or(0);
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn leases_mark_revoking(&self, ids: &[String], now: i64) -> Result<u64, StorageError> {
+        let ids = ids.to_vec();
+        self.write(move |c, _| {
+            let mut st = c
+                .prepare_cached(
+                    "UPDATE leases SET state = 2, expire_at = MIN(expire_at, ?2) WHERE id = ?1",
+                )
+                .map_err(io)?;
+            let mut n = 0u64;
+            for id in &ids {
+                n += u64::try_from(st.execute(params![id, now]).map_err(io)?).unwrap_or(0);
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn leases_abandon_pending(&self, now: i64) -> Result<u64, StorageError> {
+        self.write(move |c, _| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE leases INDEXED BY leases_pending \
+                     SET state = 2, expire_at = MIN(expire_at, ?1) WHERE state = 0",
+                )
+                .map_err(io)?
+                .execute(params![now])
+                .map_err(io)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
     }
 
     async fn lease_count(&self) -> Result<u64, StorageError> {
