@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::caller::Caller;
 use crate::error::CoreError;
+use crate::lease::LeaseRecord;
 use crate::mount::MountEntry;
 use crate::request::Response;
 
@@ -66,6 +67,21 @@ pub trait Backend: Send + Sync {
     /// Paths (relative to the mount) that need `sudo` in the caller's policy.
     fn is_root_protected(&self, _path: &str) -> bool {
         false
+    }
+
+    /// Extends a lease this backend issued in its target, to `lease.expire_at` (the new
+    /// expiry, already capped by the core). The default does nothing.
+    async fn renew_lease(&self, _lease: &LeaseRecord) -> Result<(), CoreError> {
+        Ok(())
+    }
+
+    /// Revokes leases this backend issued: one result per lease, in order. `Ok` means
+    /// the credential no longer exists in the target (including "never existed": a
+    /// lease may be revoked before or without its credential being created). Errors must
+    /// not contain secrets; they are stored as the lease's last error. The default has
+    /// nothing to revoke.
+    async fn revoke_leases(&self, leases: &[LeaseRecord]) -> Vec<Result<(), CoreError>> {
+        leases.iter().map(|_| Ok(())).collect()
     }
 }
 

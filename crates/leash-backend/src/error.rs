@@ -30,6 +30,10 @@ pub enum CoreError {
     /// Audit fail-closed: no enabled device recorded the entry.
     #[error("no audit backend succeeded in logging the request")]
     AuditFailed,
+    /// A system leash depends on (a target database) failed or could not be reached;
+    /// the message says which and why, without secrets.
+    #[error("{0}")]
+    Upstream(String),
     /// Too many requests (rate limits, quotas).
     #[error("{0}")]
     RateLimited(String),

@@ -11,11 +11,13 @@ pub mod backend;
 pub mod caller;
 pub mod error;
 pub mod fields;
+pub mod lease;
 pub mod mount;
 pub mod request;
 
 pub use backend::{Backend, BackendRequest, match_route};
 pub use caller::{Caller, TokenEntry};
 pub use error::CoreError;
+pub use lease::{LeaseRecord, LeaseRegistry, LeaseRequest, PendingLease};
 pub use mount::{MountConfig, MountEntry, MountTable};
 pub use request::{AuthInfo, LeaseInfo, Request, Response, ResponseKind};

@@ -145,6 +145,7 @@ pub fn error_response(err: &CoreError) -> HttpResponse {
         }
         CoreError::AuditFailed => errors(StatusCode::INTERNAL_SERVER_ERROR, &[&err.to_string()]),
         CoreError::RateLimited(m) => errors(StatusCode::TOO_MANY_REQUESTS, &[m]),
+        CoreError::Upstream(m) => errors(StatusCode::BAD_GATEWAY, &[m]),
         CoreError::Internal(cause) => {
             tracing::error!(%cause, "internal error");
             errors(StatusCode::INTERNAL_SERVER_ERROR, &["internal error"])
