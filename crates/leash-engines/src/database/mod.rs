@@ -14,6 +14,8 @@
 //! or a statement with a password substituted into it.
 
 pub mod credentials;
+pub mod engine;
+pub mod mysql;
 pub mod postgres;
 pub mod scram;
 pub mod template;
@@ -123,3 +125,6 @@ impl DbError {
 
 #[cfg(test)]
 mod postgres_tests;
+
+#[cfg(test)]
+mod mysql_tests;

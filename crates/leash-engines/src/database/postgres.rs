@@ -55,6 +55,12 @@ const DDL_LOCK_KEY: i64 = 0x6c_65_61_73_68;
 #[cfg(test)]
 pub(crate) static RETRIES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// How long opening a connection may take unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default root rotation (Vault's), rendered with the root user as `{{username}}`.
+const DEFAULT_ROTATE_ROOT: &str = r#"ALTER ROLE "{{username}}" WITH PASSWORD '{{password}}';"#;
+
 /// Vault's default `max_open_connections`.
 pub const DEFAULT_MAX_OPEN_CONNECTIONS: usize = 4;
 
@@ -285,11 +291,16 @@ impl PgTarget {
             .replace("{{username}}", &user)
             .replace("{{password}}", &pass);
         let secrets = [password, pass.as_str()];
-        let pg_config: tokio_postgres::Config =
+        let mut pg_config: tokio_postgres::Config =
             url.parse()
                 .map_err(|e: tokio_postgres::Error| DbError::InvalidConnectionUrl {
                     reason: scrub(&e.to_string(), &secrets),
                 })?;
+        // A target that does not answer must not hold an issuance or the expiry worker
+        // for the OS's TCP timeout (minutes).
+        if pg_config.get_connect_timeout().is_none() {
+            pg_config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let target = PgTarget {
             config: pg_config,
             idle: Mutex::new(Vec::new()),
@@ -464,10 +475,13 @@ impl PgTarget {
     ///
     /// 1. `ALTER ROLE … NOLOGIN`, so no new session starts, then every open session of
     ///    the role is terminated (waiting up to 5 s for each to exit);
-    /// 2. `statements`, rendered with `{{name}}`, in one transaction — or, when there are
-    ///    none, the default: `REASSIGN OWNED BY` the role `TO CURRENT_USER`, `DROP OWNED
-    ///    BY` it (which revokes its grants on tables, sequences, functions, schemas, this
-    ///    database, …), `REVOKE` its group-role memberships, `DROP ROLE IF EXISTS`.
+    /// 2. in one transaction: if the role exists, `REASSIGN OWNED BY` it `TO
+    ///    CURRENT_USER` and `DROP OWNED BY` it (which revokes its grants on tables,
+    ///    sequences, functions, schemas, this database, …; see `strip_statements`);
+    ///    then `statements` rendered with `{{name}}` — or, when there are none, `DROP
+    ///    ROLE IF EXISTS` (which also ends its group-role memberships). So a role's
+    ///    own `DROP ROLE` statement works even when the role was granted table
+    ///    privileges, which otherwise fails with `2BP01`.
     ///
     /// A role that does not exist counts as revoked. Limit: `REASSIGN`/`DROP OWNED` act
     /// on the connected database (and shared objects) only; if the role owns objects or
@@ -481,13 +495,17 @@ impl PgTarget {
         if exists {
             self.end_sessions(username).await?;
         }
-        let revocation = if !statements.is_empty() {
-            render_all(statements, &Vars::new(username))?
+        let mut revocation = Vec::new();
+        if exists {
+            revocation.extend(self.strip_statements(&[username]).await?);
+        }
+        if !statements.is_empty() {
+            revocation.extend(render_all(statements, &Vars::new(username))?);
         } else if exists {
-            self.default_revocation(username).await?
+            revocation.push(format!("DROP ROLE IF EXISTS {};", quote_ident(username)));
         } else {
             return Ok(());
-        };
+        }
         match self.transaction(&revocation, &[]).await {
             // `42704` undefined_object: the role is gone (dropped meanwhile, or custom
             // statements without IF EXISTS): revoked all the same.
@@ -496,17 +514,157 @@ impl PgTarget {
         }
     }
 
-    /// The default revocation statements for `username` (see [`PgTarget::revoke_user`]).
-    async fn default_revocation(&self, username: &str) -> Result<Vec<String>, DbError> {
-        let role = quote_ident(username);
-        let mut statements = vec![format!(
-            "REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role};"
-        )];
-        for group in self.groups_of(username).await? {
-            statements.push(format!("REVOKE {} FROM {role};", quote_ident(&group)));
+    /// What runs before any revocation statement while the roles exist: take over
+    /// what they own (`REASSIGN OWNED … TO CURRENT_USER`) and drop every privilege
+    /// granted to them (`DROP OWNED`: tables, sequences, functions, schemas, the
+    /// database…), so that `DROP ROLE` cannot fail on dependent privileges — the cause of
+    /// roles orphaned by Vault's PostgreSQL plugin. A management user that is not a
+    /// superuser first makes itself a member of the roles, which both statements need
+    /// (PostgreSQL < 16 does not make a role's creator a member).
+    async fn strip_statements(&self, users: &[&str]) -> Result<Vec<String>, DbError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
         }
-        statements.push(format!("DROP ROLE IF EXISTS {role};"));
-        Ok(statements)
+        let list = users
+            .iter()
+            .map(|u| quote_ident(u))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut out = Vec::new();
+        if !self.is_superuser().await? {
+            out.push(format!("GRANT {list} TO CURRENT_USER;"));
+        }
+        out.push(format!(
+            "REASSIGN OWNED BY {list} TO CURRENT_USER; DROP OWNED BY {list};"
+        ));
+        Ok(out)
+    }
+
+    async fn is_superuser(&self) -> Result<bool, DbError> {
+        let mut checkout = self.checkout().await?;
+        let row = checkout
+            .client()?
+            .query_one(
+                "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .map_err(|e| db_error("superuser lookup", &e, &[]))?;
+        row.try_get(0)
+            .map_err(|e| db_error("superuser lookup", &e, &[]))
+    }
+
+    /// Revokes many credentials at once (the expiry worker's batches): one catalogue
+    /// lookup, one `NOLOGIN` batch, one session sweep and **one** transaction for all
+    /// revocation statements — the default revocation handles every role of the batch
+    /// in three statements (`REASSIGN OWNED BY a, b, …`, `DROP OWNED BY …`,
+    /// `DROP ROLE IF EXISTS …`). If the shared transaction fails, each credential is
+    /// revoked on its own so one bad role cannot hold the others back. One result per
+    /// input, in order.
+    pub async fn revoke_users(&self, batch: &[(String, Vec<String>)]) -> Vec<Result<(), DbError>> {
+        if batch.len() == 1 {
+            return vec![self.revoke_user(&batch[0].0, &batch[0].1).await];
+        }
+        match self.try_revoke_batch(batch).await {
+            Ok(()) => batch.iter().map(|_| Ok(())).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, size = batch.len(), "batch revocation failed; revoking one by one");
+                let mut out = Vec::with_capacity(batch.len());
+                for (user, statements) in batch {
+                    out.push(self.revoke_user(user, statements).await);
+                }
+                out
+            }
+        }
+    }
+
+    async fn try_revoke_batch(&self, batch: &[(String, Vec<String>)]) -> Result<(), DbError> {
+        let names: Vec<&str> = batch.iter().map(|(u, _)| u.as_str()).collect();
+        let existing: std::collections::HashSet<String> = {
+            let mut checkout = self.checkout().await?;
+            let rows = checkout
+                .client()?
+                .query(
+                    "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY($1)",
+                    &[&names],
+                )
+                .await
+                .map_err(|e| db_error("role lookup", &e, &[]))?;
+            rows.iter()
+                .map(|r| r.try_get::<_, String>(0))
+                .collect::<Result<_, _>>()
+                .map_err(|e| db_error("role lookup", &e, &[]))?
+        };
+        let live: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| existing.contains(*n))
+            .collect();
+        if !live.is_empty() {
+            let mut checkout = self.checkout().await?;
+            let client = checkout.client()?;
+            let nologin: String = live
+                .iter()
+                .map(|n| format!("ALTER ROLE {} NOLOGIN;", quote_ident(n)))
+                .collect();
+            client
+                .batch_execute(&nologin)
+                .await
+                .map_err(|e| db_error("ALTER ROLE NOLOGIN", &e, &[]))?;
+            client
+                .execute(
+                    "SELECT pg_catalog.pg_terminate_backend(pid, $2) \
+                     FROM pg_catalog.pg_stat_activity \
+                     WHERE usename = ANY($1) AND pid <> pg_catalog.pg_backend_pid()",
+                    &[&live, &TERMINATE_TIMEOUT_MS],
+                )
+                .await
+                .map_err(|e| db_error("terminating sessions", &e, &[]))?;
+        }
+        let mut statements = self.strip_statements(&live).await?;
+        let mut defaults = Vec::new();
+        for (user, custom) in batch {
+            if !custom.is_empty() {
+                statements.extend(render_all(custom, &Vars::new(user.as_str()))?);
+            } else if existing.contains(user) {
+                defaults.push(quote_ident(user));
+            }
+        }
+        if !defaults.is_empty() {
+            // DROP ROLE removes the roles' memberships in group roles itself.
+            statements.push(format!("DROP ROLE IF EXISTS {};", defaults.join(", ")));
+        }
+        if statements.is_empty() {
+            return Ok(());
+        }
+        self.transaction(&statements, &[]).await
+    }
+
+    /// Replaces the root user's password with `new_password` by running `statements`
+    /// (default `ALTER ROLE "{{username}}" WITH PASSWORD '{{password}}'`) rendered with
+    /// `username` — as a SCRAM verifier when this target uses SCRAM. Connections already
+    /// open stay usable; the caller reconnects with the new password for new ones.
+    pub async fn rotate_root(
+        &self,
+        username: &str,
+        statements: &[String],
+        new_password: &SecretString,
+    ) -> Result<(), DbError> {
+        let plaintext = new_password.expose_secret();
+        let value = match self.auth {
+            PasswordAuthentication::ScramSha256 { iterations } => {
+                scram_sha256_verifier(plaintext, iterations)?
+            }
+            PasswordAuthentication::Password => plaintext.to_owned(),
+        };
+        let vars = Vars::new(username).with_password(SecretString::from(value.clone()));
+        let rendered = if statements.is_empty() {
+            vec![render(DEFAULT_ROTATE_ROOT, &vars)?]
+        } else {
+            render_all(statements, &vars)?
+        };
+        self.transaction(&rendered, &[plaintext, value.as_str()])
+            .await
     }
 
     async fn role_exists(&self, username: &str) -> Result<bool, DbError> {
@@ -520,25 +678,6 @@ impl PgTarget {
             .await
             .map_err(|e| db_error("role lookup", &e, &[]))?;
         Ok(row.is_some())
-    }
-
-    async fn groups_of(&self, username: &str) -> Result<Vec<String>, DbError> {
-        let mut checkout = self.checkout().await?;
-        let rows = checkout
-            .client()?
-            .query(
-                "SELECT g.rolname FROM pg_catalog.pg_auth_members m \
-                 JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
-                 JOIN pg_catalog.pg_roles u ON u.oid = m.member \
-                 WHERE u.rolname = $1",
-                &[&username],
-            )
-            .await
-            .map_err(|e| db_error("membership lookup", &e, &[]))?;
-        rows.iter()
-            .map(|r| r.try_get::<_, String>(0))
-            .collect::<Result<_, _>>()
-            .map_err(|e| db_error("membership lookup", &e, &[]))
     }
 
     async fn end_sessions(&self, username: &str) -> Result<(), DbError> {

@@ -517,3 +517,128 @@ async fn errors_name_the_statement_and_never_the_password() {
     assert!(!format!("{target:?}").contains("root-pw"));
     t.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_revocation_drops_every_role_and_ends_their_sessions() {
+    let Some(t) = TestDb::new().await else { return };
+    let target = t.target().await;
+    let mut batch = Vec::new();
+    let mut sessions = Vec::new();
+    for i in 0..20 {
+        let user = t.username();
+        let password = generate_password();
+        target
+            .create_user(
+                &statements(&[
+                    "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+                    "GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{{name}}\";",
+                ]),
+                &issue_vars(&user, &password),
+            )
+            .await
+            .unwrap();
+        if i < 3 {
+            sessions.push(t.login(&user, &password).await);
+        }
+        // Every other lease has custom statements; the rest use the default.
+        let custom = if i % 2 == 0 {
+            statements(&["DROP ROLE IF EXISTS \"{{name}}\";"])
+        } else {
+            Vec::new()
+        };
+        batch.push((user, custom));
+    }
+    // One that never existed (an intent whose creation never ran) is revoked too.
+    batch.push((format!("{}never", t.prefix()), Vec::new()));
+    let results = target.revoke_users(&batch).await;
+    assert_eq!(results.len(), batch.len());
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    for (user, _) in &batch {
+        assert!(!t.role_exists(user).await, "{user} survived");
+    }
+    for s in sessions {
+        assert!(
+            s.simple_query("SELECT 1").await.is_err(),
+            "a revoked role's session must be ended"
+        );
+    }
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_revocation_isolates_a_failing_statement() {
+    let Some(t) = TestDb::new().await else { return };
+    let target = t.target().await;
+    let mut batch = Vec::new();
+    for i in 0..4 {
+        let user = t.username();
+        target
+            .create_user(
+                &statements(&["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}';"]),
+                &issue_vars(&user, &generate_password()),
+            )
+            .await
+            .unwrap();
+        let custom = if i == 2 {
+            statements(&["DROP ROLE \"{{name}}\"; SELECT no_such_function();"])
+        } else {
+            Vec::new()
+        };
+        batch.push((user, custom));
+    }
+    let results = target.revoke_users(&batch).await;
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.is_err(), i == 2, "{i}: {r:?}");
+    }
+    assert!(!t.role_exists(&batch[0].0).await);
+    assert!(!t.role_exists(&batch[3].0).await);
+    assert!(
+        t.role_exists(&batch[2].0).await,
+        "its transaction rolled back"
+    );
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_rotation_stores_a_new_verifier() {
+    let Some(t) = TestDb::new().await else { return };
+    let admin_user = format!("{}admin", t.prefix());
+    t.admin
+        .batch_execute(&format!(
+            "CREATE ROLE {} WITH LOGIN CREATEROLE PASSWORD 'initial-pw'",
+            postgres::quote_ident(&admin_user)
+        ))
+        .await
+        .unwrap();
+    let before: String = t
+        .admin
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&admin_user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut config = t.config();
+    config.username = admin_user.clone();
+    config.password = SecretString::from("initial-pw".to_owned());
+    let target = PgTarget::connect(config).await.unwrap();
+    let new_password = generate_password();
+    target
+        .rotate_root(&admin_user, &[], &new_password)
+        .await
+        .unwrap();
+    let after: String = t
+        .admin
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&admin_user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(before, after);
+    assert!(after.starts_with("SCRAM-SHA-256$"), "{after}");
+    assert!(!after.contains(new_password.expose_secret()));
+    t.cleanup().await;
+}
