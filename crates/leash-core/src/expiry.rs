@@ -1,13 +1,14 @@
-//! Background work: revoking expired tokens (and their subtrees).
+//! Background work: revoking expired tokens (and their subtrees); the lease worker
+//! ([`crate::leases`]) runs beside it.
 //!
 //! The worker is owned: [`Background`] holds its task and stops it on `shutdown` (or
 //! drop). It holds only a weak reference to the core, so it never keeps a stopped
 //! server alive. Failures are logged and retried on the next tick; nothing is dropped.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::Inner;
@@ -21,6 +22,7 @@ const BATCH: usize = 1000;
 pub struct Background {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    leases: Option<crate::leases::Worker>,
 }
 
 impl Background {
@@ -29,6 +31,9 @@ impl Background {
         let _ = self.stop.send(true);
         if let Some(t) = self.task.take() {
             let _ = t.await;
+        }
+        if let Some(w) = self.leases.take() {
+            w.shutdown().await;
         }
     }
 }
@@ -42,7 +47,8 @@ impl Drop for Background {
     }
 }
 
-pub(crate) fn start(inner: Weak<Inner>) -> Background {
+pub(crate) fn start(inner: Weak<Inner>, lease_wake: Arc<Notify>) -> Background {
+    let leases = crate::leases::start(inner.clone(), lease_wake);
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         loop {
@@ -70,5 +76,6 @@ pub(crate) fn start(inner: Weak<Inner>) -> Background {
     Background {
         stop,
         task: Some(task),
+        leases: Some(leases),
     }
 }

@@ -12,10 +12,12 @@
 
 mod audit_log;
 mod expiry;
+mod leases;
 mod pipeline;
 pub mod policy_store;
 mod router;
 mod sys;
+mod sys_leases;
 pub mod token;
 mod token_backend;
 
@@ -72,6 +74,8 @@ pub(crate) struct Inner {
     pub(crate) router: RwLock<Arc<Router>>,
     pub(crate) mount_lock: tokio::sync::Mutex<()>,
     pub(crate) cluster_id: String,
+    /// Wakes the lease expiry worker (a token was revoked, a lease abandoned).
+    pub(crate) lease_wake: Arc<tokio::sync::Notify>,
 }
 
 /// A running core. Cheap to clone.
@@ -106,10 +110,12 @@ impl Core {
         dev_root_token: Option<SecretString>,
     ) -> Result<Opened, CoreError> {
         let policies = PolicyStore::load(Arc::clone(&storage)).await?;
+        let lease_wake = Arc::new(tokio::sync::Notify::new());
         let tokens = TokenStore::new(
             Arc::clone(&storage),
             Arc::clone(&clock),
             config.token_limits,
+            Arc::clone(&lease_wake),
         );
         let audit = Broker::new(config.audit_deadline);
         let cluster_id = match storage.get(SYS_NS, "cluster_id").await? {
@@ -132,6 +138,7 @@ impl Core {
             router: RwLock::new(Arc::new(Router::default())),
             mount_lock: tokio::sync::Mutex::new(()),
             cluster_id,
+            lease_wake,
         });
         let core = Core(inner);
 
@@ -223,15 +230,24 @@ impl Core {
         pipeline::handle(&self.0, req).await
     }
 
-    /// Starts background work (token expiry). Returns a handle that stops it.
+    /// Starts background work (token expiry, lease expiry and revocation retries).
+    /// Returns a handle that stops it.
     pub fn start_background(&self) -> expiry::Background {
-        expiry::start(Arc::downgrade(&self.0))
+        expiry::start(Arc::downgrade(&self.0), Arc::clone(&self.0.lease_wake))
     }
 
     fn install_router(&self, mounts: &[MountEntry]) -> Result<(), CoreError> {
+        let current = self.0.router();
         let mut mounted = Vec::new();
         for m in mounts {
-            let backend = self.backend_for(m)?;
+            // A mount that did not change keeps its backend (and its connections).
+            let backend = match current
+                .all()
+                .find(|c| c.entry.uuid == m.uuid && c.entry.kind == m.kind)
+            {
+                Some(c) => Arc::clone(&c.backend),
+                None => self.backend_for(m)?,
+            };
             mounted.push(Mounted {
                 entry: Arc::new(m.clone()),
                 backend,
@@ -255,6 +271,12 @@ impl Core {
                 m,
                 Arc::clone(&self.0.storage),
                 Arc::clone(&self.0.clock),
+            ),
+            (MountTable::Secret, "database") => leash_engines::database::engine::new_backend(
+                m,
+                Arc::clone(&self.0.storage),
+                Arc::clone(&self.0.clock),
+                Arc::new(leases::Registry { inner: weak }),
             ),
             (t, other) => {
                 let what = if t == MountTable::Auth {

@@ -176,6 +176,24 @@ pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response,
                 tracing::error!(error = %e, "could not revoke a token whose creation failed to audit");
             }
         }
+        // Likewise a credential leased by this request: its lease is revoked now.
+        if let Ok(r) = &result
+            && let Some(s) = &r.secret
+            && !s.lease_id.is_empty()
+            && s.lease_id.starts_with(&mount_point)
+        {
+            let ids = [s.lease_id.clone()];
+            match inner
+                .storage
+                .leases_mark_revoking(&ids, inner.clock.unix())
+                .await
+            {
+                Ok(_) => inner.lease_wake.notify_one(),
+                Err(e) => {
+                    tracing::error!(error = %e, lease_id = %s.lease_id, "could not revoke a lease whose issuance failed to audit")
+                }
+            }
+        }
         return Err(audit_err);
     }
 

@@ -70,6 +70,11 @@ impl Router {
         v
     }
 
+    /// Every mount, in no particular order.
+    pub fn all(&self) -> impl Iterator<Item = &Mounted> {
+        self.by_prefix.values()
+    }
+
     /// The mount at exactly this path in a table.
     pub fn get(&self, table: MountTable, path: &str) -> Option<&Mounted> {
         self.by_prefix

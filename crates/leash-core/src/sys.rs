@@ -50,6 +50,7 @@ impl Backend for SysBackend {
             || path.starts_with("auth/")
             || path == "capabilities"
             || path == "capabilities-accessor"
+            || crate::sys_leases::is_root_protected(path)
     }
 
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
@@ -132,6 +133,9 @@ impl SysBackend {
     ) -> Result<Option<Response>, CoreError> {
         let op = req.operation;
         let write = matches!(op, Operation::Update | Operation::Create);
+        if let Some(r) = crate::sys_leases::handle(inner, req, p).await {
+            return r;
+        }
         if let Some(c) = match_route("mounts/*", p) {
             let (path, tune) = split_tune(c[0]);
             return mount_op(inner, req, MountTable::Secret, path, tune).await;
@@ -445,6 +449,19 @@ async fn mount_op(
                     "cannot unmount {:?}",
                     entry.route_prefix()
                 )));
+            }
+            // As in Vault, disabling an engine revokes what it issued first; a mount
+            // whose credentials cannot all be revoked stays, so none is orphaned.
+            let prefix = entry.route_prefix();
+            let ids = inner.storage.lease_ids_with_prefix(&prefix).await?;
+            if !ids.is_empty() {
+                let outcome = crate::leases::revoke_ids(inner, &ids).await?;
+                if let Some((id, err)) = outcome.failed.first() {
+                    return Err(CoreError::invalid(format!(
+                        "cannot disable {prefix}: {} lease(s) could not be revoked (first: {id}: {err}); they will be retried. Try again later, or drop them with sys/leases/revoke-force/{prefix}",
+                        outcome.failed.len()
+                    )));
+                }
             }
             change_mounts(inner, |t| {
                 t.mounts.retain(|m| !(m.table == table && m.path == path));

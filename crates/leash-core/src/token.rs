@@ -102,6 +102,8 @@ pub struct TokenStore {
     /// Bumped by every invalidation; a lookup that started before one may not cache
     /// what it read (it may predate a revocation).
     generation: std::sync::atomic::AtomicU64,
+    /// Wakes the lease worker when tokens (and so their leases) are revoked.
+    lease_wake: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone)]
@@ -137,6 +139,7 @@ impl TokenStore {
         storage: Arc<dyn Storage>,
         clock: Arc<dyn Clock>,
         limits: TokenLimits,
+        lease_wake: Arc<tokio::sync::Notify>,
     ) -> TokenStore {
         TokenStore {
             storage,
@@ -144,6 +147,7 @@ impl TokenStore {
             limits,
             cache: std::sync::RwLock::new(std::collections::HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            lease_wake,
         }
     }
 
@@ -542,6 +546,7 @@ impl TokenStore {
             .token_delete_tree(hash, orphan_children, self.clock.unix())
             .await?;
         self.forget(gone.iter().map(|t| t.hash));
+        self.lease_wake.notify_one();
         if orphan_children {
             // The children changed (they are orphans now) but are not known here by
             // hash; revoke-orphan is rare (sudo), so drop every cached entry.
@@ -560,6 +565,9 @@ impl TokenStore {
             let gone = self.storage.token_delete_tree(h, false, now).await?;
             self.forget(gone.iter().map(|t| t.hash));
             n += gone.len();
+        }
+        if n > 0 {
+            self.lease_wake.notify_one();
         }
         Ok(n)
     }
@@ -640,7 +648,12 @@ mod tests {
         let keyring = Keyring::from_master(&Keyring::generate_master()).unwrap();
         let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), keyring).unwrap());
         let policies = PolicyStore::load(Arc::clone(&storage)).await.unwrap();
-        let tokens = TokenStore::new(storage, Arc::new(SystemClock), TokenLimits::default());
+        let tokens = TokenStore::new(
+            storage,
+            Arc::new(SystemClock),
+            TokenLimits::default(),
+            Arc::new(tokio::sync::Notify::new()),
+        );
         (dir, tokens, policies)
     }
 

@@ -63,6 +63,8 @@ pub struct TestServer {
     pub key: Vec<u8>,
     /// The core (for tests that need to reach past HTTP, e.g. background work).
     pub core: Core,
+    /// Its storage (for tests that check what is persisted, e.g. lease records).
+    pub storage: Arc<dyn Storage>,
     http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -97,7 +99,7 @@ impl TestServer {
             .root_token
             .unwrap_or_else(|| format!("test-root-{}", leash_types::random::base62(24)));
         let opened = Core::open(
-            storage,
+            Arc::clone(&storage),
             opts.clock,
             opts.config,
             Some(SecretString::from(root.clone())),
@@ -124,6 +126,7 @@ impl TestServer {
             dir,
             key,
             core,
+            storage,
             http: reqwest::Client::new(),
             stop: Some(stop_tx),
             task: Some(task),
@@ -186,6 +189,11 @@ impl TestServer {
     /// `call` with the root token.
     pub async fn root(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call(method, path, Some(&self.root_token), body).await
+    }
+
+    /// How many lease records storage holds.
+    pub async fn core_lease_count(&self) -> u64 {
+        self.storage.lease_count().await.unwrap()
     }
 
     /// Writes a policy with the root token, asserting success.
