@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth_token;
+mod database;
 mod http_errors;
 mod kv;
 mod storage;
