@@ -868,6 +868,15 @@ async fn revocation_survives_a_target_outage_and_never_drops_a_lease() {
     let srv = TestServer::start().await;
     let pg = PgScratch::new().await;
     let proxy = Outage::start("127.0.0.1:5432").await;
+    let log = srv.dir.join("audit.log");
+    let (s, b) = srv
+        .root(
+            "PUT",
+            "sys/audit/file",
+            Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
     pg.setup(&srv, "database", json!({"default_ttl": 2, "max_ttl": 60}))
         .await;
     pg.configure(
@@ -921,6 +930,27 @@ async fn revocation_survives_a_target_outage_and_never_drops_a_lease() {
             "still there while the target is down"
         );
     }
+    // Each failure is audited, without secrets.
+    let audit = std::fs::read_to_string(&log).unwrap();
+    let failures: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] == "revocation-failed")
+        .collect();
+    assert!(failures.len() >= 5, "{audit}");
+    assert!(
+        failures[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("database \"pg\"")
+    );
+    assert!(
+        failures[0]["lease_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("database/creds/")
+    );
+    assert!(!audit.contains("root-password-not-checked"));
     // The agent cannot renew a lease that is being revoked.
     let (s, b) = srv
         .root(
@@ -942,5 +972,58 @@ async fn revocation_survives_a_target_outage_and_never_drops_a_lease() {
         srv.core_lease_count().await == 0
     })
     .await;
+    let audit = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        audit.contains("\"event\":\"revoked\""),
+        "the revocations are audited"
+    );
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_force_drops_records_loudly_and_needs_sudo() {
+    let srv = TestServer::start().await;
+    let pg = PgScratch::new().await;
+    let log = srv.dir.join("audit.log");
+    srv.root(
+        "PUT",
+        "sys/audit/file",
+        Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
+    )
+    .await;
+    pg.setup(&srv, "database", json!({})).await;
+    let (s, b) = srv
+        .root("GET", &format!("database/creds/{}", pg.role), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, user, _) = creds(&b);
+    srv.write_policy(
+        "ops",
+        r#"path "sys/leases/*" { capabilities = ["update", "read", "list"] }"#,
+    )
+    .await;
+    let ops = srv.token_with(&["ops"]).await;
+    let (s, _) = srv
+        .call("PUT", "sys/leases/revoke-force/database/", Some(&ops), None)
+        .await;
+    assert_eq!(s, 403, "revoke-force needs sudo");
+    let (s, b) = srv
+        .root("PUT", "sys/leases/revoke-force/database/", None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["data"]["dropped"], 1);
+    assert!(
+        b["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("without revoking"),
+        "{b}"
+    );
+    assert_eq!(srv.core_lease_count().await, 0);
+    assert!(pg.role_exists(&user).await, "the target was not touched");
+    let audit = std::fs::read_to_string(&log).unwrap();
+    assert!(audit.contains("\"event\":\"force-revoked\""), "{audit}");
+    let (s, b) = srv.root("PUT", "sys/leases/revoke-prefix/", None).await;
+    assert_eq!(s, 400, "an empty prefix would be every lease: {b}");
     pg.cleanup().await;
 }

@@ -9,7 +9,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth_token;
+mod crash;
 mod database;
+mod database_mysql;
 mod http_errors;
 mod kv;
 mod storage;
