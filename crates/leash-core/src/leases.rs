@@ -642,7 +642,7 @@ pub(crate) async fn renew(
 /// `sys/leases/lookup`'s answer for one lease.
 pub(crate) async fn lookup(inner: &Arc<Inner>, id: &str) -> Result<Value, CoreError> {
     let Some(l) = inner.storage.lease_get(id).await? else {
-        return Err(CoreError::invalid("lease not found"));
+        return Err(CoreError::invalid("invalid lease"));
     };
     let entry = LeaseEntry::decode(&l)?;
     let now = inner.clock.unix();

@@ -95,7 +95,7 @@ pub(crate) async fn handle(
                     // Vault answers an unknown lease with success: revoking is idempotent.
                     return Ok(None);
                 }
-                revoke(inner, req, vec![id], "lease").await
+                revoke(inner, req, vec![id], "").await
             }
             .await,
         );
@@ -108,7 +108,7 @@ pub(crate) async fn handle(
             async {
                 let prefix = check_prefix(&prefix)?;
                 let ids = inner.storage.lease_ids_with_prefix(&prefix).await?;
-                revoke(inner, req, ids, "prefix").await
+                revoke(inner, req, ids, " under the prefix").await
             }
             .await,
         );
@@ -227,7 +227,7 @@ async fn revoke(
     match failed.first() {
         None => Ok(None),
         Some((id, err)) => Err(CoreError::Upstream(format!(
-            "revocation of {} {what} lease(s) failed and will be retried until it succeeds (first: {id}: {err})",
+            "revocation of {} lease(s){what} failed and will be retried until it succeeds (first: {id}: {err})",
             failed.len()
         ))),
     }

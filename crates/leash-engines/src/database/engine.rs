@@ -643,6 +643,11 @@ impl DatabaseBackend {
         let mut warnings: Vec<String> = fields::ignored_warning(data, CONFIG_FIELDS)
             .into_iter()
             .collect();
+        if redact_url(&config.connection_url) != config.connection_url {
+            warnings.push(
+                "Password found in connection_url: use {{username}} and {{password}} placeholders with the username and password fields, so reads never show it and rotate-root can replace it".into(),
+            );
+        }
         if config.allowed_roles.is_empty() {
             warnings.push(
                 "allowed_roles is empty: no role may use this connection until it is set".into(),

@@ -108,6 +108,22 @@ pub enum DbError {
     },
 }
 
+/// An error and its causes as one line (`a: b: c`), skipping a cause whose text the
+/// line already holds (drivers often repeat their source in their own message).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 impl DbError {
     /// The PostgreSQL SQLSTATE, when the database reported one.
     pub fn sqlstate(&self) -> Option<&str> {

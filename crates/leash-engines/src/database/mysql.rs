@@ -174,7 +174,7 @@ fn parts(e: &mysql_async::Error, secrets: &[&str]) -> (String, String) {
             format!("{}/{}", s.code, s.state),
             scrub(&s.message, secrets),
         ),
-        other => (String::new(), scrub(&other.to_string(), secrets)),
+        other => (String::new(), scrub(&super::error_chain(other), secrets)),
     }
 }
 
@@ -199,7 +199,7 @@ fn statement_error(index: usize, e: &mysql_async::Error, secrets: &[&str]) -> Db
 fn connect_error(e: &mysql_async::Error, secrets: &[&str]) -> DbError {
     let message = match e {
         mysql_async::Error::Server(s) => format!("ERROR {} ({}): {}", s.code, s.state, s.message),
-        other => other.to_string(),
+        other => super::error_chain(other),
     };
     DbError::Connect {
         message: scrub(&message, secrets),

@@ -164,7 +164,7 @@ fn scrub(message: &str, secrets: &[&str]) -> String {
 fn parts(e: &tokio_postgres::Error, secrets: &[&str]) -> (String, String) {
     match e.as_db_error() {
         Some(db) => (db.code().code().to_owned(), scrub(db.message(), secrets)),
-        None => (String::new(), scrub(&e.to_string(), secrets)),
+        None => (String::new(), scrub(&super::error_chain(e), secrets)),
     }
 }
 
