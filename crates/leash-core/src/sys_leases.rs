@@ -56,6 +56,18 @@ pub(crate) async fn handle(
         if !matches!(op, Operation::List | Operation::Read) {
             return Some(Err(CoreError::UnsupportedOperation));
         }
+        // Listing every lease (`LIST sys/leases/lookup`, no prefix) needs sudo too:
+        // the root-protection check sees that path without its trailing slash.
+        if prefix.trim_matches('/').is_empty()
+            && let Some(c) = req.caller
+            && !c.acl.is_root()
+            && !c
+                .acl
+                .capabilities("sys/leases/lookup/")
+                .contains(leash_types::Capability::Sudo)
+        {
+            return Some(Err(CoreError::PermissionDenied));
+        }
         return Some(list_children(inner, &prefix).await);
     }
     let renew_path = rest("leases/renew/*").or_else(|| rest("renew/*"));

@@ -419,7 +419,9 @@ impl TokenStore {
                 .collect();
             if base.is_empty() {
                 "token".to_owned()
-            } else if spec.path.starts_with("auth/token/") {
+            } else if spec.path.starts_with("auth/token/") && spec.path != "auth/token/root" {
+                // Vault's naming: token-store tokens are `token-<name>`; the root token
+                // is plain `root` (so its database usernames read `v-root-…`).
                 format!("token-{base}")
             } else {
                 base

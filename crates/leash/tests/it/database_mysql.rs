@@ -115,7 +115,7 @@ async fn mariadb_credentials_work_expire_and_are_revoked() {
         let (s, body) = srv.root("GET", "mysql/creds/ro", None).await;
         assert_eq!(s, 200, "{body}");
         let user = body["data"]["username"].as_str().unwrap().to_owned();
-        assert!(user.len() <= 32 && user.starts_with("v-toke-ro-"), "{user}");
+        assert!(user.len() <= 32 && user.starts_with("v-root-ro-"), "{user}");
         assert_eq!(body["lease_duration"], 3);
         issued.push((
             body["lease_id"].as_str().unwrap().to_owned(),
