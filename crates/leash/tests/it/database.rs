@@ -1007,6 +1007,16 @@ async fn revoke_force_drops_records_loudly_and_needs_sudo() {
         .call("PUT", "sys/leases/revoke-force/database/", Some(&ops), None)
         .await;
     assert_eq!(s, 403, "revoke-force needs sudo");
+    for path in [
+        "sys/leases/lookup",
+        "sys/leases/lookup/",
+        "sys/leases/lookup/database/",
+    ] {
+        let (s, _) = srv.call("LIST", path, Some(&ops), None).await;
+        assert_eq!(s, 403, "listing leases ({path}) needs sudo");
+    }
+    let (s, b) = srv.root("LIST", "sys/leases/lookup", None).await;
+    assert_eq!((s, &b["data"]["keys"]), (200, &json!(["database/"])), "{b}");
     let (s, b) = srv
         .root("PUT", "sys/leases/revoke-force/database/", None)
         .await;
