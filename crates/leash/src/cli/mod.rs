@@ -19,6 +19,7 @@ use leash_client::{Client, ClientConfig, ClientError};
 mod flags;
 mod input;
 mod kv;
+mod lease;
 mod login;
 mod output;
 mod paths;
@@ -45,6 +46,9 @@ pub(crate) enum ClientCommand {
     /// Read and write key/value secrets (KV version 2, or version 1 if the mount is).
     #[command(subcommand)]
     Kv(kv::KvCommand),
+    /// Look up, renew and revoke leases of dynamic credentials.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
     /// Read data from any path.
     Read(paths::ReadArgs),
     /// Write data to any path.
@@ -152,6 +156,7 @@ pub(crate) fn run(cmd: ClientCommand) -> ExitCode {
             ClientCommand::Token(c) => token::run(c).await,
             ClientCommand::Policy(c) => policy::run(c).await,
             ClientCommand::Kv(c) => kv::run(c).await,
+            ClientCommand::Lease(c) => lease::run(c).await,
             ClientCommand::Read(a) => paths::read(a).await,
             ClientCommand::Write(a) => paths::write(a).await,
             ClientCommand::List(a) => paths::list(a).await,

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth_token;
+mod cli_lease;
 mod crash;
 mod database;
 mod database_mysql;
