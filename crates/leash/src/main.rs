@@ -6,6 +6,7 @@
 use clap::Parser;
 
 mod bench;
+mod bench_leases;
 mod cli;
 mod config;
 mod server;
@@ -24,6 +25,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Drive a running server over HTTP and print throughput and latency.
     Bench(bench::BenchArgs),
+    /// Measure dynamic database credentials and leases in-process against PostgreSQL.
+    BenchLeases(bench_leases::BenchLeasesArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -34,6 +37,7 @@ fn main() -> std::process::ExitCode {
     match args.command {
         Command::Server(a) => server::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BenchLeases(a) => bench_leases::run(a),
         Command::Client(c) => cli::run(c),
     }
 }
