@@ -730,3 +730,62 @@ async fn a_hanging_device_fails_requests_within_the_deadline() {
         .await;
     assert_eq!(s, 403, "no token was minted: {b}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_whose_issuance_cannot_be_audited_is_revoked() {
+    let Some(fs) = Tmpfs::mount() else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let srv = TestServer::start().await;
+    let pg = crate::database::PgScratch::new().await;
+    pg.setup(&srv, "database", json!({})).await;
+    let log = fs.path().join("audit.log");
+    enable_file(&srv, "tmp", &log).await;
+    let creds = format!("database/creds/{}", pg.role);
+
+    // Measure the two lines an issuance writes (same shape as the real one below).
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let before = size(&log);
+    let (s, dry) = srv.root("GET", &creds, None).await;
+    assert_eq!(s, 200, "{dry}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let new = &text[usize::try_from(before).unwrap()..];
+    let lens: Vec<usize> = new.lines().map(|l| l.len() + 1).collect();
+    assert_eq!(lens.len(), 2, "{new}");
+    let (req_len, resp_len) = (lens[0], lens[1]);
+    assert!(resp_len > req_len + 100, "{req_len} {resp_len}");
+
+    // Room in the log's last page for the request line but not the response line.
+    let room = u64::try_from(req_len + (resp_len - req_len) / 2).unwrap();
+    assert!(
+        room < 4096,
+        "lines longer than a page: {req_len} {resp_len}"
+    );
+    let used = size(&log) % 4096;
+    let pad = (4096 + 4096 - room - used) % 4096;
+    if pad > 0 {
+        let mut f = OpenOptions::new().append(true).open(&log).unwrap();
+        let mut bytes = vec![b' '; usize::try_from(pad).unwrap()];
+        *bytes.last_mut().unwrap() = b'\n';
+        f.write_all(&bytes).unwrap();
+    }
+    let filler = fs.fill();
+    let (s, b) = srv.root("GET", &creds, None).await;
+    assert_eq!(s, 500, "{b}");
+    assert_eq!(error(&b), FAIL_CLOSED);
+    assert!(b["data"].is_null(), "no credential leaves: {b}");
+    std::fs::remove_file(filler).unwrap();
+
+    // The credential that was created but never handed out is revoked; the audited
+    // one lives.
+    let dry_user = dry["data"]["username"].as_str().unwrap().to_owned();
+    eventually(
+        "only the audited credential is left",
+        Duration::from_secs(15),
+        || async { pg.our_roles().await == vec![dry_user.clone()] },
+    )
+    .await;
+    assert_eq!(srv.core_lease_count().await, 1);
+    pg.cleanup().await;
+}
