@@ -275,7 +275,6 @@ impl Core {
             (MountTable::Secret, "database") => leash_engines::database::engine::new_backend(
                 m,
                 Arc::clone(&self.0.storage),
-                Arc::clone(&self.0.clock),
                 Arc::new(leases::Registry { inner: weak }),
             ),
             (t, other) => {

@@ -24,7 +24,7 @@ use leash_backend::{
     MountEntry, Response, fields, match_route,
 };
 use leash_storage::Storage;
-use leash_types::{Clock, ExposeSecret, Operation, SecretString};
+use leash_types::{ExposeSecret, Operation, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -243,25 +243,22 @@ async fn connect(config: &DbConfig, password: &SecretString) -> Result<Target, D
 pub struct DatabaseBackend {
     ns: String,
     storage: Arc<dyn Storage>,
-    #[allow(dead_code)]
-    clock: Arc<dyn Clock>,
     leases: Arc<dyn LeaseRegistry>,
     targets: Mutex<HashMap<String, Arc<Target>>>,
     /// Serialises configuration changes (write, rotate-root, reset, delete) per mount.
     config_lock: tokio::sync::Mutex<()>,
 }
 
-/// A database engine for `mount`.
+/// A database engine for `mount`. Time comes from the lease registry (expirations are
+/// the core's), so the engine needs no clock of its own.
 pub fn new_backend(
     mount: &MountEntry,
     storage: Arc<dyn Storage>,
-    clock: Arc<dyn Clock>,
     leases: Arc<dyn LeaseRegistry>,
 ) -> Arc<dyn Backend> {
     Arc::new(DatabaseBackend {
         ns: mount.storage_ns(),
         storage,
-        clock,
         leases,
         targets: Mutex::new(HashMap::new()),
         config_lock: tokio::sync::Mutex::new(()),
