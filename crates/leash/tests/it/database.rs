@@ -74,6 +74,22 @@ impl PgScratch {
         }
     }
 
+    /// The same scratch database over new connections (after a server restart).
+    pub(crate) async fn reconnect(self) -> PgScratch {
+        let admin = pg_connect(&pg_admin_url()).await;
+        let db = pg_connect(&format!(
+            "host=127.0.0.1 port=5432 user=postgres dbname={}",
+            self.name
+        ))
+        .await;
+        PgScratch {
+            admin,
+            db,
+            name: self.name,
+            role: self.role,
+        }
+    }
+
     pub(crate) fn url(&self) -> String {
         format!(
             "postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:5432/{}?sslmode=disable",

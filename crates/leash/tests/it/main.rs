@@ -15,6 +15,7 @@ mod database;
 mod database_mysql;
 mod http_errors;
 mod kv;
+mod pg_outage;
 mod storage;
 mod sys_audit;
 mod sys_health;
