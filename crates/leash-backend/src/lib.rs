@@ -12,6 +12,7 @@ pub mod caller;
 pub mod error;
 pub mod fields;
 pub mod lease;
+pub mod login;
 pub mod mount;
 pub mod request;
 
@@ -19,5 +20,6 @@ pub use backend::{Backend, BackendRequest, match_route};
 pub use caller::{Caller, TokenEntry};
 pub use error::CoreError;
 pub use lease::{LeaseRecord, LeaseRegistry, LeaseRequest, PendingLease};
+pub use login::{LoginGrant, TOKEN_FIELDS, TokenParams};
 pub use mount::{MountConfig, MountEntry, MountTable};
 pub use request::{AuthInfo, LeaseInfo, Request, Response, ResponseKind};

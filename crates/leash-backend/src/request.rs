@@ -103,9 +103,23 @@ pub struct Response {
     pub warnings: Vec<String>,
     /// How to answer.
     pub kind: ResponseKind,
+    /// A successful login: the core mints the token and fills `auth` from it.
+    pub login: Option<Box<crate::login::LoginGrant>>,
 }
 
 impl Response {
+    /// A successful login granting `grant`; the core mints the token.
+    pub fn login(grant: crate::login::LoginGrant) -> Response {
+        Response {
+            data: None,
+            secret: None,
+            auth: None,
+            warnings: Vec::new(),
+            kind: ResponseKind::Envelope,
+            login: Some(Box::new(grant)),
+        }
+    }
+
     /// A 200 envelope with `data`.
     pub fn data(data: Value) -> Response {
         Response {
@@ -114,6 +128,7 @@ impl Response {
             auth: None,
             warnings: Vec::new(),
             kind: ResponseKind::Envelope,
+            login: None,
         }
     }
 
@@ -125,6 +140,7 @@ impl Response {
             auth: None,
             warnings: Vec::new(),
             kind: ResponseKind::Raw(status),
+            login: None,
         }
     }
 

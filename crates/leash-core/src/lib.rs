@@ -13,6 +13,7 @@
 mod audit_log;
 mod expiry;
 mod leases;
+mod login;
 mod pipeline;
 pub mod policy_store;
 mod router;
@@ -76,6 +77,8 @@ pub(crate) struct Inner {
     pub(crate) cluster_id: String,
     /// Wakes the lease expiry worker (a token was revoked, a lease abandoned).
     pub(crate) lease_wake: Arc<tokio::sync::Notify>,
+    /// Failed-login accounting (rate limit per source, counts per role).
+    pub(crate) logins: login::LoginGuard,
 }
 
 /// A running core. Cheap to clone.
@@ -139,6 +142,7 @@ impl Core {
             mount_lock: tokio::sync::Mutex::new(()),
             cluster_id,
             lease_wake,
+            logins: login::LoginGuard::default(),
         });
         let core = Core(inner);
 
@@ -230,6 +234,11 @@ impl Core {
         pipeline::handle(&self.0, req).await
     }
 
+    /// Failed logins so far, per (auth mount path, role): for metrics.
+    pub fn login_failures(&self) -> Vec<((String, String), u64)> {
+        self.0.logins.failures_per_role()
+    }
+
     /// Starts background work (token expiry, lease expiry and revocation retries).
     /// Returns a handle that stops it.
     pub fn start_background(&self) -> expiry::Background {
@@ -268,6 +277,26 @@ impl Core {
             (MountTable::Secret, "system") => Arc::new(sys::SysBackend::new(weak)),
             (MountTable::Auth, "token") => Arc::new(token_backend::TokenBackend::new(weak)),
             (MountTable::Secret, "kv") => leash_engines::kv::new_backend(
+                m,
+                Arc::clone(&self.0.storage),
+                Arc::clone(&self.0.clock),
+            ),
+            (MountTable::Auth, "userpass") => leash_auth::userpass::new_backend(
+                m,
+                Arc::clone(&self.0.storage),
+                Arc::clone(&self.0.clock),
+            ),
+            (MountTable::Auth, "approle") => leash_auth::approle::new_backend(
+                m,
+                Arc::clone(&self.0.storage),
+                Arc::clone(&self.0.clock),
+            ),
+            (MountTable::Auth, "jwt" | "oidc") => leash_auth::jwt::new_backend(
+                m,
+                Arc::clone(&self.0.storage),
+                Arc::clone(&self.0.clock),
+            ),
+            (MountTable::Auth, "kubernetes") => leash_auth::kubernetes::new_backend(
                 m,
                 Arc::clone(&self.0.storage),
                 Arc::clone(&self.0.clock),

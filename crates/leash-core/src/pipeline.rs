@@ -149,12 +149,42 @@ pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response,
         }
     }
 
+    // A login path: refuse a source over its failed-login budget before checking
+    // anything (audited like every refusal).
+    let is_login = unauthenticated && mounted.entry.table == leash_backend::MountTable::Auth;
+    let source = req.remote_addr.map(|a| a.ip());
+    if is_login && let Err(e) = inner.logins.check(source) {
+        audit_response(inner, &ctx, Err(&e)).await?;
+        return Err(e);
+    }
+
     let result = mounted.backend.handle(&breq).await;
-    let result = match result {
+    let mut result = match result {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(CoreError::NotFound),
         Err(e) => Err(e),
     };
+    // A successful login: mint the token the auth method granted.
+    if let Ok(r) = &mut result
+        && let Some(grant) = r.login.take()
+    {
+        match crate::login::complete(inner, &mounted.entry, &req, *grant).await {
+            Ok((auth, warnings)) => {
+                r.auth = Some(auth);
+                r.warnings.extend(warnings);
+            }
+            Err(e) => result = Err(e),
+        }
+    }
+    if is_login && let Err(CoreError::PermissionDenied | CoreError::InvalidRequest(_)) = &result {
+        let role = req
+            .data
+            .get("role")
+            .and_then(serde_json::Value::as_str)
+            .or_else(|| rel.strip_prefix("login/"))
+            .unwrap_or("");
+        inner.logins.failed(source, &mount_point, role);
+    }
     // A write or delete that returns nothing is a 204, not a 404.
     let result = match result {
         Err(CoreError::NotFound) if !matches!(operation, Operation::Read | Operation::List) => {
@@ -214,6 +244,7 @@ fn no_content() -> Response {
         auth: None,
         warnings: Vec::new(),
         kind: leash_backend::ResponseKind::Envelope,
+        login: None,
     }
 }
 

@@ -121,6 +121,7 @@ impl KvV2 {
             auth: None,
             warnings: vec![w.to_owned()],
             kind: ResponseKind::Envelope,
+            login: None,
         }))
     }
 

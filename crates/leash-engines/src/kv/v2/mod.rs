@@ -497,6 +497,7 @@ fn not_found(data: Option<Value>, warning: Option<String>) -> Response {
         auth: None,
         warnings: warning.into_iter().collect(),
         kind: ResponseKind::EnvelopeWithStatus(404),
+        login: None,
     }
 }
 
