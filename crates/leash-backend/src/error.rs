@@ -11,6 +11,10 @@ pub enum CoreError {
     /// nothing about which.
     #[error("permission denied")]
     PermissionDenied,
+    /// A login or check refused with a reason the caller may see (which check failed,
+    /// never the credential): 403 with the message.
+    #[error("{0}")]
+    Forbidden(String),
     /// The policy grants the path only with a human approval (a `control_group`), and
     /// the caller holds none. The message says how to ask for one.
     #[error("{0}")]

@@ -176,7 +176,11 @@ pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response,
             Err(e) => result = Err(e),
         }
     }
-    if is_login && let Err(CoreError::PermissionDenied | CoreError::InvalidRequest(_)) = &result {
+    if is_login
+        && let Err(
+            CoreError::PermissionDenied | CoreError::Forbidden(_) | CoreError::InvalidRequest(_),
+        ) = &result
+    {
         let role = req
             .data
             .get("role")

@@ -137,6 +137,7 @@ pub fn error_response(err: &CoreError) -> HttpResponse {
     match err {
         CoreError::PermissionDenied => errors(StatusCode::FORBIDDEN, &["permission denied"]),
         CoreError::ApprovalRequired(m) => errors(StatusCode::FORBIDDEN, &["permission denied", m]),
+        CoreError::Forbidden(m) => errors(StatusCode::FORBIDDEN, &["permission denied", m]),
         CoreError::InvalidRequest(m) => errors(StatusCode::BAD_REQUEST, &[m]),
         CoreError::NotFound => errors(StatusCode::NOT_FOUND, &[]),
         CoreError::UnknownPath(_) => errors(StatusCode::NOT_FOUND, &[&err.to_string()]),
