@@ -44,12 +44,13 @@ pub struct LoginGrant {
     /// The identity's stable name within the mount (AppRole role id, `ns/sa` uid,
     /// JWT `user_claim` value, user name); the core derives the `entity_id` from it.
     pub alias: String,
-    /// The role the login went through, for audit and metrics.
+    /// The role the login went through, for logs and metrics (not added to the token's
+    /// metadata: each method puts there what Vault's does).
     pub role: Option<String>,
 }
 
 /// The `token_*` fields of a role (Vault's token parameters).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenParams {
     /// `token_policies` (legacy `policies`).
     #[serde(default)]
@@ -82,6 +83,22 @@ pub struct TokenParams {
 
 fn default_token_type() -> String {
     "default".to_owned()
+}
+
+impl Default for TokenParams {
+    fn default() -> Self {
+        TokenParams {
+            token_policies: Vec::new(),
+            token_ttl: 0,
+            token_max_ttl: 0,
+            token_explicit_max_ttl: 0,
+            token_period: 0,
+            token_num_uses: 0,
+            token_bound_cidrs: Vec::new(),
+            token_no_default_policy: false,
+            token_type: default_token_type(),
+        }
+    }
 }
 
 /// Field names [`TokenParams::update`] reads (for "ignored parameters" warnings).
@@ -249,6 +266,7 @@ mod tests {
     #[test]
     fn token_fields_take_new_and_legacy_names() {
         let mut p = TokenParams::default();
+        assert_eq!(p.token_type, "default");
         p.update(&data(json!({
             "policies": "a, B",
             "ttl": "15m",

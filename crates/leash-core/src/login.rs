@@ -7,9 +7,13 @@
 //! * `entity_id` = a UUID-shaped keyed hash of (mount accessor, identity alias): the same
 //!   agent gets the same id at every login, across restarts, without an identity store;
 //!   no one without the storage key can compute or reverse it.
-//! * Failed logins are counted per source IP in a sliding minute; past
-//!   [`MAX_FAILURES`] the source gets 429 until the minute passes. Other sources are not
-//!   affected. Failures are also counted per (mount, role) for metrics.
+//! * Failed logins are counted per source IP in a fixed one-minute window; past
+//!   [`MAX_FAILURES`] the source gets 429 until the window ends. Other sources are not
+//!   affected. The check comes before a login and the count after it, so concurrent
+//!   failures from one source can overshoot the budget by their number. Failures are also
+//!   counted per (mount, role) for metrics; the role is the login's `role` field (JWT,
+//!   Kubernetes) or the path's last segment (userpass), and AppRole failures (whose role
+//!   is unknown until the credential checks out) count under `""`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,6 +31,9 @@ pub(crate) const MAX_FAILURES: u32 = 20;
 pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 /// Most sources tracked at once (oldest windows are dropped first when full).
 const MAX_SOURCES: usize = 100_000;
+/// Most (mount, role) failure counters; past it, new roles count under `"(other)"` (a
+/// role name may come from the caller, so the set must not grow without bound).
+const MAX_ROLE_COUNTERS: usize = 10_000;
 
 /// The entity id of identity `alias` on `mount`.
 pub(crate) fn entity_id(inner: &Inner, mount: &MountEntry, alias: &str) -> String {
@@ -59,9 +66,9 @@ pub(crate) async fn complete(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let mut meta = grant.metadata;
+    let meta = grant.metadata;
     if let Some(r) = &grant.role {
-        meta.entry("role".to_owned()).or_insert_with(|| r.clone());
+        tracing::debug!(mount = %mount.route_prefix(), role = %r, "login");
     }
     let spec = TokenSpec {
         policies: grant.policies,
@@ -116,8 +123,11 @@ impl LoginGuard {
     /// Records a failed login from `ip` through `role` of the mount at `mount_path`.
     pub(crate) fn failed(&self, ip: Option<IpAddr>, mount_path: &str, role: &str) {
         if let Ok(mut m) = self.per_role.lock() {
-            *m.entry((mount_path.to_owned(), role.to_owned()))
-                .or_insert(0) += 1;
+            let mut key = (mount_path.to_owned(), role.to_owned());
+            if !m.contains_key(&key) && m.len() >= MAX_ROLE_COUNTERS {
+                key.1 = "(other)".to_owned();
+            }
+            *m.entry(key).or_insert(0) += 1;
         }
         let Some(ip) = ip else { return };
         let Ok(mut map) = self.sources.lock() else {

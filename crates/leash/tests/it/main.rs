@@ -8,7 +8,9 @@
 // Test code and its helpers panic on setup failure by design, like assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth_approle;
 mod auth_token;
+mod auth_userpass;
 mod cli_lease;
 mod crash;
 mod database;
