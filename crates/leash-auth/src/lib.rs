@@ -12,3 +12,4 @@ pub mod approle;
 pub mod jwt;
 pub mod kubernetes;
 pub mod userpass;
+pub mod verify;

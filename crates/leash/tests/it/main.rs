@@ -9,6 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth_approle;
+mod auth_jwt;
+mod auth_kubernetes;
 mod auth_token;
 mod auth_userpass;
 mod cli_lease;
