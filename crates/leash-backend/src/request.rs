@@ -89,6 +89,8 @@ pub enum ResponseKind {
     /// The envelope, but with this (non-200) status: e.g. 404 for a soft-deleted KV
     /// version, whose body still carries metadata.
     EnvelopeWithStatus(u16),
+    /// Plain text (`data` is a JSON string), e.g. Prometheus' exposition format.
+    Text(u16),
 }
 
 /// A successful answer. `Debug` shows the data's keys only: values may be secrets.

@@ -14,6 +14,7 @@ mod audit_log;
 mod expiry;
 mod leases;
 mod login;
+mod metrics;
 mod pipeline;
 pub mod policy_store;
 mod router;

@@ -112,6 +112,9 @@ impl Backend for SysBackend {
                     req.data,
                 )?))
             }
+            ("metrics", Operation::Read) => {
+                Ok(Some(crate::metrics::render(&inner, req.data).await?))
+            }
             ("audit", Operation::Read) => {
                 let mut m = Map::new();
                 for d in inner.audit.list() {
@@ -235,6 +238,7 @@ impl SysBackend {
 /// The fixed paths `handle` serves (for some operation).
 const KNOWN_PATHS: &[&str] = &[
     "health",
+    "metrics",
     "seal-status",
     "init",
     "leader",

@@ -84,6 +84,19 @@ pub fn success(path: &str, request_id: &str, resp: Response) -> HttpResponse {
             let code = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
             return json_response(code, &resp.data.unwrap_or(Value::Null));
         }
+        ResponseKind::Text(code) => {
+            let text = match resp.data {
+                Some(Value::String(s)) => s,
+                _ => String::new(),
+            };
+            let mut r = HttpResponse::new(Body::from(text));
+            *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return r;
+        }
         ResponseKind::Envelope => StatusCode::OK,
         ResponseKind::EnvelopeWithStatus(code) => {
             StatusCode::from_u16(code).unwrap_or(StatusCode::OK)

@@ -23,6 +23,7 @@ mod pg_outage;
 mod storage;
 mod sys_audit;
 mod sys_health;
+mod sys_metrics;
 mod sys_mounts;
 mod sys_policy;
 
