@@ -148,6 +148,7 @@ impl Broker {
                     &path,
                     dest,
                     opts.mode,
+                    opts.rotation.clone(),
                     self.queue_capacity,
                     self.deadline,
                     counters.clone(),

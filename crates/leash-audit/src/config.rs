@@ -11,10 +11,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::AuditError;
+use crate::rotate::Rotation;
 
 /// The one device type leash has: Vault's `file` device.
 pub const KIND_FILE: &str = "file";
@@ -34,7 +36,30 @@ pub const OPT_PREFIX: &str = "prefix";
 /// `elide_list_responses`: replace list responses by their key count. Default `false`.
 pub const OPT_ELIDE_LIST_RESPONSES: &str = "elide_list_responses";
 
-const KNOWN_OPTIONS: [&str; 7] = [
+/// `rotate_bytes`: rotate the file once it holds this many bytes; `0` = never by size.
+/// Default 100 MiB.
+pub const OPT_ROTATE_BYTES: &str = "rotate_bytes";
+/// `rotate_interval`: rotate the file once it is this old (Go duration); `0` = never by
+/// age. Default `24h`.
+pub const OPT_ROTATE_INTERVAL: &str = "rotate_interval";
+/// `rotate_compress`: gzip rotated files. Default `true`.
+pub const OPT_ROTATE_COMPRESS: &str = "rotate_compress";
+/// `retention`: delete rotated files older than this (Go duration); `0` = keep forever.
+/// Default 90 days.
+pub const OPT_RETENTION: &str = "retention";
+
+/// Default `rotate_bytes`: 100 MiB.
+const DEFAULT_ROTATE_BYTES: u64 = 100 << 20;
+/// Default `rotate_interval`: 24 hours.
+const DEFAULT_ROTATE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Default `retention`: 90 days.
+const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86400);
+
+const KNOWN_OPTIONS: [&str; 11] = [
+    OPT_ROTATE_BYTES,
+    OPT_ROTATE_INTERVAL,
+    OPT_ROTATE_COMPRESS,
+    OPT_RETENTION,
     OPT_FILE_PATH,
     OPT_LOG_RAW,
     OPT_HMAC_ACCESSOR,
@@ -116,6 +141,8 @@ pub(crate) struct FileOptions {
     pub(crate) mode: u32,
     pub(crate) prefix: String,
     pub(crate) elide_list_responses: bool,
+    /// Rotation and retention (regular files only; ignored for FIFOs and devices).
+    pub(crate) rotation: Rotation,
 }
 
 impl FileOptions {
@@ -164,7 +191,34 @@ impl FileOptions {
             None => DEFAULT_MODE,
             Some(raw) => parse_mode(raw)?,
         };
+        let rotation_keys = [
+            OPT_ROTATE_BYTES,
+            OPT_ROTATE_INTERVAL,
+            OPT_ROTATE_COMPRESS,
+            OPT_RETENTION,
+        ];
+        if !matches!(target, Target::File(_))
+            && let Some(key) = rotation_keys.iter().find(|k| get(k).is_some())
+        {
+            return Err(AuditError::InvalidConfig(format!(
+                "option {key:?} applies only to a file, not to {OPT_FILE_PATH:?} = \"stdout\" or \"discard\""
+            )));
+        }
+        let rotation = Rotation {
+            bytes: match get(OPT_ROTATE_BYTES) {
+                None => DEFAULT_ROTATE_BYTES,
+                Some(raw) => raw.parse::<u64>().map_err(|_| {
+                    AuditError::InvalidConfig(format!(
+                        "option {OPT_ROTATE_BYTES:?}: {raw:?} is not a whole number of bytes (0 turns rotation by size off)"
+                    ))
+                })?,
+            },
+            interval: parse_go_duration(OPT_ROTATE_INTERVAL, get(OPT_ROTATE_INTERVAL), DEFAULT_ROTATE_INTERVAL)?,
+            compress: parse_bool(OPT_ROTATE_COMPRESS, get(OPT_ROTATE_COMPRESS), true)?,
+            retention: parse_go_duration(OPT_RETENTION, get(OPT_RETENTION), DEFAULT_RETENTION)?,
+        };
         Ok(FileOptions {
+            rotation,
             target,
             log_raw: parse_bool(OPT_LOG_RAW, get(OPT_LOG_RAW), false)?,
             hmac_accessor: parse_bool(OPT_HMAC_ACCESSOR, get(OPT_HMAC_ACCESSOR), true)?,
@@ -176,6 +230,22 @@ impl FileOptions {
                 false,
             )?,
         })
+    }
+}
+
+/// A duration option (`"24h"`, `"90d"`, `"3600"`; `"0"` = off).
+fn parse_go_duration(
+    key: &str,
+    raw: Option<&str>,
+    default: Duration,
+) -> Result<Duration, AuditError> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => leash_types::parse_duration(raw).map_err(|e| {
+            AuditError::InvalidConfig(format!(
+                "option {key:?}: {e}; use a duration such as \"24h\" or \"0\" (off)"
+            ))
+        }),
     }
 }
 
@@ -263,8 +333,43 @@ mod tests {
                 mode: 0o600,
                 prefix: String::new(),
                 elide_list_responses: false,
+                rotation: Rotation {
+                    bytes: 100 << 20,
+                    interval: Duration::from_secs(86400),
+                    compress: true,
+                    retention: Duration::from_secs(90 * 86400),
+                },
             }
         );
+    }
+
+    #[test]
+    fn rotation_options_parse_and_reject_bad_values() {
+        let o = FileOptions::parse(&opts(&[
+            ("file_path", "/tmp/a.log"),
+            ("rotate_bytes", "0"),
+            ("rotate_interval", "1h30m"),
+            ("rotate_compress", "false"),
+            ("retention", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            o.rotation,
+            Rotation {
+                bytes: 0,
+                interval: Duration::from_secs(5400),
+                compress: false,
+                retention: Duration::ZERO,
+            }
+        );
+        let m = invalid(&[("file_path", "/tmp/a.log"), ("rotate_bytes", "1MB")]);
+        assert!(m.contains("rotate_bytes") && m.contains("1MB"), "{m}");
+        let m = invalid(&[("file_path", "/tmp/a.log"), ("retention", "-1h")]);
+        assert!(m.contains("retention"), "{m}");
+        let m = invalid(&[("file_path", "/tmp/a.log"), ("rotate_interval", "soon")]);
+        assert!(m.contains("rotate_interval") && m.contains("soon"), "{m}");
+        let m = invalid(&[("file_path", "stdout"), ("rotate_bytes", "10")]);
+        assert!(m.contains("only to a file"), "{m}");
     }
 
     #[test]

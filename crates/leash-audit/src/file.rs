@@ -17,6 +17,12 @@
 //! line is followed by a newline before the next batch, so one torn line never swallows
 //! the next entry; errors carry the OS error only, never the line.
 //!
+//! The writer thread also keeps the device's hash chain (see `chain`): it appends
+//! `"prev_hash"` (and on a genesis line `"chain_genesis"`) to each line as it batches
+//! it, continues from the file's last line when it opens the file, and puts the chain
+//! back where the file really ends after a failed write. It rotates regular files between
+//! batches (see `rotate`); a failed rotation fails the batch, like a failed write.
+//!
 //! Not here: building or hashing entries (the broker and the core), choosing devices.
 
 use std::fs::{File, OpenOptions, Permissions};
@@ -25,11 +31,13 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 
+use crate::chain;
 use crate::error::AuditError;
+use crate::rotate::{self, Rotation};
 use crate::stats::Counters;
 
 /// Lines a device queues before [`Writer::submit`] fails at once.
@@ -105,6 +113,7 @@ impl Writer {
         name: &str,
         dest: Destination,
         mode: u32,
+        rotation: Rotation,
         capacity: usize,
         deadline: Duration,
         counters: Arc<Counters>,
@@ -120,14 +129,22 @@ impl Writer {
         std::thread::Builder::new()
             .name(format!("audit {name}"))
             .spawn(move || {
-                match open(&thread_dest, mode) {
+                match open(&thread_dest, mode).and_then(|out| {
+                    let chain = ChainState::at_open(&out)?;
+                    Ok((out, chain))
+                }) {
                     Err(reason) => {
                         let _ = ready_tx.send(Err(reason));
                     }
-                    Ok(out) => {
+                    Ok((out, chain)) => {
+                        if let Output::File { path, .. } = &out
+                            && let Err(e) = rotate::apply_retention(path, rotation.retention)
+                        {
+                            tracing::warn!(device = %path.display(), error = %e, "audit retention could not delete old rotated files");
+                        }
                         // If the broker gave up waiting, `out` is dropped (closed) here.
                         if ready_tx.send(Ok(())).is_ok() {
-                            run(out, &rx, &counters);
+                            run(out, chain, &rotation, mode, &rx, &counters);
                         }
                     }
                 }
@@ -199,6 +216,15 @@ enum Output {
     File {
         file: File,
         sync: bool,
+        path: PathBuf,
+        /// Bytes in the file (for rotation by size).
+        size: u64,
+        /// When the file was created or opened (for rotation by age).
+        opened: SystemTime,
+        /// Whether `open` created the file (it did not exist).
+        created: bool,
+        /// Set when a rotation renamed the file but could not open the new one.
+        renamed: bool,
     },
     Stdout(io::Stdout),
 }
@@ -216,6 +242,7 @@ fn open(dest: &Destination, mode: u32) -> Result<Output, String> {
     } else {
         mode
     };
+    let existed = path.exists();
     let file = OpenOptions::new()
         .append(true)
         .create(true)
@@ -229,9 +256,19 @@ fn open(dest: &Destination, mode: u32) -> Result<Output, String> {
         file.set_permissions(Permissions::from_mode(mode))
             .map_err(|e| format!("cannot set mode {mode:04o}: {e}"))?;
     }
+    let opened = if existed {
+        meta.created().unwrap_or_else(|_| SystemTime::now())
+    } else {
+        SystemTime::now()
+    };
     Ok(Output::File {
         file,
         sync: regular,
+        path: path.clone(),
+        size: meta.len(),
+        opened,
+        created: !existed,
+        renamed: false,
     })
 }
 
@@ -251,7 +288,11 @@ impl Output {
     /// whether a partial line was left behind.
     fn write_batch(&mut self, buf: &[u8]) -> (usize, io::Result<()>) {
         match self {
-            Output::File { file, .. } => write_counting(file, buf),
+            Output::File { file, size, .. } => {
+                let (n, r) = write_counting(file, buf);
+                *size += n as u64;
+                (n, r)
+            }
             Output::Stdout(out) => {
                 let mut out = out.lock();
                 let (written, result) = write_counting(&mut out, buf);
@@ -264,7 +305,9 @@ impl Output {
     /// synced, and stdout was flushed).
     fn sync(&mut self, counters: &Counters) -> io::Result<()> {
         match self {
-            Output::File { file, sync: true } => {
+            Output::File {
+                file, sync: true, ..
+            } => {
                 let r = file.sync_data();
                 if r.is_ok() {
                     counters.add_sync();
@@ -290,50 +333,236 @@ fn write_counting(w: &mut impl Write, buf: &[u8]) -> (usize, io::Result<()>) {
     (written, Ok(()))
 }
 
-/// The writer thread's loop: batch, write, sync, reply — until every sender is gone and
-/// the queue is empty.
-fn run(mut out: Output, rx: &Receiver<Job>, counters: &Counters) {
+/// The chain position of a device: the hash of its last line, and whether the next line
+/// starts a chain (and why).
+struct ChainState {
+    head: [u8; 32],
+    /// `Some(reason)`: the next line is a genesis line.
+    genesis: Option<&'static str>,
+    /// Whether the destination ends at a line boundary (false after a torn write).
+    ends_clean: bool,
+}
+
+impl ChainState {
+    /// Where the chain stands in a freshly opened destination: after the file's last line,
+    /// or at a new genesis for a missing or empty file, a FIFO, a device or stdout.
+    fn at_open(out: &Output) -> Result<ChainState, String> {
+        let genesis = |reason| ChainState {
+            head: [0; 32],
+            genesis: Some(reason),
+            ends_clean: true,
+        };
+        match out {
+            Output::File {
+                path,
+                sync: true,
+                created,
+                ..
+            } => {
+                let mut reader = File::open(path).map_err(|e| {
+                    format!("cannot read the last line to continue the hash chain: {e}")
+                })?;
+                match chain::read_last_line(&mut reader).map_err(|e| {
+                    format!("cannot read the last line to continue the hash chain: {e}")
+                })? {
+                    None if *created => Ok(genesis("new file: the file did not exist")),
+                    None => Ok(genesis("the file was empty when the device opened it")),
+                    Some((last, ends_clean)) => Ok(ChainState {
+                        head: chain::line_hash(&last),
+                        genesis: None,
+                        ends_clean,
+                    }),
+                }
+            }
+            _ => Ok(genesis(
+                "stream destination (FIFO, device or stdout): a chain starts at each open",
+            )),
+        }
+    }
+}
+
+/// A fresh 32-byte genesis nonce, in hex.
+fn genesis_nonce() -> io::Result<String> {
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| io::Error::other(format!("no randomness for the chain genesis: {e}")))?;
+    Ok(hex::encode(nonce))
+}
+
+impl Output {
+    /// Whether the file is due for rotation under `rot`.
+    fn rotation_due(&self, rot: &Rotation) -> bool {
+        match self {
+            Output::File {
+                sync: true,
+                size,
+                opened,
+                renamed,
+                ..
+            } => {
+                *renamed
+                    || (rot.bytes > 0 && *size >= rot.bytes)
+                    || (!rot.interval.is_zero()
+                        && opened.elapsed().is_ok_and(|age| age >= rot.interval))
+            }
+            _ => false,
+        }
+    }
+
+    /// Rotates: sync, rename to `<file>.<stamp>`, sync the directory, open a new file.
+    /// On error the caller fails the batch; a rename already done is not repeated.
+    fn rotate(&mut self, rot: &Rotation, mode: u32) -> io::Result<()> {
+        let Output::File {
+            file,
+            path,
+            renamed,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        let path = path.clone();
+        if !*renamed {
+            file.sync_all()?;
+            let rotated = rotate::rename_current(&path)?;
+            *renamed = true;
+            if rot.compress {
+                let spawned = std::thread::Builder::new()
+                    .name("audit gzip".to_owned())
+                    .spawn(move || {
+                        if let Err(e) = rotate::compress(&rotated) {
+                            tracing::warn!(file = %rotated.display(), error = %e, "could not compress a rotated audit file; it stays uncompressed");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "could not start compressing a rotated audit file; it stays uncompressed");
+                }
+            }
+        }
+        let new = open(&Destination::File(path.clone()), mode).map_err(io::Error::other)?;
+        rotate::sync_dir(&path)?;
+        *self = new;
+        if let Err(e) = rotate::apply_retention(&path, rot.retention) {
+            tracing::warn!(device = %path.display(), error = %e, "audit retention could not delete old rotated files");
+        }
+        Ok(())
+    }
+}
+
+/// The writer thread's loop: batch, chain, write, sync, reply — until every sender is
+/// gone and the queue is empty. Rotation happens here, between batches.
+fn run(
+    mut out: Output,
+    mut chain: ChainState,
+    rotation: &Rotation,
+    mode: u32,
+    rx: &Receiver<Job>,
+    counters: &Counters,
+) {
     let mut buf: Vec<u8> = Vec::new();
     let mut written_only: Vec<oneshot::Sender<WriteResult>> = Vec::new();
     let mut synced: Vec<oneshot::Sender<WriteResult>> = Vec::new();
-    // Whether the destination ends at a line boundary (false after a torn write).
-    let mut ends_clean = true;
+    // (start, end, hash) of each line in `buf`, newline excluded.
+    let mut spans: Vec<(usize, usize, [u8; 32])> = Vec::new();
     while let Ok(first) = rx.recv() {
         buf.clear();
-        if !ends_clean {
+        spans.clear();
+        let (head_before, genesis_before) = (chain.head, chain.genesis);
+        let rotated = if out.rotation_due(rotation) {
+            let r = out.rotate(rotation, mode).map_err(Arc::new);
+            if r.is_ok() {
+                // A torn last line stays in the rotated file; the new file starts clean.
+                chain.ends_clean = true;
+            }
+            r
+        } else {
+            Ok(())
+        };
+        if !chain.ends_clean {
             buf.push(b'\n');
         }
+        // Hash chain: this thread is the single ordering point of the device, so each
+        // line gets the hash of the line before it here.
         let mut take = |job: Job, buf: &mut Vec<u8>| {
-            buf.extend_from_slice(&job.line);
+            let content = job.line.strip_suffix(b"\n").unwrap_or(&job.line);
+            let Some(body) = content.strip_suffix(b"}") else {
+                let _ = job.reply.send(Err(Arc::new(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "an audit entry must be a JSON object",
+                ))));
+                return false;
+            };
+            let nonce = match chain.genesis {
+                Some(reason) => match genesis_nonce() {
+                    Ok(nonce) => {
+                        chain.head = chain::genesis_hash(&nonce);
+                        Some((nonce, reason))
+                    }
+                    Err(e) => {
+                        let _ = job.reply.send(Err(Arc::new(e)));
+                        return false;
+                    }
+                },
+                None => None,
+            };
+            let start = buf.len();
+            chain::append_fields(
+                body,
+                buf,
+                nonce.as_ref().map(|(n, r)| (n.as_str(), *r)),
+                &chain.head,
+            );
+            chain.genesis = None;
+            chain.head = chain::line_hash(&buf[start..]);
+            spans.push((start, buf.len(), chain.head));
+            buf.push(b'\n');
             if job.sync {
                 synced.push(job.reply)
             } else {
                 written_only.push(job.reply)
             }
+            true
         };
-        take(first, &mut buf);
-        let mut n = 1;
-        while n < MAX_BATCH_ENTRIES && buf.len() < MAX_BATCH_BYTES {
+        let mut n = usize::from(take(first, &mut buf));
+        let mut taken = 1;
+        while taken < MAX_BATCH_ENTRIES && buf.len() < MAX_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(job) => {
-                    take(job, &mut buf);
-                    n += 1;
+                    taken += 1;
+                    n += usize::from(take(job, &mut buf));
                 }
                 Err(_) => break,
             }
         }
 
-        // Hash chain hook (tamper-evident audit): this thread is the single ordering
-        // point of the device, so this is where each line will get the hash of the line
-        // before it (kept in a variable of this loop, seeded from the file's last line at
-        // open) and where the new chain head will be recorded once the batch is synced.
-
-        let (written, result) = out.write_batch(&buf);
-        if written > 0 {
-            ends_clean = buf[written - 1] == b'\n';
+        let (written, result) = match rotated {
+            Err(e) => (0, Err(e)),
+            Ok(()) if spans.is_empty() => (0, Ok(())),
+            Ok(()) => {
+                let (written, result) = out.write_batch(&buf);
+                (written, result.map_err(Arc::new))
+            }
+        };
+        if written < buf.len() {
+            // Put the chain where the destination really ends.
+            chain.head = head_before;
+            chain.genesis = genesis_before;
+            for (start, end, hash) in &spans {
+                if *end <= written {
+                    chain.head = *hash;
+                    chain.genesis = None;
+                } else if *start < written {
+                    chain.head = chain::line_hash(&buf[*start..written]);
+                    chain.genesis = None;
+                }
+            }
+            if written > 0 {
+                chain.ends_clean = buf[written - 1] == b'\n';
+            }
+        } else if written > 0 {
+            chain.ends_clean = true;
         }
         // Lines that only needed writing are answered now; the rest once synced.
-        let result = result.map_err(Arc::new);
         for reply in written_only.drain(..) {
             // A caller that gave up waiting has dropped its receiver; nothing to tell it.
             let _ = reply.send(result.clone());
@@ -402,6 +631,7 @@ mod tests {
             "t/",
             Destination::File(path.clone()),
             0o600,
+            Rotation::OFF,
             8,
             Duration::from_secs(5),
             counters.clone(),
@@ -415,7 +645,15 @@ mod tests {
             w.submit(b"x\n".to_vec(), true).unwrap_err(),
             SubmitError::Closed
         );
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("{\"a\":1,\"chain_genesis\":{\"nonce\":\""),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\"}\n") && text.contains(",\"prev_hash\":\"sha256:"),
+            "{text}"
+        );
         assert_eq!(counters.snapshot("t/").entries, 1);
     }
 }

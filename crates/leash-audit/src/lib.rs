@@ -12,22 +12,26 @@
 //!   `HashStructure`);
 //! * [`config`] — [`DeviceConfig`] as Vault's `sys/audit` shows it, and option parsing;
 //! * [`broker`] — [`Broker`]: enable, disable, list, log, stats;
-//! * `file` — the file device: one writer thread per device, group commit, fsync;
+//! * `file` — the file device: one writer thread per device, group commit, fsync, and
+//!   the hash chain (computed in the writer thread, the single ordering point);
+//! * [`chain`] — the chain's line format and [`chain::verify_files`];
+//! * [`rotate`] — rotation naming, compression, retention, [`rotate::device_files`];
 //! * [`stats`] — [`DeviceStats`], per-device counters;
 //! * [`error`] — [`AuditError`].
 //!
 //! Not here: the shape of audit entries (the core builds them through the closure it
 //! passes to [`Broker::log`]), persistence of the audit table and of device keys (the
-//! core stores them), querying past entries, the hash chain (its hook is marked in the
-//! file device's writer thread, the single ordering point of each device).
+//! core stores them), querying past entries.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod chain;
 pub mod config;
 pub mod error;
 mod file;
 pub mod hash;
+pub mod rotate;
 pub mod stats;
 
 pub use broker::{Broker, BuildEntry, DEFAULT_DEADLINE, Entry};

@@ -150,6 +150,19 @@ async fn full_filesystem_fails_closed() {
         serde_json::from_str::<serde_json::Value>(last).unwrap()["type"],
         "request"
     );
+    // The hash chain goes on from the bytes that really reached the file: the torn line
+    // if the failed write left one, else the genesis was not spent and starts here.
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() == 1 {
+        assert!(last.contains("\"chain_genesis\":{"), "{last}");
+    } else {
+        let before_last = lines[lines.len() - 2];
+        let expected = format!(
+            "\"prev_hash\":\"sha256:{}\"}}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(before_last))
+        );
+        assert!(last.ends_with(&expected), "{last}");
+    }
     assert!(b.disable("tmpfs/").await);
     drop(b);
 }

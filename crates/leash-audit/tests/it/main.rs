@@ -6,8 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod broker;
+mod chain;
 mod failure;
 mod file_device;
+mod throughput;
 
 use std::collections::BTreeMap;
 use std::path::Path;

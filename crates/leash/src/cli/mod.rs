@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use leash_client::{Client, ClientConfig, ClientError};
 
+mod audit;
 mod flags;
 mod input;
 mod kv;
@@ -49,6 +50,9 @@ pub(crate) enum ClientCommand {
     /// Look up, renew and revoke leases of dynamic credentials.
     #[command(subcommand)]
     Lease(lease::LeaseCommand),
+    /// Check audit log files offline (hash chain verification).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Read data from any path.
     Read(paths::ReadArgs),
     /// Write data to any path.
@@ -157,6 +161,7 @@ pub(crate) fn run(cmd: ClientCommand) -> ExitCode {
             ClientCommand::Policy(c) => policy::run(c).await,
             ClientCommand::Kv(c) => kv::run(c).await,
             ClientCommand::Lease(c) => lease::run(c).await,
+            ClientCommand::Audit(c) => audit::run(c).await,
             ClientCommand::Read(a) => paths::read(a).await,
             ClientCommand::Write(a) => paths::write(a).await,
             ClientCommand::List(a) => paths::list(a).await,
