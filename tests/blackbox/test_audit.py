@@ -44,7 +44,13 @@ def test_file_audit_device_hashes_tokens_and_secrets(servers, tmp_path):
     # The first line records the device being enabled (it is also its test write).
     assert entries[0]["type"] == "audit_device_enabled"
     types = {e["type"] for e in entries[1:]}
-    assert types == {"request", "response"}
+    # Vault's request/response pairs, plus leash's credential lifecycle events
+    # (token issued, token used), see docs/audit.md.
+    assert types == {"request", "response", "lifecycle"}
+    events = {e["event"] for e in entries if e["type"] == "lifecycle"}
+    assert {"agent.credential.issued", "agent.credential.used"} <= events
+    # Every line is chained to the one before it (tamper evidence).
+    assert all(e["prev_hash"].startswith("sha256:") for e in entries)
     assert "hmac-sha256:" in text
 
     # Nothing secret in clear: not the root token, not a child token, not an accessor,

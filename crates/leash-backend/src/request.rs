@@ -24,6 +24,10 @@ pub struct Request {
     pub token: Option<SecretString>,
     /// The real peer address (never taken from forwarded-for headers).
     pub remote_addr: Option<SocketAddr>,
+    /// The task's trace id: the trace-id of a W3C `traceparent` header, else a valid
+    /// `X-Request-Id`, else generated (32 lowercase hex digits). Carried by every
+    /// lifecycle audit event this request causes.
+    pub trace_id: String,
 }
 
 impl Request {
@@ -36,7 +40,17 @@ impl Request {
             data: Map::new(),
             token: None,
             remote_addr: None,
+            trace_id: Request::new_trace_id(),
         }
+    }
+
+    /// A fresh trace id shaped as a W3C trace-id: 32 lowercase hex digits, not all zero.
+    pub fn new_trace_id() -> String {
+        let mut b = leash_types::random::bytes::<16>();
+        if b.iter().all(|x| *x == 0) {
+            b[15] = 1;
+        }
+        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 }
 
@@ -186,6 +200,7 @@ impl std::fmt::Debug for Request {
             )
             .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
             .field("remote_addr", &self.remote_addr)
+            .field("trace_id", &self.trace_id)
             .finish()
     }
 }

@@ -293,6 +293,21 @@ struct EntryOut<'a> {
     response: Option<ResponseOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<Cow<'a, str>>,
+    /// The request's trace id (as in its lifecycle events).
+    trace_id: &'a str,
+    /// The caller's agent id (entity id, else its accessor as above), when authenticated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_id: Option<Cow<'a, str>>,
+}
+
+fn agent_id<'a>(ctx: &'a AuditContext<'_>, hm: Hm<'a>) -> Option<Cow<'a, str>> {
+    ctx.caller.map(|c| {
+        if c.entry.entity_id.is_empty() {
+            hm.accessor(&c.entry.accessor)
+        } else {
+            Cow::Borrowed(c.entry.entity_id.as_str())
+        }
+    })
 }
 
 fn auth_out<'a>(ctx: &'a AuditContext<'_>, hm: Hm<'a>) -> AuthOut<'a> {
@@ -400,6 +415,8 @@ impl Entry for RequestEntry<'_> {
             request: request_out(self.ctx, hm),
             response: None,
             error: self.error.map(Cow::Borrowed),
+            trace_id: &self.ctx.req.trace_id,
+            agent_id: agent_id(self.ctx, hm),
         };
         serde_json::to_writer(out, &e)
     }
@@ -448,6 +465,8 @@ impl Entry for ResponseEntry<'_> {
             request: request_out(ctx, hm),
             response,
             error,
+            trace_id: &ctx.req.trace_id,
+            agent_id: agent_id(ctx, hm),
         };
         serde_json::to_writer(out, &e)
     }

@@ -28,6 +28,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::Inner;
+use crate::events::{self, Event, Kind, reason};
 
 /// How often the worker looks for due leases when nothing wakes it.
 const TICK: Duration = Duration::from_millis(250);
@@ -60,6 +61,56 @@ pub(crate) struct LeaseEntry {
     pub(crate) last_renewal: Option<i64>,
     /// The engine's data.
     pub(crate) internal: Value,
+    /// Who and what it was issued for, for its lifecycle events (absent in leases
+    /// issued before lifecycle events existed).
+    #[serde(default)]
+    pub(crate) issued: Option<Issued>,
+}
+
+/// What a lease remembers of its issuance for lifecycle events.
+#[derive(Serialize, Deserialize, Clone, Default)]
+pub(crate) struct Issued {
+    /// The trace id of the issuing request (its later events carry it too).
+    #[serde(default)]
+    pub(crate) trace_id: String,
+    /// The token it was issued to.
+    #[serde(default)]
+    pub(crate) agent: events::Agent,
+    /// The issuing mount's type (`database`, …).
+    #[serde(default)]
+    pub(crate) credential_type: String,
+}
+
+impl LeaseEntry {
+    /// The lifecycle event `kind` of lease `id`, with `ttl` seconds left.
+    fn event(&self, id: &str, kind: Kind, ttl: u64, reason: Option<&'static str>) -> Event {
+        let issued = self.issued.clone().unwrap_or_default();
+        // The scope of a database credential is its role and database; of anything
+        // else, the lease path below the mount.
+        let scope = match (self.internal.get("role"), self.internal.get("db_name")) {
+            (Some(Value::String(r)), Some(Value::String(d))) => json!({"role": r, "db": d}),
+            _ => json!({ "path": format!("{}{}", self.mount_path, self.path) }),
+        };
+        let credential_type = if issued.credential_type.is_empty() {
+            self.mount_path.trim_end_matches('/').to_owned()
+        } else {
+            issued.credential_type
+        };
+        Event {
+            kind,
+            agent: issued.agent,
+            credential_type,
+            credential_scope: scope,
+            ttl_seconds: ttl,
+            trace_id: if issued.trace_id.is_empty() {
+                events::current_trace_id()
+            } else {
+                issued.trace_id
+            },
+            lease_id: Some(id.to_owned()),
+            reason,
+        }
+    }
 }
 
 impl LeaseEntry {
@@ -99,12 +150,14 @@ pub(crate) fn retry_delay(attempts: u32) -> i64 {
     (half + jitter).max(1)
 }
 
-/// Why a lease is being revoked (for logs and audit).
+/// Why leases are being revoked (for logs and audit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reason {
-    /// Its TTL ran out.
+    /// The worker found them due: an active lease's TTL ran out (`expired`), or a lease
+    /// was marked for revocation because its token ended (`revoked`, `token revoked`).
     Expired,
-    /// Someone asked (`sys/leases/revoke`, revoke-prefix, its token revoked, unmount).
+    /// An explicit request revokes them now (`sys/leases/revoke*`, unmount):
+    /// `revoked`, `operator`.
     Revoked,
 }
 
@@ -177,6 +230,11 @@ impl LeaseRegistry for Registry {
             renewable: lease.renewable,
             last_renewal: None,
             internal: lease.internal,
+            issued: Some(Issued {
+                trace_id: events::current_trace_id(),
+                agent: events::Agent::of(&caller.entry),
+                credential_type: req.mount.kind.clone(),
+            }),
         };
         let stored = encode(&entry)?;
         let expire_at = now + ttl;
@@ -214,7 +272,18 @@ impl LeaseRegistry for Registry {
             .lease_update(&lease.id, LeaseState::Active, lease.expire_at, None)
             .await
         {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                // The credential exists now: its `issued` event (made durable by the
+                // response entry that follows it).
+                match serde_json::from_slice::<LeaseEntry>(&lease.stored) {
+                    Ok(e) => {
+                        let ev = e.event(&lease.id, Kind::Issued, lease.ttl, None);
+                        events::emit_logged(&inner, &[ev], false).await;
+                    }
+                    Err(e) => tracing::error!(error = %e, "lease entry unreadable for its event"),
+                }
+                Ok(())
+            }
             Ok(false) | Err(StorageError::Rejected(_)) => Err(CoreError::invalid(
                 "the token was revoked while the credential was being issued; the credential is being revoked",
             )),
@@ -360,27 +429,30 @@ pub(crate) async fn revoke_now(
         inner.storage.leases_delete(&ids).await?;
         drop(ids);
         outcome.revoked = done.len();
-        let (mut expired, mut revoked) = (Vec::new(), Vec::new());
+        let mut evs = Vec::with_capacity(done.len());
         for l in done {
             // A lease still Active or Pending when revoked here ran out its TTL; one
-            // marked Revoking was asked for (its token revoked, an operator, a task).
-            if l.state == LeaseState::Revoking || reason == Reason::Revoked {
-                revoked.push(l.id);
-            } else {
-                expired.push(l.id);
+            // marked Revoking was asked for: by an operator (revoked right away, in a
+            // request) or by its token's end (revoked by the worker).
+            let (kind, why) = match reason {
+                Reason::Revoked => (Kind::Revoked, reason::OPERATOR),
+                Reason::Expired if l.state == LeaseState::Revoking => {
+                    (Kind::Revoked, reason::TOKEN_REVOKED)
+                }
+                Reason::Expired => (Kind::Expired, reason::LEASE_EXPIRED),
+            };
+            let ttl = u64::try_from(l.expire_at - now).unwrap_or(0);
+            match LeaseEntry::decode(&l) {
+                Ok(e) => evs.push(e.event(&l.id, kind, ttl, Some(why))),
+                Err(e) => tracing::error!(error = %e, "lease entry unreadable for its event"),
             }
         }
-        for (event, ids) in [(Reason::Expired, expired), (Reason::Revoked, revoked)] {
-            if ids.is_empty() {
-                continue;
-            }
-            tracing::debug!(leases = ids.len(), event = event.as_str(), "leases revoked");
-            audit_event(
-                inner,
-                move || json!({"type": "lease", "event": event.as_str(), "lease_ids": ids}),
-            )
-            .await;
-        }
+        tracing::debug!(
+            leases = evs.len(),
+            reason = reason.as_str(),
+            "leases revoked"
+        );
+        events::emit_logged(inner, &evs, true).await;
     }
 
     for (l, msg) in failures {
@@ -633,10 +705,11 @@ pub(crate) async fn renew(
         }
         Err(e) => return Err(e.into()),
     }
-    Ok(Renewed {
-        ttl: u64::try_from(new_expire - now).unwrap_or(0),
-        warning,
-    })
+    let ttl = u64::try_from(new_expire - now).unwrap_or(0);
+    // Written; the renewal's response entry follows and makes it durable.
+    let ev = entry.event(id, Kind::Renewed, ttl, None);
+    events::emit_logged(inner, &[ev], false).await;
+    Ok(Renewed { ttl, warning })
 }
 
 /// `sys/leases/lookup`'s answer for one lease.

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod audit_log;
+mod events;
 mod expiry;
 mod leases;
 mod login;

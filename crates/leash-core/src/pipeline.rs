@@ -10,8 +10,14 @@ use leash_types::Operation;
 
 use crate::Inner;
 use crate::audit_log::{AuditContext, RequestEntry, ResponseEntry};
+use crate::events::{self, Event, Kind};
 
 pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response, CoreError> {
+    let ctx = events::RequestCtx::of(&req);
+    events::scope(ctx, handle_in_scope(inner, req)).await
+}
+
+async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, CoreError> {
     let router = inner.router();
     let routed = router.route(&req.path);
     let (mounted, rel) = match routed {
@@ -147,6 +153,10 @@ pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response,
                 return Err(e);
             }
         }
+        // Every authenticated request is a use of its token: one event, written (not
+        // synced on its own: the response entry follows it on every device).
+        let used = Event::token(Kind::Used, &c.entry, inner.clock.unix());
+        events::emit(inner, &[used], false).await?;
     }
 
     // A login path: refuse a source over its failed-login budget before checking
@@ -197,6 +207,20 @@ pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response,
         other => other,
     };
 
+    // A token was minted (login, token create) or renewed: its lifecycle event.
+    if let Ok(r) = &result
+        && let Some(a) = &r.auth
+    {
+        let kind = if mount_type == "token" && rel.starts_with("renew") {
+            Kind::Renewed
+        } else {
+            Kind::Issued
+        };
+        // A failure here is followed by the response entry failing too, which revokes
+        // the token (fail closed below).
+        token_event(inner, kind, a).await;
+    }
+
     if let Err(audit_err) = audit_response(inner, &ctx, result.as_ref()).await {
         // Fail closed: the secret must not leave. A token minted by this request is
         // revoked so nobody holds a credential the audit trail does not know about.
@@ -238,6 +262,24 @@ pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response,
         tracing::error!(error = %e, "could not revoke a used-up token");
     }
     result
+}
+
+/// The lifecycle event of the token in `auth` (just minted or renewed).
+async fn token_event(inner: &Inner, kind: Kind, a: &leash_backend::AuthInfo) {
+    let ev = Event {
+        kind,
+        agent: events::Agent {
+            entity_id: a.entity_id.clone(),
+            accessor: a.accessor.clone(),
+        },
+        credential_type: "token".to_owned(),
+        credential_scope: serde_json::json!({ "policies": a.policies }),
+        ttl_seconds: a.lease_duration,
+        trace_id: events::current_trace_id(),
+        lease_id: None,
+        reason: None,
+    };
+    events::emit_logged(inner, &[ev], false).await;
 }
 
 /// The marker response the HTTP layer turns into 204.

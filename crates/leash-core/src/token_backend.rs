@@ -9,13 +9,16 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
-use leash_backend::{Backend, BackendRequest, Caller, CoreError, Response, fields, match_route};
+use leash_backend::{
+    Backend, BackendRequest, Caller, CoreError, Response, TokenEntry, fields, match_route,
+};
 use leash_storage::KeyedHash;
 use leash_types::{Capability, ExposeSecret, Operation, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::Inner;
+use crate::events::{self, Event, Kind, reason};
 use crate::token::TokenSpec;
 
 const ROLES_NS: &str = "auth/token/roles";
@@ -150,28 +153,35 @@ impl Backend for TokenBackend {
                 renew(&inner, req, h, e).await.map(Some)
             }
             ("revoke-self", _) if write => {
-                inner.tokens.revoke(caller(req)?.hash, false).await?;
+                let c = caller(req)?;
+                inner.tokens.revoke(c.hash, false).await?;
+                // The holder gave its token up: its task is done (`leash agent`
+                // revokes on exit this way).
+                revoked_event(&inner, &c.entry, reason::TASK_COMPLETED).await;
                 Ok(None)
             }
             ("revoke", _) if write => {
                 let t = required(req, "token")?;
-                if let Some((h, _, _)) = inner.tokens.lookup(&t).await? {
+                if let Some((h, e, _)) = inner.tokens.lookup(&t).await? {
                     inner.tokens.revoke(h, false).await?;
+                    revoked_event(&inner, &e, reason::OPERATOR).await;
                 }
                 Ok(None)
             }
             ("revoke-orphan", _) if write => {
                 let t = required(req, "token")?;
-                if let Some((h, _, _)) = inner.tokens.lookup(&t).await? {
+                if let Some((h, e, _)) = inner.tokens.lookup(&t).await? {
                     inner.tokens.revoke(h, true).await?;
+                    revoked_event(&inner, &e, reason::OPERATOR).await;
                 }
                 Ok(None)
             }
             ("revoke-accessor", _) if write => {
                 let a = required(req, "accessor")?;
                 match inner.tokens.lookup_accessor(&a).await? {
-                    Some((h, _, _)) => {
+                    Some((h, e, _)) => {
                         inner.tokens.revoke(h, false).await?;
+                        revoked_event(&inner, &e, reason::OPERATOR).await;
                         Ok(None)
                     }
                     None => Err(CoreError::invalid("invalid accessor")),
@@ -629,4 +639,13 @@ async fn role_op(
         }
         _ => Err(CoreError::UnsupportedOperation),
     }
+}
+/// The `revoked` lifecycle event of the token `e` (written; the request's response
+/// entry follows and makes it durable). Its child tokens are revoked with it but get no
+/// event of their own; the leases of all of them get theirs from the lease worker.
+async fn revoked_event(inner: &Inner, e: &TokenEntry, why: &'static str) {
+    let mut ev = Event::token(Kind::Revoked, e, inner.clock.unix());
+    ev.ttl_seconds = 0;
+    ev.reason = Some(why);
+    events::emit_logged(inner, &[ev], false).await;
 }

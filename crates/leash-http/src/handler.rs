@@ -57,6 +57,55 @@ fn token_from(headers: &HeaderMap) -> Option<SecretString> {
     (!t.is_empty()).then(|| SecretString::from(t.to_owned()))
 }
 
+/// The response header that echoes a request's trace id, so a client can reuse it.
+const TRACE_ID_HEADER: &str = "x-leash-trace-id";
+
+/// The trace-id of a valid W3C `traceparent` (`version-traceid-parentid-flags`).
+fn traceparent_trace_id(v: &str) -> Option<String> {
+    let mut parts = v.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let ok = hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0');
+    ok.then(|| trace.to_owned())
+}
+
+/// The trace id of a request: the `traceparent` trace-id, else an `X-Request-Id` of at
+/// most 128 characters from `[A-Za-z0-9._:-]` (anything else is ignored so no caller
+/// can inject text into audit lines), else a generated one.
+fn trace_id_from(headers: &HeaderMap) -> String {
+    if let Some(t) = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(traceparent_trace_id)
+    {
+        return t;
+    }
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        let id = id.trim();
+        if !id.is_empty()
+            && id.len() <= 128
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        {
+            return id.to_owned();
+        }
+    }
+    Request::new_trace_id()
+}
+
 fn query_map(uri: &Uri) -> Map<String, Value> {
     let mut m = Map::new();
     if let Some(q) = uri.query() {
@@ -168,12 +217,17 @@ async fn handle(
     req.data = data;
     req.token = token_from(&headers);
     req.remote_addr = Some(peer);
+    req.trace_id = trace_id_from(&headers);
+    let trace_header = header::HeaderValue::from_str(&req.trace_id).ok();
     let request_id = req.id.clone();
     let logical = req.path.clone();
     let mut resp = match st.core.handle(req).await {
         Ok(r) => success(&logical, &request_id, r),
         Err(e) => error_response(&e),
     };
+    if let Some(v) = trace_header {
+        resp.headers_mut().insert(TRACE_ID_HEADER, v);
+    }
     if method == Method::HEAD {
         *resp.body_mut() = Body::empty();
     }
@@ -190,6 +244,44 @@ mod tests {
         let m = json_error_message(&e);
         assert!(m.starts_with("failed to parse JSON input:"), "{m}");
         assert!(m.contains("line 1, column"), "{m}");
+    }
+
+    #[test]
+    fn trace_id_from_traceparent_then_request_id_then_generated() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        h.insert("x-request-id", "req-1".parse().unwrap());
+        assert_eq!(trace_id_from(&h), "4bf92f3577b34da6a3ce929d0e0e4736");
+        // An invalid traceparent (all-zero trace id, upper case, bad shape) is ignored.
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xx",
+        ] {
+            h.insert("traceparent", bad.parse().unwrap());
+            assert_eq!(trace_id_from(&h), "req-1", "{bad}");
+        }
+        // A future version may append fields.
+        h.insert(
+            "traceparent",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-ab"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(trace_id_from(&h), "4bf92f3577b34da6a3ce929d0e0e4736");
+        h.remove("traceparent");
+        h.insert("x-request-id", "bad id\"with quotes".parse().unwrap());
+        let g = trace_id_from(&h);
+        assert_eq!(g.len(), 32, "{g}");
+        assert!(g.bytes().all(|b| b.is_ascii_hexdigit()), "{g}");
+        assert_ne!(g, trace_id_from(&HeaderMap::new()));
     }
 
     #[test]

@@ -990,7 +990,7 @@ async fn revocation_survives_a_target_outage_and_never_drops_a_lease() {
     .await;
     let audit = std::fs::read_to_string(&log).unwrap();
     assert!(
-        audit.contains("\"event\":\"revoked\""),
+        audit.contains("\"event\":\"agent.credential.revoked\""),
         "the revocations are audited"
     );
     pg.cleanup().await;

@@ -8,6 +8,7 @@
 // Test code and its helpers panic on setup failure by design, like assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit_chain;
 mod auth_approle;
 mod auth_jwt;
 mod auth_kubernetes;
@@ -19,6 +20,7 @@ mod database;
 mod database_mysql;
 mod http_errors;
 mod kv;
+mod lifecycle;
 mod pg_outage;
 mod storage;
 mod sys_audit;
