@@ -221,6 +221,12 @@ pub fn discover(args: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
                 if name.ends_with(".gz.tmp") {
                     continue;
                 }
+                // Indexes of `leash audit query` live beside the files they index.
+                if name.ends_with(crate::query::INDEX_SUFFIX)
+                    || name.ends_with(crate::query::INDEX_TMP_SUFFIX)
+                {
+                    continue;
+                }
                 let base = match crate::rotate::split_rotated(&name) {
                     Some((base, _)) => base.to_owned(),
                     None => name.into_owned(),

@@ -15,13 +15,14 @@
 //! * `file` — the file device: one writer thread per device, group commit, fsync, and
 //!   the hash chain (computed in the writer thread, the single ordering point);
 //! * [`chain`] — the chain's line format and [`chain::verify_files`];
+//! * [`query`] — filtering entries across a device's files, through an index beside them;
 //! * [`rotate`] — rotation naming, compression, retention, [`rotate::device_files`];
 //! * [`stats`] — [`DeviceStats`], per-device counters;
 //! * [`error`] — [`AuditError`].
 //!
 //! Not here: the shape of audit entries (the core builds them through the closure it
 //! passes to [`Broker::log`]), persistence of the audit table and of device keys (the
-//! core stores them), querying past entries.
+//! core stores them).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -31,6 +32,7 @@ pub mod config;
 pub mod error;
 mod file;
 pub mod hash;
+pub mod query;
 pub mod rotate;
 pub mod stats;
 

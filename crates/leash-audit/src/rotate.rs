@@ -183,6 +183,8 @@ pub(crate) fn compress(rotated: &Path) -> io::Result<()> {
         fs::rename(&tmp, &gz)?;
         sync_dir(rotated)?;
         fs::remove_file(rotated)?;
+        // An index of the uncompressed file no longer has a file to index.
+        let _ = fs::remove_file(crate::query::index_path(rotated));
         sync_dir(rotated)
     })();
     if result.is_err() {
@@ -226,6 +228,8 @@ pub(crate) fn apply_retention(base: &Path, retention: Duration) -> io::Result<us
             let mut gz = path.as_os_str().to_owned();
             gz.push(".gz");
             let _ = fs::remove_file(PathBuf::from(gz));
+            // Its `leash audit query` index, if any.
+            let _ = fs::remove_file(crate::query::index_path(&path));
             removed += 1;
         }
     }

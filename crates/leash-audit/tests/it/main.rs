@@ -9,6 +9,7 @@ mod broker;
 mod chain;
 mod failure;
 mod file_device;
+mod query;
 mod throughput;
 
 use std::collections::BTreeMap;

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit_chain;
+mod audit_query;
 mod auth_approle;
 mod auth_jwt;
 mod auth_kubernetes;
