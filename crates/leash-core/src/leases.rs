@@ -82,6 +82,17 @@ pub(crate) struct Issued {
 }
 
 impl LeaseEntry {
+    /// Its metric labels: the engine's mount path (`database/`) and the engine role
+    /// (`internal.role`, empty when the engine has none).
+    fn metric_labels(&self) -> (&str, &str) {
+        let role = self
+            .internal
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        (self.mount_path.as_str(), role)
+    }
+
     /// The lifecycle event `kind` of lease `id`, with `ttl` seconds left.
     fn event(&self, id: &str, kind: Kind, ttl: u64, reason: Option<&'static str>) -> Event {
         let issued = self.issued.clone().unwrap_or_default();
@@ -277,6 +288,8 @@ impl LeaseRegistry for Registry {
                 // response entry that follows it).
                 match serde_json::from_slice::<LeaseEntry>(&lease.stored) {
                     Ok(e) => {
+                        let (engine, role) = e.metric_labels();
+                        inner.tokens.telemetry().lease_issued(engine, role);
                         let ev = e.event(&lease.id, Kind::Issued, lease.ttl, None);
                         events::emit_logged(&inner, &[ev], false).await;
                     }
@@ -443,7 +456,11 @@ pub(crate) async fn revoke_now(
             };
             let ttl = u64::try_from(l.expire_at - now).unwrap_or(0);
             match LeaseEntry::decode(&l) {
-                Ok(e) => evs.push(e.event(&l.id, kind, ttl, Some(why))),
+                Ok(e) => {
+                    let (engine, role) = e.metric_labels();
+                    inner.tokens.telemetry().lease_revoked(engine, role);
+                    evs.push(e.event(&l.id, kind, ttl, Some(why)));
+                }
                 Err(e) => tracing::error!(error = %e, "lease entry unreadable for its event"),
             }
         }

@@ -54,6 +54,9 @@ pub struct CoreConfig {
     pub cluster_name: String,
     /// Dev mode (reported by health; changes nothing else here).
     pub dev: bool,
+    /// `sys/metrics` answers without a token (`telemetry { unauthenticated_metrics_access
+    /// = true }`).
+    pub unauthenticated_metrics_access: bool,
 }
 
 impl Default for CoreConfig {
@@ -63,6 +66,7 @@ impl Default for CoreConfig {
             audit_deadline: leash_audit::DEFAULT_DEADLINE,
             cluster_name: "leash-cluster".to_owned(),
             dev: false,
+            unauthenticated_metrics_access: false,
         }
     }
 }

@@ -14,6 +14,8 @@
 //!   counted per (mount, role) for metrics; the role is the login's `role` field (JWT,
 //!   Kubernetes) or the path's last segment (userpass), and AppRole failures (whose role
 //!   is unknown until the credential checks out) count under `""`.
+//! * The minted token is counted in the metrics under the grant's role (see
+//!   `metrics.rs`: `vault_token_creation_time{role}` and friends).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -86,7 +88,10 @@ pub(crate) async fn complete(
         bound_cidrs: grant.bound_cidrs,
         id: None,
     };
-    let minted = inner.tokens.mint(spec, None).await?;
+    let minted = inner
+        .tokens
+        .mint_for_role(spec, None, grant.role.as_deref())
+        .await?;
     Ok((inner.tokens.auth_info(&minted), minted.warnings))
 }
 

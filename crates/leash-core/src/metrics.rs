@@ -1,14 +1,36 @@
-//! `sys/metrics`: the counters that exist so far, as Prometheus text
-//! (`?format=prometheus`) or JSON. The token needs `read` on `sys/metrics`.
+//! `sys/metrics`: Prometheus text (`?format=prometheus`) or JSON. The token needs
+//! `read` on `sys/metrics`, unless the server runs with
+//! `telemetry { unauthenticated_metrics_access = true }`. See `docs/monitoring.md`.
 //!
-//! * `leash_login_failures_total{mount,role}` — failed logins per auth mount and role;
-//! * `leash_leases` — lease records in storage (all states);
-//! * `leash_lease_revocations_failing` — leases whose revocation has failed at least
-//!   once and is being retried.
+//! Vault-compatible families (so Vault alert rules work unchanged):
+//!
+//! * `vault_token_creation_time{role}` — unix time of the newest live token per role;
+//! * `vault_token_ttl{role}` — smallest remaining TTL (seconds) of the live expiring
+//!   tokens per role;
+//! * `vault_audit_log_request_failure{auth_entity_id}` — requests denied (403) per
+//!   entity; `auth_entity_id` is the caller's *name-based* id: the role its token was
+//!   issued for (login role, e.g. the userpass user or AppRole role name, else the token
+//!   role), else its display name; `""` for requests without a valid token.
+//!
+//! `role` is the auth role the login went through (`LoginGrant::role`), or for tokens
+//! made by `auth/token/create/<role>` the token role. Tokens with neither (root, ad hoc
+//! children) are counted under `role=""` in the counters but left out of the gauges.
+//!
+//! leash's own: `leash_tokens_issued_total{role}`, `leash_tokens_revoked_total{role,reason}`,
+//! `leash_tokens_untracked_total`, `leash_leases_issued_total{engine,role}`,
+//! `leash_leases_revoked_total{engine,role}`, `leash_login_failures_total{mount,role}`,
+//! `leash_leases`, `leash_lease_revocations_failing`.
+//!
+//! State is in memory and bounded; it resets on restart, and the token gauges only know
+//! tokens minted by this process.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use leash_backend::{CoreError, Response, ResponseKind};
+use leash_storage::KeyedHash;
 use serde_json::{Map, Value, json};
 
 use crate::Inner;
@@ -24,60 +46,406 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One metric family in Prometheus text format.
+fn family<'a>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    labels: &[&str],
+    rows: impl IntoIterator<Item = (Vec<&'a str>, String)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (values, v) in rows {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+            continue;
+        }
+        let l: Vec<String> = labels
+            .iter()
+            .zip(values)
+            .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+            .collect();
+        let _ = writeln!(out, "{name}{{{}}} {v}", l.join(","));
+    }
+}
+
 pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Response, CoreError> {
+    let format = q.get("format").and_then(Value::as_str).unwrap_or("");
+    if !matches!(format, "" | "json" | "prometheus") {
+        return Err(CoreError::invalid(format!(
+            "unknown format {format:?}: use \"prometheus\" or \"json\""
+        )));
+    }
+    let t = inner.tokens.telemetry();
+    let now = inner.clock.unix();
     let failures = inner.logins.failures_per_role();
     let leases = inner.storage.lease_count().await?;
     let failing = inner.storage.leases_failing(FAILING_CAP).await?.len();
-    let format = q.get("format").and_then(Value::as_str).unwrap_or("");
-    match format {
-        "prometheus" => {
-            let mut out = String::new();
-            let _ = writeln!(
-                out,
-                "# HELP leash_login_failures_total Failed logins per auth mount and role.\n# TYPE leash_login_failures_total counter"
-            );
-            for ((mount, role), n) in &failures {
-                let _ = writeln!(
-                    out,
-                    "leash_login_failures_total{{mount=\"{}\",role=\"{}\"}} {n}",
-                    label(mount),
-                    label(role)
-                );
-            }
-            let _ = writeln!(
-                out,
-                "# HELP leash_leases Lease records in storage.\n# TYPE leash_leases gauge\nleash_leases {leases}"
-            );
-            let _ = writeln!(
-                out,
-                "# HELP leash_lease_revocations_failing Leases whose revocation failed and is being retried.\n# TYPE leash_lease_revocations_failing gauge\nleash_lease_revocations_failing {failing}"
-            );
-            Ok(Response {
-                data: Some(Value::String(out)),
-                secret: None,
-                auth: None,
-                warnings: Vec::new(),
-                kind: ResponseKind::Text(200),
-                login: None,
-            })
-        }
-        "" | "json" => Ok(Response::data(json!({
-            "login_failures": failures
+    let gauges = t.role_gauges(now);
+    let issued = t.tokens_issued.snapshot();
+    let revoked = t.tokens_revoked.snapshot();
+    let denials = t.denials.snapshot();
+    let l_issued = t.leases_issued.snapshot();
+    let l_revoked = t.leases_revoked.snapshot();
+    let untracked = t.untracked.load(Ordering::Relaxed);
+    if format == "prometheus" {
+        let mut out = String::new();
+        family(
+            &mut out,
+            "vault_token_creation_time",
+            "gauge",
+            "Unix time of the newest live token per auth role.",
+            &["role"],
+            gauges
                 .iter()
-                .map(|((mount, role), n)| json!({"mount": mount, "role": role, "count": n}))
-                .collect::<Vec<_>>(),
-            "leases": leases,
-            "lease_revocations_failing": failing,
-        }))),
-        other => Err(CoreError::invalid(format!(
-            "unknown format {other:?}: use \"prometheus\" or \"json\""
-        ))),
+                .map(|(r, (c, _))| (vec![r.as_str()], c.to_string())),
+        );
+        family(
+            &mut out,
+            "vault_token_ttl",
+            "gauge",
+            "Smallest remaining TTL in seconds of the live expiring tokens per auth role.",
+            &["role"],
+            gauges
+                .iter()
+                .filter_map(|(r, (_, ttl))| ttl.map(|t| (vec![r.as_str()], t.to_string()))),
+        );
+        family(
+            &mut out,
+            "vault_audit_log_request_failure",
+            "counter",
+            "Denied requests per entity (auth_entity_id = the caller's role or display name).",
+            &["auth_entity_id"],
+            denials
+                .iter()
+                .map(|(e, n)| (vec![e.as_str()], n.to_string())),
+        );
+        family(
+            &mut out,
+            "leash_tokens_issued_total",
+            "counter",
+            "Tokens minted per auth role.",
+            &["role"],
+            issued
+                .iter()
+                .map(|(r, n)| (vec![r.as_str()], n.to_string())),
+        );
+        family(
+            &mut out,
+            "leash_tokens_revoked_total",
+            "counter",
+            "Tokens ended per auth role and reason (revoked, expired).",
+            &["role", "reason"],
+            revoked
+                .iter()
+                .map(|((r, why), n)| (vec![r.as_str(), *why], n.to_string())),
+        );
+        family(
+            &mut out,
+            "leash_tokens_untracked_total",
+            "counter",
+            "Tokens left out of the token gauges because the tracker was full.",
+            &[],
+            [(Vec::new(), untracked.to_string())],
+        );
+        family(
+            &mut out,
+            "leash_leases_issued_total",
+            "counter",
+            "Leases that became active per engine mount and role.",
+            &["engine", "role"],
+            l_issued
+                .iter()
+                .map(|((e, r), n)| (vec![e.as_str(), r.as_str()], n.to_string())),
+        );
+        family(
+            &mut out,
+            "leash_leases_revoked_total",
+            "counter",
+            "Leases revoked or expired at their engine per engine mount and role.",
+            &["engine", "role"],
+            l_revoked
+                .iter()
+                .map(|((e, r), n)| (vec![e.as_str(), r.as_str()], n.to_string())),
+        );
+        family(
+            &mut out,
+            "leash_login_failures_total",
+            "counter",
+            "Failed logins per auth mount and role.",
+            &["mount", "role"],
+            failures
+                .iter()
+                .map(|((m, r), n)| (vec![m.as_str(), r.as_str()], n.to_string())),
+        );
+        family(
+            &mut out,
+            "leash_leases",
+            "gauge",
+            "Lease records in storage.",
+            &[],
+            [(Vec::new(), leases.to_string())],
+        );
+        family(
+            &mut out,
+            "leash_lease_revocations_failing",
+            "gauge",
+            "Leases whose revocation failed and is being retried.",
+            &[],
+            [(Vec::new(), failing.to_string())],
+        );
+        return Ok(Response {
+            data: Some(Value::String(out)),
+            secret: None,
+            auth: None,
+            warnings: Vec::new(),
+            kind: ResponseKind::Text(200),
+            login: None,
+        });
+    }
+    let pairs = |v: &[((String, String), u64)], a: &str, b: &str| -> Vec<Value> {
+        v.iter()
+            .map(|((x, y), n)| json!({a: x, b: y, "count": n}))
+            .collect()
+    };
+    Ok(Response::data(json!({
+        "login_failures": pairs(&failures, "mount", "role"),
+        "leases": leases,
+        "lease_revocations_failing": failing,
+        "tokens": gauges.iter().map(|(r, (c, ttl))| json!({
+            "role": r, "newest_creation_time": c, "min_ttl": ttl,
+        })).collect::<Vec<_>>(),
+        "tokens_issued": issued.iter().map(|(r, n)| json!({"role": r, "count": n})).collect::<Vec<_>>(),
+        "tokens_revoked": revoked.iter().map(|((r, why), n)| json!({"role": r, "reason": why, "count": n})).collect::<Vec<_>>(),
+        "tokens_untracked": untracked,
+        "request_failures": denials.iter().map(|(e, n)| json!({"auth_entity_id": e, "count": n})).collect::<Vec<_>>(),
+        "leases_issued": pairs(&l_issued, "engine", "role"),
+        "leases_revoked": pairs(&l_revoked, "engine", "role"),
+    })))
+}
+
+/// Most per-label counters kept in one family; past it, new label values count under
+/// `"(other)"` (role and entity names may come from callers, so the sets stay bounded).
+const MAX_SERIES: usize = 10_000;
+/// Most live tokens tracked for the token gauges; past it (after dropping expired
+/// ones) new tokens are not tracked and `leash_tokens_untracked_total` grows.
+const MAX_TRACKED_TOKENS: usize = 200_000;
+/// The label value of tokens and requests without a role or entity name.
+pub(crate) const NO_ROLE: &str = "";
+
+struct LiveToken {
+    role: String,
+    created: i64,
+    expire: Option<i64>,
+}
+
+/// In-memory metric state (reset on restart; tokens minted by another server on shared
+/// storage, or before this process started, are not in the token gauges).
+#[derive(Default)]
+pub(crate) struct Telemetry {
+    tokens: Mutex<HashMap<KeyedHash, LiveToken>>,
+    untracked: AtomicU64,
+    tokens_issued: Counters<String>,
+    tokens_revoked: Counters<(String, &'static str)>,
+    denials: Counters<String>,
+    leases_issued: Counters<(String, String)>,
+    leases_revoked: Counters<(String, String)>,
+}
+
+/// A bounded family of counters.
+pub(crate) struct Counters<K>(Mutex<HashMap<K, u64>>);
+
+impl<K> Default for Counters<K> {
+    fn default() -> Self {
+        Counters(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone + Ord> Counters<K> {
+    fn add(&self, key: K, overflow: impl FnOnce(K) -> K, n: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            let key = if !m.contains_key(&key) && m.len() >= MAX_SERIES {
+                overflow(key)
+            } else {
+                key
+            };
+            *m.entry(key).or_insert(0) += n;
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(K, u64)> {
+        let mut v: Vec<_> = self
+            .0
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+fn other() -> String {
+    "(other)".to_owned()
+}
+
+/// Per role: newest creation time of a live token, and smallest remaining TTL of the
+/// live expiring ones (`None` when all of the role's tokens never expire).
+pub(crate) type RoleGauges = BTreeMap<String, (i64, Option<i64>)>;
+
+impl Telemetry {
+    /// A token was minted for `role`.
+    pub(crate) fn token_minted(
+        &self,
+        hash: KeyedHash,
+        role: &str,
+        created: i64,
+        expire: Option<i64>,
+    ) {
+        self.tokens_issued.add(role.to_owned(), |_| other(), 1);
+        if role == NO_ROLE {
+            return;
+        }
+        if let Ok(mut m) = self.tokens.lock() {
+            if m.len() >= MAX_TRACKED_TOKENS {
+                m.retain(|_, t| t.expire.is_none_or(|e| e > created));
+                if m.len() >= MAX_TRACKED_TOKENS {
+                    self.untracked.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+            m.insert(
+                hash,
+                LiveToken {
+                    role: role.to_owned(),
+                    created,
+                    expire,
+                },
+            );
+        }
+    }
+
+    /// A token's expiry moved (renewal).
+    pub(crate) fn token_renewed(&self, hash: &KeyedHash, expire: Option<i64>) {
+        if let Ok(mut m) = self.tokens.lock()
+            && let Some(t) = m.get_mut(hash)
+        {
+            t.expire = expire;
+        }
+    }
+
+    /// Tokens ended; `why` is `revoked` or `expired`; `role_of` names the role of an
+    /// untracked token.
+    pub(crate) fn tokens_ended<'a>(
+        &self,
+        gone: impl IntoIterator<Item = (KeyedHash, Option<&'a str>)>,
+        why: &'static str,
+    ) {
+        let Ok(mut m) = self.tokens.lock() else {
+            return;
+        };
+        for (h, fallback) in gone {
+            let role = match m.remove(&h) {
+                Some(t) => t.role,
+                None => fallback.unwrap_or(NO_ROLE).to_owned(),
+            };
+            self.tokens_revoked
+                .add((role, why), |(_, w)| (other(), w), 1);
+        }
+    }
+
+    /// The role a live token was tracked under (its login role or token role).
+    pub(crate) fn role_of(&self, hash: &KeyedHash) -> Option<String> {
+        self.tokens.lock().ok()?.get(hash).map(|t| t.role.clone())
+    }
+
+    /// A request was denied for `entity` (see `denial_entity`).
+    pub(crate) fn denied(&self, entity: &str) {
+        self.denials.add(entity.to_owned(), |_| other(), 1);
+    }
+
+    /// A lease of `engine` (its mount path) and `role` became active.
+    pub(crate) fn lease_issued(&self, engine: &str, role: &str) {
+        self.leases_issued.add(
+            (engine.to_owned(), role.to_owned()),
+            |(e, _)| (e, other()),
+            1,
+        );
+    }
+
+    /// A lease of `engine` and `role` was revoked (or expired) at its engine.
+    pub(crate) fn lease_revoked(&self, engine: &str, role: &str) {
+        self.leases_revoked.add(
+            (engine.to_owned(), role.to_owned()),
+            |(e, _)| (e, other()),
+            1,
+        );
+    }
+
+    /// Per-role gauges of the live tracked tokens at `now`.
+    pub(crate) fn role_gauges(&self, now: i64) -> RoleGauges {
+        let mut out = RoleGauges::new();
+        let Ok(m) = self.tokens.lock() else {
+            return out;
+        };
+        // Expired tokens stay until the expiry worker ends them (and counts them).
+        for t in m.values().filter(|t| t.expire.is_none_or(|e| e > now)) {
+            let g = out.entry(t.role.clone()).or_insert((t.created, None));
+            g.0 = g.0.max(t.created);
+            if let Some(e) = t.expire {
+                let ttl = e - now;
+                g.1 = Some(g.1.map_or(ttl, |x| x.min(ttl)));
+            }
+        }
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::label;
+
+    #[test]
+    fn token_gauges_follow_mint_renew_and_end() {
+        use super::{KeyedHash, Telemetry};
+        let t = Telemetry::default();
+        let h = |b: u8| KeyedHash([b; 32]);
+        t.token_minted(h(1), "ai-agent", 100, Some(1000));
+        t.token_minted(h(2), "ai-agent", 200, Some(500));
+        t.token_minted(h(3), "", 300, None);
+        let g = t.role_gauges(250);
+        assert_eq!(g.len(), 1, "role-less tokens stay out of the gauges");
+        assert_eq!(g["ai-agent"], (200, Some(250)));
+        t.token_renewed(&h(2), Some(2000));
+        assert_eq!(t.role_gauges(250)["ai-agent"], (200, Some(750)));
+        t.tokens_ended([(h(2), None)], "revoked");
+        assert_eq!(t.role_gauges(250)["ai-agent"], (100, Some(750)));
+        assert!(
+            t.role_gauges(1000).is_empty(),
+            "expired tokens are not live"
+        );
+        t.tokens_ended([(h(1), None), (h(3), None)], "expired");
+        assert_eq!(
+            t.tokens_revoked.snapshot(),
+            vec![
+                (("".to_owned(), "expired"), 1),
+                (("ai-agent".to_owned(), "expired"), 1),
+                (("ai-agent".to_owned(), "revoked"), 1),
+            ]
+        );
+        assert_eq!(t.role_of(&h(1)), None);
+    }
+
+    #[test]
+    fn counter_families_are_bounded() {
+        let t = super::Telemetry::default();
+        for i in 0..super::MAX_SERIES + 5 {
+            t.denied(&format!("e{i}"));
+        }
+        let s = t.denials.snapshot();
+        assert_eq!(s.len(), super::MAX_SERIES + 1);
+        assert!(s.contains(&("(other)".to_owned(), 5)));
+    }
 
     #[test]
     fn label_values_are_escaped() {

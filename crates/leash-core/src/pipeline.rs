@@ -296,10 +296,29 @@ fn no_content() -> Response {
 
 async fn deny(inner: &Inner, ctx: &AuditContext<'_>) -> Result<Response, CoreError> {
     let err = CoreError::PermissionDenied;
+    inner
+        .tokens
+        .telemetry()
+        .denied(&denial_entity(inner, ctx.caller));
     // Denials are audited too (unlike Vault). If that fails the answer is still a
     // refusal, so the audit failure takes precedence only in its status.
     audit_request(inner, ctx, Some(&err.to_string())).await?;
     Err(err)
+}
+
+/// The name-based id a denial is counted under (`auth_entity_id`): the role the
+/// caller's token was issued for (login role, else token role), else its display name;
+/// empty without a valid token.
+fn denial_entity(inner: &Inner, caller: Option<&Caller>) -> String {
+    let Some(c) = caller else {
+        return String::new();
+    };
+    inner
+        .tokens
+        .telemetry()
+        .role_of(&c.hash)
+        .or_else(|| c.entry.role.clone())
+        .unwrap_or_else(|| c.entry.display_name.clone())
 }
 
 async fn audit_request(

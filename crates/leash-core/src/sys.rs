@@ -38,6 +38,14 @@ const UNAUTHENTICATED: &[&str] = &[
 #[async_trait]
 impl Backend for SysBackend {
     fn is_unauthenticated(&self, path: &str) -> bool {
+        if path == "metrics"
+            && self
+                .inner
+                .upgrade()
+                .is_some_and(|i| i.config.unauthenticated_metrics_access)
+        {
+            return true;
+        }
         UNAUTHENTICATED
             .iter()
             .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))

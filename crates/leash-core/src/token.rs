@@ -104,6 +104,8 @@ pub struct TokenStore {
     generation: std::sync::atomic::AtomicU64,
     /// Wakes the lease worker when tokens (and so their leases) are revoked.
     lease_wake: Arc<tokio::sync::Notify>,
+    /// Metric state (live tokens per role, issuance and revocation counts, denials).
+    telemetry: crate::metrics::Telemetry,
 }
 
 #[derive(Clone)]
@@ -148,7 +150,13 @@ impl TokenStore {
             cache: std::sync::RwLock::new(std::collections::HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
             lease_wake,
+            telemetry: crate::metrics::Telemetry::default(),
         }
+    }
+
+    /// The metric state.
+    pub(crate) fn telemetry(&self) -> &crate::metrics::Telemetry {
+        &self.telemetry
     }
 
     /// The configured limits.
@@ -340,6 +348,18 @@ impl TokenStore {
         spec: TokenSpec,
         parent: Option<&Caller>,
     ) -> Result<Minted, CoreError> {
+        let role = spec.role.clone();
+        self.mint_for_role(spec, parent, role.as_deref()).await
+    }
+
+    /// [`TokenStore::mint`], counting the token under `metrics_role` (the auth role of a
+    /// login; the token role otherwise) in the metrics.
+    pub(crate) async fn mint_for_role(
+        &self,
+        spec: TokenSpec,
+        parent: Option<&Caller>,
+        metrics_role: Option<&str>,
+    ) -> Result<Minted, CoreError> {
         let now = self.clock.unix();
         let mut warnings = Vec::new();
         let mut policies: Vec<String> = spec
@@ -475,6 +495,12 @@ impl TokenStore {
             }
             Err(e) => return Err(e.into()),
         }
+        self.telemetry.token_minted(
+            hash,
+            metrics_role.unwrap_or(crate::metrics::NO_ROLE),
+            now,
+            expire_time,
+        );
         Ok(Minted {
             value,
             entry,
@@ -533,6 +559,7 @@ impl TokenStore {
             return Err(CoreError::invalid("token not found"));
         }
         self.forget([hash]);
+        self.telemetry.token_renewed(&hash, entry.expire_time);
         Ok((entry, warnings))
     }
 
@@ -556,7 +583,14 @@ impl TokenStore {
                 m.clear();
             }
         }
-        gone.iter().map(Self::decode).collect()
+        let entries: Vec<TokenEntry> = gone.iter().map(Self::decode).collect::<Result<_, _>>()?;
+        self.telemetry.tokens_ended(
+            gone.iter()
+                .zip(&entries)
+                .map(|(s, e)| (s.hash, e.role.as_deref())),
+            "revoked",
+        );
+        Ok(entries)
     }
 
     /// Revokes every token expired by now (and their subtrees); returns how many.
@@ -566,6 +600,8 @@ impl TokenStore {
         for h in self.storage.tokens_expired(now, limit).await? {
             let gone = self.storage.token_delete_tree(h, false, now).await?;
             self.forget(gone.iter().map(|t| t.hash));
+            self.telemetry
+                .tokens_ended(gone.iter().map(|t| (t.hash, None)), "expired");
             n += gone.len();
         }
         if n > 0 {

@@ -34,6 +34,9 @@ pub(crate) struct ServerConfig {
     pub(crate) cluster_name: String,
     pub(crate) log_level: Option<String>,
     pub(crate) audit_deadline: Duration,
+    /// `telemetry { unauthenticated_metrics_access = true }` (top level, or in the
+    /// listener as Vault has it): `sys/metrics` needs no token.
+    pub(crate) unauthenticated_metrics_access: bool,
 }
 
 /// A configuration problem, with the key at fault.
@@ -258,6 +261,8 @@ pub(crate) fn parse(
         }
     };
 
+    let unauthenticated_metrics_access = telemetry(top, err)? || telemetry(listener, err)?;
+
     let default_ttl = duration(top, "default_lease_ttl", Duration::from_secs(3600), err)?;
     let max_ttl = duration(top, "max_lease_ttl", Duration::from_secs(24 * 3600), err)?;
     if default_ttl > max_ttl {
@@ -282,7 +287,30 @@ pub(crate) fn parse(
             }
             d
         },
+        unauthenticated_metrics_access,
     })
+}
+
+/// `unauthenticated_metrics_access` of the `telemetry` block in `m` (other telemetry
+/// keys, such as Vault's statsd settings, are accepted and ignored).
+fn telemetry(
+    m: &Map<String, Value>,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<bool, ConfigError> {
+    let blocks: Vec<&Value> = match m.get("telemetry") {
+        None | Some(Value::Null) => return Ok(false),
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(v) => vec![v],
+    };
+    let mut open = false;
+    for b in blocks {
+        open |= boolean(
+            object(b, "telemetry", err)?,
+            "unauthenticated_metrics_access",
+            err,
+        )?;
+    }
+    Ok(open)
 }
 
 #[cfg(test)]
@@ -316,6 +344,27 @@ mod tests {
         assert!(c.tls.is_none());
         assert_eq!(c.key_file, Some(PathBuf::from("/etc/leash/leash.key")));
         assert_eq!(c.default_ttl, Duration::from_secs(1800));
+        assert!(!c.unauthenticated_metrics_access);
+    }
+
+    #[test]
+    fn telemetry_opens_metrics() {
+        let base = "storage \"sqlite\" { path = \"d\" }\nlistener \"tcp\" { tls_disable = true }\n";
+        let c = p(&format!(
+            "{base}telemetry {{\n unauthenticated_metrics_access = true\n statsd_address = \"x:1\"\n}}"
+        ))
+        .unwrap();
+        assert!(c.unauthenticated_metrics_access);
+        let c = p(&format!(
+            "{base}telemetry {{\n unauthenticated_metrics_access = false\n}}"
+        ))
+        .unwrap();
+        assert!(!c.unauthenticated_metrics_access);
+        let e = p(&format!(
+            "{base}telemetry {{\n unauthenticated_metrics_access = 3\n}}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("unauthenticated_metrics_access"), "{e}");
     }
 
     #[test]

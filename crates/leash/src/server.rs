@@ -109,6 +109,7 @@ fn dev_config(args: &ServerArgs) -> Result<ServerConfig, String> {
         cluster_name: "leash-dev".into(),
         log_level: None,
         audit_deadline: std::time::Duration::from_secs(5),
+        unauthenticated_metrics_access: false,
     })
 }
 
@@ -178,6 +179,7 @@ async fn serve(cfg: ServerConfig, args: ServerArgs) -> Result<(), String> {
         audit_deadline: cfg.audit_deadline,
         cluster_name: cfg.cluster_name.clone(),
         dev,
+        unauthenticated_metrics_access: cfg.unauthenticated_metrics_access,
     };
     let dev_token = if dev {
         Some(SecretString::from(
