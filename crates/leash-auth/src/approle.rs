@@ -48,7 +48,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use leash_backend::{Backend, BackendRequest, CoreError, MountEntry, Response, match_route};
-use leash_storage::{Storage, StorageError};
+use leash_storage::Storage;
 use leash_types::cidr::Cidr;
 use leash_types::{Clock, Operation};
 use serde_json::{Map, Value};
@@ -214,25 +214,6 @@ fn source_allowed(blocks: &[String], ip: Option<IpAddr>) -> bool {
 
 fn show_ip(ip: Option<IpAddr>) -> String {
     ip.map_or_else(|| "(unknown)".to_owned(), |ip| ip.to_string())
-}
-
-/// A storage refusal from one of this module's `modify` callbacks is the caller's
-/// fault (its message says why); anything else is internal.
-fn from_storage(e: StorageError) -> CoreError {
-    match e {
-        StorageError::Rejected(m) => CoreError::InvalidRequest(m),
-        other => CoreError::Storage(other),
-    }
-}
-
-fn warnings_only(warnings: Vec<String>) -> Option<Response> {
-    if warnings.is_empty() {
-        return None;
-    }
-    let mut r = Response::data(Value::Null);
-    r.data = None;
-    r.warnings = warnings;
-    Some(r)
 }
 
 /// Unix seconds as RFC 3339 (Vault's time fields).

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, MountEntry, Response, fields, match_route,
+    Backend, BackendRequest, CoreError, MountEntry, Response, fields, match_route, store,
 };
 use leash_storage::Storage;
 use leash_types::{Clock, Operation};
@@ -63,50 +63,13 @@ pub fn new_backend(
 
 const OIDC_FLOW: &str = "the OIDC browser login flow is not supported by leash: log in with the token itself at auth/<mount>/login {role, jwt}";
 
-fn check_name(name: &str) -> Result<(), CoreError> {
-    if name.is_empty()
-        || name.len() > 128
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
-    {
-        return Err(CoreError::invalid(format!(
-            "invalid role name {name:?}: use 1-128 characters of A-Z, a-z, 0-9, '-', '_', '.', '@'"
-        )));
-    }
-    Ok(())
-}
-
-/// No data, only warnings (`None`, a 204, when there are none).
-fn warnings_only(warnings: Vec<String>) -> Option<Response> {
-    if warnings.is_empty() {
-        return None;
-    }
-    let mut r = Response::data(Value::Null);
-    r.data = None;
-    r.warnings = warnings;
-    Some(r)
-}
-
-/// A refused token: 403 naming the check that failed.
-fn refused(e: &JwtError) -> CoreError {
-    CoreError::Forbidden(e.to_string())
-}
-
 impl JwtBackend {
     async fn load<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CoreError> {
-        match self.storage.get(&self.ns, key).await? {
-            None => Ok(None),
-            Some(raw) => serde_json::from_slice(raw.as_slice())
-                .map(Some)
-                .map_err(|e| CoreError::internal(format!("stored {key} is unreadable: {e}"))),
-        }
+        store::load_json(&*self.storage, &self.ns, key).await
     }
 
     async fn save<T: Serialize>(&self, key: &str, v: &T) -> Result<(), CoreError> {
-        let bytes = serde_json::to_vec(v).map_err(|e| CoreError::internal(e.to_string()))?;
-        self.storage.put(&self.ns, key, bytes).await?;
-        Ok(())
+        store::save_json(&*self.storage, &self.ns, key, v).await
     }
 
     async fn write_config(
@@ -140,7 +103,7 @@ impl JwtBackend {
             }
         }
         self.save("config", &cfg).await?;
-        Ok(warnings_only(warnings))
+        Ok(Response::warnings_only(warnings))
     }
 
     async fn write_role(
@@ -152,7 +115,7 @@ impl JwtBackend {
         let mut role: JwtRole = self.load(&key).await?.unwrap_or_default();
         let warnings = role.update(data)?;
         self.save(&key, &role).await?;
-        Ok(warnings_only(warnings))
+        Ok(Response::warnings_only(warnings))
     }
 
     async fn list_roles(&self) -> Result<Option<Response>, CoreError> {
@@ -180,7 +143,7 @@ impl JwtBackend {
                 return jwt
                     .verify(&keys, &algs)
                     .map(|c| (c, None))
-                    .map_err(|e| refused(&e));
+                    .map_err(|e| crate::verify::refused(&e));
             }
             KeySource::Jwks { url, ca_pem } => (false, url, ca_pem),
             KeySource::Discovery { url, ca_pem } => (true, url, ca_pem),
@@ -212,11 +175,11 @@ impl JwtBackend {
                     Some(fresh) => jwt
                         .verify(&fresh.keys, &algs)
                         .map(|c| (c, fresh.issuer))
-                        .map_err(|e| refused(&e)),
-                    None => Err(refused(&JwtError::UnknownKeyId)),
+                        .map_err(|e| crate::verify::refused(&e)),
+                    None => Err(crate::verify::refused(&JwtError::UnknownKeyId)),
                 }
             }
-            Err(e) => Err(refused(&e)),
+            Err(e) => Err(crate::verify::refused(&e)),
         }
     }
 
@@ -236,7 +199,7 @@ impl JwtBackend {
             }
             Some(_) => return Err(CoreError::invalid("invalid jwt: expected a string")),
         };
-        if check_name(&role_name).is_err() {
+        if crate::check_role_name(&role_name).is_err() {
             return Err(CoreError::invalid("invalid role name"));
         }
         let Some(role): Option<JwtRole> = self.load(&format!("role/{role_name}")).await? else {
@@ -247,22 +210,24 @@ impl JwtBackend {
                 "could not load configuration: write auth/<mount>/config first",
             ));
         };
-        let jwt = UnverifiedJwt::parse(token).map_err(|e| refused(&e))?;
+        let jwt = UnverifiedJwt::parse(token).map_err(|e| crate::verify::refused(&e))?;
         let (claims, discovered_issuer) = self.verify_signature(&cfg, &jwt).await?;
         claims
             .check_times(&role.time_rules(self.clock.unix()))
-            .map_err(|e| refused(&e))?;
+            .map_err(|e| crate::verify::refused(&e))?;
         let issuer = if cfg.bound_issuer.is_empty() {
             discovered_issuer
         } else {
             Some(cfg.bound_issuer.clone())
         };
         if let Some(iss) = issuer {
-            claims.check_issuer(&iss).map_err(|e| refused(&e))?;
+            claims
+                .check_issuer(&iss)
+                .map_err(|e| crate::verify::refused(&e))?;
         }
         claims
             .check_audience(&role.bound_audiences, true)
-            .map_err(|e| refused(&e))?;
+            .map_err(|e| crate::verify::refused(&e))?;
         role.check_bindings(&claims)?;
         let user = role.user(&claims)?;
         let mut metadata: BTreeMap<String, String> = role.mapped_metadata(&claims)?;
@@ -314,7 +279,7 @@ impl Backend for JwtBackend {
         }
         if let Some(c) = match_route("role/:name", path) {
             let name = c[0];
-            check_name(name)?;
+            crate::check_role_name(name)?;
             let key = format!("role/{name}");
             return match op {
                 Operation::Read => Ok(self

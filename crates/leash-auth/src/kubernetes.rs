@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use jsonwebtoken::Algorithm;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, MountEntry, Response, fields, match_route,
+    Backend, BackendRequest, CoreError, MountEntry, Response, fields, match_route, store,
 };
 use leash_storage::Storage;
 use leash_types::{Clock, Operation, SecretString};
@@ -83,50 +83,13 @@ pub fn new_backend(
     })
 }
 
-fn check_name(name: &str) -> Result<(), CoreError> {
-    if name.is_empty()
-        || name.len() > 128
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
-    {
-        return Err(CoreError::invalid(format!(
-            "invalid role name {name:?}: use 1-128 characters of A-Z, a-z, 0-9, '-', '_', '.', '@'"
-        )));
-    }
-    Ok(())
-}
-
-/// No data, only warnings (`None`, a 204, when there are none).
-fn warnings_only(warnings: Vec<String>) -> Option<Response> {
-    if warnings.is_empty() {
-        return None;
-    }
-    let mut r = Response::data(Value::Null);
-    r.data = None;
-    r.warnings = warnings;
-    Some(r)
-}
-
-/// A refused token: 403 naming the check that failed.
-fn refused(e: &JwtError) -> CoreError {
-    CoreError::Forbidden(e.to_string())
-}
-
 impl KubernetesBackend {
     async fn load<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CoreError> {
-        match self.storage.get(&self.ns, key).await? {
-            None => Ok(None),
-            Some(raw) => serde_json::from_slice(raw.as_slice())
-                .map(Some)
-                .map_err(|e| CoreError::internal(format!("stored {key} is unreadable: {e}"))),
-        }
+        store::load_json(&*self.storage, &self.ns, key).await
     }
 
     async fn save<T: Serialize>(&self, key: &str, v: &T) -> Result<(), CoreError> {
-        let bytes = serde_json::to_vec(v).map_err(|e| CoreError::internal(e.to_string()))?;
-        self.storage.put(&self.ns, key, bytes).await?;
-        Ok(())
+        store::save_json(&*self.storage, &self.ns, key, v).await
     }
 
     async fn list_roles(&self) -> Result<Option<Response>, CoreError> {
@@ -164,7 +127,9 @@ impl KubernetesBackend {
         jwt: &UnverifiedJwt<'_>,
     ) -> Result<ServiceAccount, CoreError> {
         let keys = cfg.public_keys()?;
-        let claims = jwt.verify(&keys, OFFLINE_ALGS).map_err(|e| refused(&e))?;
+        let claims = jwt
+            .verify(&keys, OFFLINE_ALGS)
+            .map_err(|e| crate::verify::refused(&e))?;
         claims
             .check_times(&TimeRules {
                 now: self.clock.unix(),
@@ -173,14 +138,16 @@ impl KubernetesBackend {
                 skew: SKEW,
                 require_exp: true,
             })
-            .map_err(|e| refused(&e))?;
+            .map_err(|e| crate::verify::refused(&e))?;
         if !cfg.issuer.is_empty() && !cfg.disable_iss_validation {
-            claims.check_issuer(&cfg.issuer).map_err(|e| refused(&e))?;
+            claims
+                .check_issuer(&cfg.issuer)
+                .map_err(|e| crate::verify::refused(&e))?;
         }
         if !role.audience.is_empty() {
             claims
                 .check_audience(std::slice::from_ref(&role.audience), false)
-                .map_err(|e| refused(&e))?;
+                .map_err(|e| crate::verify::refused(&e))?;
         }
         claims::service_account(claims.as_map()).map_err(|e| CoreError::Forbidden(e.to_owned()))
     }
@@ -222,7 +189,7 @@ impl KubernetesBackend {
         if let Some(a) = audience
             && !reviewed.audiences.iter().any(|r| r == a)
         {
-            return Err(refused(&JwtError::Audience));
+            return Err(crate::verify::refused(&JwtError::Audience));
         }
         // What the token says (unverified) must be what the API server vouched for.
         let claimed = claims::service_account(jwt.unverified_claims()).ok();
@@ -260,7 +227,7 @@ impl KubernetesBackend {
             }
             Some(_) => return Err(CoreError::invalid("invalid jwt: expected a string")),
         };
-        if check_name(&role_name).is_err() {
+        if crate::check_role_name(&role_name).is_err() {
             return Err(CoreError::invalid("invalid role name"));
         }
         let Some(role): Option<KubeRole> = self.load(&format!("role/{role_name}")).await? else {
@@ -271,7 +238,7 @@ impl KubernetesBackend {
                 "could not load backend configuration: write auth/<mount>/config first",
             ));
         };
-        let jwt = UnverifiedJwt::parse(token).map_err(|e| refused(&e))?;
+        let jwt = UnverifiedJwt::parse(token).map_err(|e| crate::verify::refused(&e))?;
         let sa = if cfg.pem_keys.is_empty() {
             self.token_review(&cfg, &role, token, &jwt).await?
         } else {
@@ -340,7 +307,7 @@ impl Backend for KubernetesBackend {
                 _ if write => {
                     let (cfg, warnings) = KubeConfig::from_write(req.data)?;
                     self.save("config", &cfg).await?;
-                    Ok(warnings_only(warnings))
+                    Ok(Response::warnings_only(warnings))
                 }
                 _ => Err(CoreError::UnsupportedOperation),
             };
@@ -353,7 +320,7 @@ impl Backend for KubernetesBackend {
         }
         if let Some(c) = match_route("role/:name", path) {
             let name = c[0];
-            check_name(name)?;
+            crate::check_role_name(name)?;
             let key = format!("role/{name}");
             return match op {
                 Operation::Read => Ok(self
@@ -368,7 +335,7 @@ impl Backend for KubernetesBackend {
                     let mut role: KubeRole = self.load(&key).await?.unwrap_or_default();
                     let warnings = role.update(req.data)?;
                     self.save(&key, &role).await?;
-                    Ok(warnings_only(warnings))
+                    Ok(Response::warnings_only(warnings))
                 }
                 _ => Err(CoreError::UnsupportedOperation),
             };

@@ -8,8 +8,26 @@
 //! * [`kubernetes`] — pods' service-account tokens (TokenReview or offline keys).
 #![forbid(unsafe_code)]
 
+use leash_backend::CoreError;
+
 pub mod approle;
 pub mod jwt;
 pub mod kubernetes;
 pub mod userpass;
 pub mod verify;
+
+/// Checks a role name of the JWT and Kubernetes methods: 1–128 characters of
+/// `A-Z a-z 0-9 - _ . @`.
+pub(crate) fn check_role_name(name: &str) -> Result<(), CoreError> {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+    {
+        return Err(CoreError::invalid(format!(
+            "invalid role name {name:?}: use 1-128 characters of A-Z, a-z, 0-9, '-', '_', '.', '@'"
+        )));
+    }
+    Ok(())
+}

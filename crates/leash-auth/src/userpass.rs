@@ -32,9 +32,9 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use leash_backend::{
     Backend, BackendRequest, CoreError, MountEntry, Response, TOKEN_FIELDS, TokenParams, fields,
-    match_route,
+    match_route, store,
 };
-use leash_storage::{Storage, StorageError};
+use leash_storage::Storage;
 use leash_types::{Clock, Operation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -169,37 +169,13 @@ fn new_password(data: &Map<String, Value>) -> Result<Option<Zeroizing<String>>, 
     }
 }
 
-/// A storage refusal from one of this module's `modify` callbacks is the caller's
-/// fault (its message says why); anything else is internal.
-fn from_storage(e: StorageError) -> CoreError {
-    match e {
-        StorageError::Rejected(m) => CoreError::InvalidRequest(m),
-        other => CoreError::Storage(other),
-    }
-}
-
-fn warnings_only(warnings: Vec<String>) -> Option<Response> {
-    if warnings.is_empty() {
-        return None;
-    }
-    let mut r = Response::data(Value::Null);
-    r.data = None;
-    r.warnings = warnings;
-    Some(r)
-}
-
 impl UserpassBackend {
     fn key(name: &str) -> String {
         format!("{USER_PREFIX}{name}")
     }
 
     async fn load(&self, name: &str) -> Result<Option<UserEntry>, CoreError> {
-        match self.storage.get(&self.ns, &Self::key(name)).await? {
-            None => Ok(None),
-            Some(raw) => serde_json::from_slice(raw.as_slice())
-                .map(Some)
-                .map_err(|e| CoreError::internal(format!("stored user is unreadable: {e}"))),
-        }
+        store::load_json(&*self.storage, &self.ns, &Self::key(name)).await
     }
 
     /// Runs Argon2 work on the blocking pool, holding a hashing permit until it ends
@@ -252,7 +228,7 @@ impl UserpassBackend {
                 }),
             )
             .await
-            .map_err(from_storage)?;
+            .map_err(store::refused_or_storage)?;
         Ok(())
     }
 
@@ -286,7 +262,7 @@ impl UserpassBackend {
             })
         })
         .await?;
-        Ok(warnings_only(warnings))
+        Ok(Response::warnings_only(warnings))
     }
 
     async fn change_password(

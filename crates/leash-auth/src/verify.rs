@@ -83,6 +83,11 @@ pub enum JwtError {
     UnboundAudience,
 }
 
+/// A refused token: 403 naming the check that failed (never the token).
+pub(crate) fn refused(e: &JwtError) -> leash_backend::CoreError {
+    leash_backend::CoreError::Forbidden(e.to_string())
+}
+
 /// Which kind of public key (and so which algorithms it may verify).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyFamily {

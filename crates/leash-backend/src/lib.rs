@@ -15,6 +15,7 @@ pub mod lease;
 pub mod login;
 pub mod mount;
 pub mod request;
+pub mod store;
 
 pub use backend::{Backend, BackendRequest, match_route};
 pub use caller::{Caller, TokenEntry};

@@ -160,6 +160,18 @@ impl Response {
         }
     }
 
+    /// No data, only warnings: `None` (a 204) when there are none, else a 200 envelope
+    /// carrying them.
+    pub fn warnings_only(warnings: Vec<String>) -> Option<Response> {
+        if warnings.is_empty() {
+            return None;
+        }
+        let mut r = Response::data(serde_json::Value::Null);
+        r.data = None;
+        r.warnings = warnings;
+        Some(r)
+    }
+
     /// A list response: `{"keys": [...]}`; the caller turns an empty list into 404.
     pub fn keys(keys: Vec<String>) -> Response {
         Response::data(serde_json::json!({ "keys": keys }))

@@ -6,7 +6,9 @@ use leash_backend::{CoreError, Response, TOKEN_FIELDS, TokenParams, fields};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{AppRoleBackend, cidr_list, credential, ct_str_eq, from_storage, warnings_only};
+use leash_backend::store::refused_or_storage as from_storage;
+
+use super::{AppRoleBackend, cidr_list, credential, ct_str_eq};
 
 /// Storage key prefix of role records.
 const ROLE_PREFIX: &str = "role/";
@@ -250,7 +252,7 @@ impl AppRoleBackend {
             .await?;
         let mut known: Vec<&str> = ROLE_FIELDS.to_vec();
         known.extend_from_slice(TOKEN_FIELDS);
-        Ok(warnings_only(
+        Ok(Response::warnings_only(
             fields::ignored_warning(data, &known).into_iter().collect(),
         ))
     }

@@ -19,8 +19,9 @@ use zeroize::Zeroizing;
 use super::role::RoleEntry;
 use super::{
     AppRoleBackend, EXPIRED, INVALID_CREDENTIALS, USED_UP, cidr_list, cidrs_within, credential,
-    ct_str_eq, from_storage, rfc3339,
+    ct_str_eq, rfc3339,
 };
+use leash_backend::store::refused_or_storage as from_storage;
 
 /// How long a used-up secret ID is remembered, so a replay is told so (seconds).
 const TOMBSTONE_SECS: i64 = 86_400;

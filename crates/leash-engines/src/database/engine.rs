@@ -21,10 +21,11 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use leash_backend::{
     Backend, BackendRequest, CoreError, LeaseInfo, LeaseRecord, LeaseRegistry, LeaseRequest,
-    MountEntry, Response, fields, match_route,
+    MountEntry, Response, fields, match_route, store,
 };
 use leash_storage::Storage;
 use leash_types::{ExposeSecret, Operation, SecretString};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -265,17 +266,6 @@ pub fn new_backend(
     })
 }
 
-/// No data, only warnings (`None`, a 204, when there are none).
-fn warnings_only(warnings: Vec<String>) -> Option<Response> {
-    if warnings.is_empty() {
-        return None;
-    }
-    let mut r = Response::data(Value::Null);
-    r.data = None;
-    r.warnings = warnings;
-    Some(r)
-}
-
 fn upstream(db: &str, e: &DbError) -> CoreError {
     CoreError::Upstream(format!("database {db:?}: {e}"))
 }
@@ -437,19 +427,12 @@ fn redact_url(url: &str) -> String {
 }
 
 impl DatabaseBackend {
-    async fn load<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, CoreError> {
-        match self.storage.get(&self.ns, key).await? {
-            None => Ok(None),
-            Some(raw) => serde_json::from_slice(raw.as_slice())
-                .map(Some)
-                .map_err(|e| CoreError::internal(format!("stored {key} is unreadable: {e}"))),
-        }
+    async fn load<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CoreError> {
+        store::load_json(&*self.storage, &self.ns, key).await
     }
 
     async fn save<T: Serialize>(&self, key: &str, v: &T) -> Result<(), CoreError> {
-        let bytes = serde_json::to_vec(v).map_err(|e| CoreError::internal(e.to_string()))?;
-        self.storage.put(&self.ns, key, bytes).await?;
-        Ok(())
+        store::save_json(&*self.storage, &self.ns, key, v).await
     }
 
     fn cached(&self, name: &str) -> Option<Arc<Target>> {
@@ -650,7 +633,7 @@ impl DatabaseBackend {
                 "allowed_roles is empty: no role may use this connection until it is set".into(),
             );
         }
-        Ok(warnings_only(warnings))
+        Ok(Response::warnings_only(warnings))
     }
 
     fn config_json(c: &DbConfig) -> Value {
@@ -781,7 +764,7 @@ impl DatabaseBackend {
         {
             warnings.push(GRANT_WARNING.to_owned());
         }
-        Ok(warnings_only(warnings))
+        Ok(Response::warnings_only(warnings))
     }
 
     async fn read_role(&self, name: &str) -> Result<Option<Response>, CoreError> {
