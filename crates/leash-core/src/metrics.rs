@@ -35,10 +35,6 @@ use serde_json::{Map, Value, json};
 
 use crate::Inner;
 
-/// Most failing leases counted (the list is read through an index; beyond this the
-/// gauge saturates, which is alarm enough).
-const FAILING_CAP: usize = 100_000;
-
 /// A Prometheus label value, escaped.
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -81,7 +77,7 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
     let now = inner.clock.unix();
     let failures = inner.logins.failures_per_role();
     let leases = inner.storage.lease_count().await?;
-    let failing = inner.storage.leases_failing(FAILING_CAP).await?.len();
+    let failing = inner.storage.leases_failing_count().await?;
     let gauges = t.role_gauges(now);
     let issued = t.tokens_issued.snapshot();
     let revoked = t.tokens_revoked.snapshot();

@@ -473,6 +473,7 @@ async fn lease_failures_and_prefixes(s: &dyn Storage) {
     assert_eq!(s.lease_count().await.unwrap(), 6);
 
     assert!(s.leases_failing(10).await.unwrap().is_empty());
+    assert_eq!(s.leases_failing_count().await.unwrap(), 0);
     assert!(
         s.lease_record_failure("database/creds/ro/1", 1, 130, "connection refused")
             .await
@@ -505,6 +506,7 @@ async fn lease_failures_and_prefixes(s: &dyn Storage) {
     );
     assert_eq!(failing[0].entry.as_slice(), b"entry of database/creds/rw/1");
     assert_eq!(s.leases_failing(1).await.unwrap().len(), 1);
+    assert_eq!(s.leases_failing_count().await.unwrap(), 2);
     let got = s.lease_get("database/creds/ro/1").await.unwrap().unwrap();
     assert_eq!(
         (got.attempts, got.last_error.as_deref(), got.state),

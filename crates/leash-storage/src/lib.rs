@@ -287,6 +287,9 @@ pub trait Storage: Send + Sync + 'static {
     async fn leases_failing(&self, limit: usize) -> Result<Vec<StoredLease>, StorageError>;
     /// Number of stored leases.
     async fn lease_count(&self) -> Result<u64, StorageError>;
+    /// Number of leases whose revocation has failed at least once (counted through the
+    /// index of failing leases, without reading them).
+    async fn leases_failing_count(&self) -> Result<u64, StorageError>;
     /// Deletes every lease in `ids` (one transaction); returns how many existed.
     async fn leases_delete(&self, ids: &[String]) -> Result<u64, StorageError>;
     /// Marks every lease in `ids` [`LeaseState::Revoking`], due at `now` at the latest

@@ -1136,6 +1136,20 @@ impl Storage for SqliteStorage {
         .await
     }
 
+    async fn leases_failing_count(&self) -> Result<u64, StorageError> {
+        self.read(|c, _| {
+            let n: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM leases INDEXED BY leases_failing WHERE attempts > 0",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(io)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn lease_count(&self) -> Result<u64, StorageError> {
         self.read(|c, _| {
             let n: i64 = c
