@@ -187,3 +187,87 @@ async fn mariadb_credentials_work_expire_and_are_revoked() {
         .await
         .unwrap();
 }
+
+/// A crash between the two writes of a root rotation (the database already has the new
+/// password, the stored configuration still the old one) is finished by the next
+/// connection: the pending password, recorded before the database changed, is tried and
+/// promoted. Without a working pending password the connection fails with the driver's
+/// reason, never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_root_rotation_is_completed_on_reconnect() {
+    let srv = TestServer::start().await;
+    let mut admin = admin_conn().await;
+    let tag = leash_types::random::base62(6).to_ascii_lowercase();
+    let user = format!("leash_rot_{tag}");
+    for q in [
+        format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'old-root-pw'"),
+        format!("GRANT ALL ON *.* TO '{user}'@'%' WITH GRANT OPTION"),
+    ] {
+        admin.query_drop(q).await.unwrap();
+    }
+    let b = base();
+    srv.root("POST", "sys/mounts/db", Some(json!({"type": "database"})))
+        .await;
+    let (s, body) = srv
+        .root(
+            "POST",
+            "db/config/maria",
+            Some(json!({
+                "plugin_name": "mysql-database-plugin",
+                "connection_url": format!("{{{{username}}}}:{{{{password}}}}@tcp({}:{})/", b.ip_or_hostname(), b.tcp_port()),
+                "username": user, "password": "old-root-pw", "allowed_roles": "*",
+            })),
+        )
+        .await;
+    assert_eq!(s, 204, "{body}");
+
+    // The crash: the database got the new password, storage recorded it only as pending.
+    admin
+        .query_drop(format!(
+            "ALTER USER '{user}'@'%' IDENTIFIED BY 'new-root-pw'"
+        ))
+        .await
+        .unwrap();
+    let (_, mounts) = srv.root("GET", "sys/mounts", None).await;
+    let ns = format!("mount/{}", mounts["data"]["db/"]["uuid"].as_str().unwrap());
+    let stored = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
+    let raw = srv.storage.get(&ns, "config/maria").await.unwrap().unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(raw.as_slice()).unwrap();
+    config["pending_password"] = json!("wrong-too");
+    srv.storage
+        .put(&ns, "config/maria", stored(config.clone()))
+        .await
+        .unwrap();
+    let (s, body) = srv.root("POST", "db/reset/maria", None).await;
+    assert_eq!(s, 502, "neither password works: {body}");
+    let text = body.to_string();
+    assert!(text.contains("Access denied"), "{text}");
+    assert!(
+        !text.contains("old-root-pw") && !text.contains("wrong-too"),
+        "{text}"
+    );
+
+    config["pending_password"] = json!("new-root-pw");
+    srv.storage
+        .put(&ns, "config/maria", stored(config))
+        .await
+        .unwrap();
+    let (s, body) = srv.root("POST", "db/reset/maria", None).await;
+    assert_eq!(s, 204, "the pending password is tried and promoted: {body}");
+    let raw = srv.storage.get(&ns, "config/maria").await.unwrap().unwrap();
+    let config: serde_json::Value = serde_json::from_slice(raw.as_slice()).unwrap();
+    assert_eq!(config["password"], "new-root-pw");
+    assert!(config["pending_password"].is_null(), "{config}");
+    assert!(
+        !srv.root("GET", "db/config/maria", None)
+            .await
+            .1
+            .to_string()
+            .contains("new-root-pw")
+    );
+
+    admin
+        .query_drop(format!("DROP USER '{user}'@'%'"))
+        .await
+        .unwrap();
+}
