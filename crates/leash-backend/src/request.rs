@@ -105,6 +105,10 @@ pub enum ResponseKind {
     EnvelopeWithStatus(u16),
     /// Plain text (`data` is a JSON string), e.g. Prometheus' exposition format.
     Text(u16),
+    /// The envelope with every key of `data` also at the top level, taking precedence
+    /// over the envelope's own (`request_id` of a control-group request is the access
+    /// request's id, which is what agents poll with).
+    EnvelopeTopLevel,
 }
 
 /// A successful answer. `Debug` shows the data's keys only: values may be secrets.

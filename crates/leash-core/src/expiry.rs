@@ -57,6 +57,8 @@ pub(crate) fn start(inner: Weak<Inner>, lease_wake: Arc<Notify>) -> Background {
                 _ = tokio::time::sleep(TICK) => {}
             }
             let Some(inner) = inner.upgrade() else { break };
+            // Just-in-time requests: expiry, escalation, grant windows that ended.
+            crate::approvals::sweep(&inner).await;
             loop {
                 match inner.tokens.revoke_expired(BATCH).await {
                     Ok(n) if n >= BATCH => continue,

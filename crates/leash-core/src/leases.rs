@@ -222,6 +222,18 @@ impl LeaseRegistry for Registry {
             ttl = ttl.min(t - now);
             max_expire_at = max_expire_at.min(caller.entry.max_expire_time.unwrap_or(i64::MAX));
         }
+        // Under a just-in-time grant, the credential dies when the window closes (its
+        // renewals too: the max expiry is the window's end).
+        let grant = crate::approvals::current_grant();
+        if let Some(g) = &grant {
+            if g.window_ends_at <= now {
+                return Err(CoreError::invalid(
+                    "the approval's grant window has closed; ask for a new approval",
+                ));
+            }
+            ttl = ttl.min(g.window_ends_at - now);
+            max_expire_at = max_expire_at.min(g.window_ends_at);
+        }
         if ttl <= 0 {
             return Err(CoreError::invalid(
                 "the token's remaining lifetime is too short to issue a lease",
@@ -249,6 +261,11 @@ impl LeaseRegistry for Registry {
         };
         let stored = encode(&entry)?;
         let expire_at = now + ttl;
+        // Recorded on the access request before the credential exists, so closing the
+        // window early revokes it whatever happens next.
+        if let Some(g) = &grant {
+            crate::approvals::record_lease(&inner, g, &id).await;
+        }
         inner
             .storage
             .lease_insert(StoredLease {

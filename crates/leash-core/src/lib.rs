@@ -10,9 +10,11 @@
 //! engines live in their own crates behind [`leash_backend::Backend`].
 #![forbid(unsafe_code)]
 
+mod approvals;
 mod audit_log;
 mod events;
 mod expiry;
+mod identity;
 mod leases;
 mod login;
 mod metrics;
@@ -85,6 +87,8 @@ pub(crate) struct Inner {
     pub(crate) lease_wake: Arc<tokio::sync::Notify>,
     /// Failed-login accounting (rate limit per source, counts per role).
     pub(crate) logins: login::LoginGuard,
+    /// Just-in-time access (webhook notifier).
+    pub(crate) approvals: approvals::Approvals,
 }
 
 /// A running core. Cheap to clone.
@@ -149,6 +153,7 @@ impl Core {
             cluster_id,
             lease_wake,
             logins: login::LoginGuard::default(),
+            approvals: approvals::Approvals::new(),
         });
         let core = Core(inner);
 
@@ -196,6 +201,28 @@ impl Core {
                     opts,
                 ));
             }
+            storage
+                .put(
+                    SYS_NS,
+                    "mounts",
+                    serde_json::to_vec(&tables).map_err(|e| CoreError::internal(e.to_string()))?,
+                )
+                .await?;
+        }
+        // `identity/` (groups of approvers) came after the first releases: added to a
+        // table that lacks it, on any start.
+        if !tables
+            .mounts
+            .iter()
+            .any(|m| m.table == MountTable::Secret && m.path == "identity/")
+        {
+            tables.mounts.push(new_mount_entry(
+                "identity/",
+                "identity",
+                MountTable::Secret,
+                "identity store",
+                BTreeMap::new(),
+            ));
             storage
                 .put(
                     SYS_NS,
@@ -282,6 +309,7 @@ impl Core {
         Ok(match (m.table, m.kind.as_str()) {
             (MountTable::Secret, "system") => Arc::new(sys::SysBackend::new(weak)),
             (MountTable::Auth, "token") => Arc::new(token_backend::TokenBackend::new(weak)),
+            (MountTable::Secret, "identity") => Arc::new(identity::IdentityBackend::new(weak)),
             (MountTable::Secret, "kv") => leash_engines::kv::new_backend(
                 m,
                 Arc::clone(&self.0.storage),

@@ -19,7 +19,8 @@
 //! leash's own: `leash_tokens_issued_total{role}`, `leash_tokens_revoked_total{role,reason}`,
 //! `leash_tokens_untracked_total`, `leash_leases_issued_total{engine,role}`,
 //! `leash_leases_revoked_total{engine,role}`, `leash_login_failures_total{mount,role}`,
-//! `leash_leases`, `leash_lease_revocations_failing`.
+//! `leash_leases`, `leash_lease_revocations_failing`, `leash_jit_requests_pending`,
+//! `leash_jit_oldest_pending_seconds`.
 //!
 //! State is in memory and bounded; it resets on restart, and the token gauges only know
 //! tokens minted by this process.
@@ -78,6 +79,7 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
     let failures = inner.logins.failures_per_role();
     let leases = inner.storage.lease_count().await?;
     let failing = inner.storage.leases_failing_count().await?;
+    let (jit_pending, jit_oldest) = crate::approvals::pending_stats(inner).await?;
     let gauges = t.role_gauges(now);
     let issued = t.tokens_issued.snapshot();
     let revoked = t.tokens_revoked.snapshot();
@@ -191,6 +193,22 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
             &[],
             [(Vec::new(), failing.to_string())],
         );
+        family(
+            &mut out,
+            "leash_jit_requests_pending",
+            "gauge",
+            "Just-in-time access requests waiting for a decision.",
+            &[],
+            [(Vec::new(), jit_pending.to_string())],
+        );
+        family(
+            &mut out,
+            "leash_jit_oldest_pending_seconds",
+            "gauge",
+            "Age of the oldest pending just-in-time access request (0 when none).",
+            &[],
+            [(Vec::new(), jit_oldest.to_string())],
+        );
         return Ok(Response {
             data: Some(Value::String(out)),
             secret: None,
@@ -209,6 +227,8 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
         "login_failures": pairs(&failures, "mount", "role"),
         "leases": leases,
         "lease_revocations_failing": failing,
+        "jit_requests_pending": jit_pending,
+        "jit_oldest_pending_seconds": jit_oldest,
         "tokens": gauges.iter().map(|(r, (c, ttl))| json!({
             "role": r, "newest_creation_time": c, "min_ttl": ttl,
         })).collect::<Vec<_>>(),

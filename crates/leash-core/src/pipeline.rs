@@ -100,6 +100,7 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
     ctx.operation = operation;
 
     // ACL (unauthenticated paths have none).
+    let mut grant: Option<crate::approvals::Grant> = None;
     if let Some(c) = caller.as_ref().filter(|_| !unauthenticated) {
         let decision = c.acl.check(&AclRequest {
             path: &req.path,
@@ -120,14 +121,15 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
             return deny(inner, &ctx).await;
         }
         if decision.control_group.is_some() {
-            // Fail closed until the approval gate exists: a path that needs a human's
-            // approval is never served without one.
-            let err = CoreError::ApprovalRequired(format!(
-                "{} requires an approval (control_group in the policy); just-in-time approvals are not available on this server yet",
-                req.path
-            ));
-            audit_request(inner, &ctx, Some(&err.to_string())).await?;
-            return Err(err);
+            // The approval gate: a path that needs a human's approval is served only
+            // under an open grant of this token (one use is spent here).
+            match crate::approvals::gate(inner, c, &req.path, operation).await {
+                Ok(g) => grant = Some(g),
+                Err(err) => {
+                    audit_request(inner, &ctx, Some(&err.to_string())).await?;
+                    return Err(err);
+                }
+            }
         }
     }
 
@@ -168,7 +170,23 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
         return Err(e);
     }
 
-    let result = mounted.backend.handle(&breq).await;
+    // Under a grant, leases the backend begins are capped to the grant window.
+    let result = match &grant {
+        Some(g) => {
+            crate::approvals::GRANT
+                .scope(g.clone(), mounted.backend.handle(&breq))
+                .await
+        }
+        None => mounted.backend.handle(&breq).await,
+    };
+    if let (Some(g), Ok(Some(r))) = (&grant, &result)
+        && let Some(s) = &r.secret
+        && !s.lease_id.is_empty()
+    {
+        // A failure here is followed by the response entry failing too, which revokes
+        // the lease (fail closed below).
+        let _ = crate::approvals::granted(inner, g, &s.lease_id).await;
+    }
     let mut result = match result {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(CoreError::NotFound),

@@ -59,6 +59,7 @@ impl Backend for SysBackend {
             || path == "capabilities"
             || path == "capabilities-accessor"
             || crate::sys_leases::is_root_protected(path)
+            || crate::approvals::is_root_protected(path)
     }
 
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
@@ -145,6 +146,9 @@ impl SysBackend {
         let op = req.operation;
         let write = matches!(op, Operation::Update | Operation::Create);
         if let Some(r) = crate::sys_leases::handle(inner, req, p).await {
+            return r;
+        }
+        if let Some(r) = crate::approvals::handle(inner, req, p).await {
             return r;
         }
         if let Some(c) = match_route("mounts/*", p) {

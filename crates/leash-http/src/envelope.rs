@@ -97,7 +97,7 @@ pub fn success(path: &str, request_id: &str, resp: Response) -> HttpResponse {
             );
             return r;
         }
-        ResponseKind::Envelope => StatusCode::OK,
+        ResponseKind::Envelope | ResponseKind::EnvelopeTopLevel => StatusCode::OK,
         ResponseKind::EnvelopeWithStatus(code) => {
             StatusCode::from_u16(code).unwrap_or(StatusCode::OK)
         }
@@ -139,6 +139,13 @@ pub fn success(path: &str, request_id: &str, resp: Response) -> HttpResponse {
     {
         for (k, v) in d {
             body.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    if resp.kind == ResponseKind::EnvelopeTopLevel
+        && let Some(Value::Object(d)) = &resp.data
+    {
+        for (k, v) in d {
+            body.insert(k.clone(), v.clone());
         }
     }
     json_response(status, &Value::Object(body))

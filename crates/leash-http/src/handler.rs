@@ -36,11 +36,14 @@ struct AppState {
     cfg: HttpConfig,
 }
 
-/// The axum application serving the Vault-compatible API.
+/// The axum application serving the Vault-compatible API (`/v1/*`) and the approval
+/// page (`/ui/*`).
 pub fn app(core: Core, cfg: HttpConfig) -> Router {
-    Router::new()
-        .fallback(handle)
-        .with_state(AppState { core, cfg })
+    let api = Router::new().fallback(handle).with_state(AppState {
+        core: core.clone(),
+        cfg,
+    });
+    crate::ui::routes(core).merge(api)
 }
 
 fn token_from(headers: &HeaderMap) -> Option<SecretString> {

@@ -11,6 +11,7 @@ pub mod envelope;
 mod handler;
 pub mod listener;
 pub mod path;
+mod ui;
 
 pub use handler::{HttpConfig, app};
 pub use listener::{ListenError, TlsFiles, check_tls, serve};

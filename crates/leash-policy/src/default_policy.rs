@@ -69,6 +69,12 @@ path "sys/tools/hash/*" {
 
 # Ask for just-in-time approval of an operation a control group guards.
 path "sys/control-group/request" {
-    capabilities = ["update"]
+    capabilities = ["update", "list"]
+}
+
+# Follow, complete or decide just-in-time requests (leash checks that the caller is the
+# requester or an approver the request names).
+path "sys/control-group/request/*" {
+    capabilities = ["read", "update", "list"]
 }
 "#;
