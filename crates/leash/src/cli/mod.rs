@@ -19,6 +19,7 @@ use leash_client::{Client, ClientConfig, ClientError};
 mod audit;
 mod flags;
 mod input;
+mod jit;
 mod kv;
 mod lease;
 mod login;
@@ -50,6 +51,9 @@ pub(crate) enum ClientCommand {
     /// Look up, renew and revoke leases of dynamic credentials.
     #[command(subcommand)]
     Lease(lease::LeaseCommand),
+    /// Just-in-time access: list, show, approve, deny, request and complete approvals.
+    #[command(subcommand)]
+    Jit(jit::JitCommand),
     /// Check audit log files offline (hash chain verification).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -162,6 +166,7 @@ pub(crate) fn run(cmd: ClientCommand) -> ExitCode {
             ClientCommand::Kv(c) => kv::run(c).await,
             ClientCommand::Lease(c) => lease::run(c).await,
             ClientCommand::Audit(c) => audit::run(c).await,
+            ClientCommand::Jit(c) => jit::run(c).await,
             ClientCommand::Read(a) => paths::read(a).await,
             ClientCommand::Write(a) => paths::write(a).await,
             ClientCommand::List(a) => paths::list(a).await,

@@ -996,3 +996,57 @@ async fn the_approval_page_logs_in_lists_and_decides_with_csrf_protection() {
     assert_eq!(b["data"]["decided_by"]["comment"], "from the page");
     j.done().await;
 }
+
+/// Runs the `leash` binary with `token` against `srv`.
+fn leash_cli(srv: &TestServer, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leash"))
+        .args(args)
+        .env("LEASH_ADDR", srv.url())
+        .env("LEASH_TOKEN", token)
+        .env_remove("VAULT_ADDR")
+        .env_remove("VAULT_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leash_jit_lists_shows_approves_and_denies() {
+    let j = Jit::new(1, "1h").await;
+    let first = j.ask_ok(5).await;
+    let second = j.ask_ok(5).await;
+    let alice = j.login("alice").await;
+    let srv = &j.srv;
+    let (code, out, err) = tokio::task::block_in_place(|| leash_cli(srv, &alice, &["jit", "list"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&first) && out.contains(&second), "{out}");
+    assert!(out.contains("agent-7") && out.contains("pending"), "{out}");
+    let (code, _, err) =
+        tokio::task::block_in_place(|| leash_cli(srv, &alice, &["jit", "deny", &second]));
+    assert_eq!(code, 1, "a denial needs a comment");
+    assert!(err.contains("--comment"), "{err}");
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        leash_cli(srv, &alice, &["jit", "deny", &second, "-m", "not now"])
+    });
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("denied"), "{out}");
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        leash_cli(srv, &alice, &["jit", "approve", &first, "--comment", "ok"])
+    });
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("approved"), "{out}");
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        leash_cli(srv, &j.agent, &["jit", "show", &first, "-field=status"])
+    });
+    assert_eq!((code, out.trim()), (0, "approved"), "{err}");
+    // The requester cannot approve, and the CLI says why (exit 2: the server refused).
+    let (code, _, err) =
+        tokio::task::block_in_place(|| leash_cli(srv, &j.agent, &["jit", "approve", &second]));
+    assert_eq!(code, 2);
+    assert!(err.contains("Code: 4"), "{err}");
+    j.done().await;
+}
