@@ -156,7 +156,8 @@ pub struct AccessRequest {
     pub pending_until: i64,
     /// Factors to satisfy (empty for a rule-approved request).
     pub factors: Vec<Factor>,
-    /// Whether the requester may approve it (`self_auth_allowed` in the policy).
+    /// `self_auth_allowed` of the policy, recorded; leash never lets the requester
+    /// decide its own request whatever it says.
     #[serde(default)]
     pub self_auth_allowed: bool,
     /// The deciding event.
@@ -264,10 +265,12 @@ impl AccessRequest {
     }
 
     fn check_not_self(&self, a: &Approver) -> Result<(), ApprovalError> {
+        // Never, whatever `self_auth_allowed` says: an agent (or a person) holding an
+        // approver identity must not be able to approve its own escalation.
         let same_entity =
             !self.requester.entity_id.is_empty() && self.requester.entity_id == a.entity_id;
         let same_token = !a.accessor.is_empty() && self.requester.accessor == a.accessor;
-        if same_token || (same_entity && !self.self_auth_allowed) {
+        if same_token || same_entity {
             return Err(ApprovalError::forbidden(
                 "you cannot decide your own access request",
             ));
@@ -647,6 +650,20 @@ mod tests {
             Err(ApprovalError::Forbidden(_))
         ));
         assert_eq!(r.status, Status::Pending);
+    }
+
+    #[test]
+    fn self_auth_allowed_does_not_let_the_requester_approve() {
+        let mut r = request(vec![factor(&["dba"], 1)]);
+        r.self_auth_allowed = true;
+        let me = Approver {
+            accessor: "another-token".into(),
+            ..approver("ent-agent", &["dba"])
+        };
+        assert!(matches!(
+            r.approve(&me, "", None, 1100),
+            Err(ApprovalError::Forbidden(_))
+        ));
     }
 
     #[test]

@@ -329,6 +329,22 @@ pub(crate) async fn gate(
     }))
 }
 
+/// Gives back the use a request spent when its backend failed (a transient target
+/// outage must not cost the agent its approval).
+pub(crate) async fn refund(inner: &Inner, grant: &Grant) {
+    let now = inner.clock.unix();
+    if let Err(e) = change(inner, &grant.request_id, move |r| {
+        if r.window_open(now) {
+            r.uses_left = r.uses_left.map(|n| n.saturating_add(1));
+        }
+        Ok(())
+    })
+    .await
+    {
+        tracing::warn!(error = %e, request_id = %grant.request_id, "could not give back a grant use");
+    }
+}
+
 /// Records a lease begun under the current grant (before its credential exists).
 pub(crate) async fn record_lease(inner: &Inner, grant: &Grant, lease_id: &str) {
     let lease = lease_id.to_owned();

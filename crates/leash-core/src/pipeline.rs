@@ -187,6 +187,9 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
         // the lease (fail closed below).
         let _ = crate::approvals::granted(inner, g, &s.lease_id).await;
     }
+    if let (Some(g), Err(_)) = (&grant, &result) {
+        crate::approvals::refund(inner, g).await;
+    }
     let mut result = match result {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(CoreError::NotFound),

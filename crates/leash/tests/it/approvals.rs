@@ -1050,3 +1050,32 @@ async fn leash_jit_lists_shows_approves_and_denies() {
     assert!(err.contains("Code: 4"), "{err}");
     j.done().await;
 }
+
+#[tokio::test]
+async fn a_failed_issuance_does_not_spend_the_grant() {
+    let j = Jit::new(1, "1h").await;
+    let id = j.ask_ok(5).await;
+    let (s, b) = j.decide("alice", &id, "approve", "ok").await;
+    assert_eq!(s, 200, "{b}");
+    // The database is unreachable for a moment: the read fails (502)...
+    let broken = j.pg.url().replace("5432", "1");
+    let (s, b) = j
+        .srv
+        .root(
+            "POST",
+            "database/config/pg",
+            Some(json!({"plugin_name": "postgresql-database-plugin", "connection_url": broken,
+                "username": "postgres", "password": "x", "allowed_roles": "*", "verify_connection": false})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = j.creds(&j.agent).await;
+    assert_eq!(s, 502, "{b}");
+    // ...and once it is back, the single-use grant still holds.
+    j.pg.configure(&j.srv, "database", &j.pg.url()).await;
+    let (s, b) = j.creds(&j.agent).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = j.creds(&j.agent).await;
+    assert_eq!(s, 403, "then it is used");
+    j.done().await;
+}
