@@ -13,7 +13,8 @@
 //!   lifetime expire, undecided ones are escalated, windows that ended are closed.
 //! * **Storage** (namespace `sys/control-group`, sealed like everything): `req/<id>` the
 //!   request; `tok/<token hash>/<id>` binds grants to tokens; `pending/<id>` and
-//!   `open/<id>` index what the sweeper watches; `config`; `rule/<name>`.
+//!   `open/<id>` index what the sweeper watches; `closed/<unix time>/<id>` what it
+//!   deletes after 30 days; `config`; `rule/<name>`.
 //! * **Audit.** Every step is an entry `{"type": "approval", "event": "approval.<step>"}`
 //!   with the request id and the trace id of the request that created it; accessors and
 //!   lease ids are HMAC'd per device. A step whose entry cannot be written fails (the
@@ -58,15 +59,23 @@ pub(crate) fn current_grant() -> Option<Grant> {
     GRANT.try_with(Clone::clone).ok()
 }
 
+/// How long a decided, expired or completed request is kept (the audit trail keeps its
+/// history for as long as the audit files are retained).
+const RETENTION_SECS: i64 = 30 * 86_400;
+/// How often old requests are looked for.
+const PRUNE_EVERY_SECS: i64 = 60;
+
 /// Per-core state: the webhook notifier.
 pub(crate) struct Approvals {
     notifier: Notifier,
+    last_prune: std::sync::atomic::AtomicI64,
 }
 
 impl Approvals {
     pub(crate) fn new() -> Approvals {
         Approvals {
             notifier: Notifier::start(Duration::from_secs(1)),
+            last_prune: std::sync::atomic::AtomicI64::new(0),
         }
     }
 }
@@ -165,6 +174,44 @@ async fn rules(inner: &Inner) -> Result<Vec<Rule>, CoreError> {
         }
     }
     Ok(out)
+}
+
+/// A request reached a final state: out of the sweeper's and the gate's indexes, into
+/// the retention index.
+async fn finished(inner: &Inner, r: &AccessRequest) -> Result<(), CoreError> {
+    index(inner, format!("pending/{}", r.id), false).await?;
+    index(inner, format!("open/{}", r.id), false).await?;
+    index(
+        inner,
+        format!("tok/{}/{}", r.requester.token_hash, r.id),
+        false,
+    )
+    .await?;
+    let at = r.closed_at.unwrap_or_else(|| inner.clock.unix()).max(0);
+    index(inner, format!("closed/{at:012}/{}", r.id), true).await
+}
+
+/// Deletes requests that reached a final state more than [`RETENTION_SECS`] ago.
+async fn prune(inner: &Inner, now: i64) -> Result<(), CoreError> {
+    use std::sync::atomic::Ordering;
+    let last = inner.approvals.last_prune.load(Ordering::Relaxed);
+    if now - last < PRUNE_EVERY_SECS {
+        return Ok(());
+    }
+    inner.approvals.last_prune.store(now, Ordering::Relaxed);
+    let cutoff = now - RETENTION_SECS;
+    for key in inner.storage.list(NS, "closed/").await? {
+        let mut parts = key.splitn(3, '/').skip(1);
+        let (Some(at), Some(id)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if at.parse::<i64>().unwrap_or(0) >= cutoff {
+            break; // keys are sorted by time
+        }
+        inner.storage.delete(NS, &format!("req/{id}")).await?;
+        inner.storage.delete(NS, &key).await?;
+    }
+    Ok(())
 }
 
 async fn index(inner: &Inner, key: String, on: bool) -> Result<(), CoreError> {
@@ -641,8 +688,7 @@ async fn create(
 }
 
 /// Whether `caller` may see `r`: its requester, an approver it names, or root.
-async fn may_see(inner: &Inner, caller: &Caller, r: &AccessRequest, groups: &[String]) -> bool {
-    let _ = inner;
+fn may_see(caller: &Caller, r: &AccessRequest, groups: &[String]) -> bool {
     caller.acl.is_root()
         || r.requester.token_hash == hash_hex(caller)
         || (!caller.entry.entity_id.is_empty() && r.requester.entity_id == caller.entry.entity_id)
@@ -660,7 +706,7 @@ async fn read(
         return Ok(None);
     };
     let groups = crate::identity::groups_of(inner, &caller.entry.entity_id).await?;
-    if !may_see(inner, caller, &r, &groups).await {
+    if !may_see(caller, &r, &groups) {
         return Err(CoreError::Forbidden(
             "only the requester and the approvers this request names may read it".to_owned(),
         ));
@@ -694,7 +740,7 @@ async fn list(
     let mut rows: Vec<AccessRequest> = Vec::new();
     for id in ids {
         if let Some(r) = load(inner, &id).await?
-            && may_see(inner, caller, &r, &groups).await
+            && may_see(caller, &r, &groups)
         {
             rows.push(r);
         }
@@ -787,7 +833,7 @@ async fn decide(
     match outcome {
         None => {
             audit(inner, "approval.denied", &r, actor_of(caller), extra).await?;
-            index(inner, format!("pending/{}", r.id), false).await?;
+            finished(inner, &r).await?;
             notify(inner, "denied", &r).await;
         }
         Some(ApproveOutcome::Counted(..)) => {
@@ -829,6 +875,7 @@ async fn complete(
     .await?;
     if changed {
         close_window(inner, &r, Some(actor_of(caller))).await?;
+        notify(inner, "completed", &r).await;
     }
     Ok(Some(envelope(&r, now, Vec::new())))
 }
@@ -849,8 +896,7 @@ async fn close_window(
         json!({"reason": r.closed_reason, "leases_revoked": outcome.revoked, "revocations_retrying": failed.len()}),
     )
     .await?;
-    index(inner, format!("open/{}", r.id), false).await?;
-    Ok(())
+    finished(inner, r).await
 }
 
 async fn rule_op(
@@ -906,7 +952,7 @@ async fn sweep_inner(inner: &Arc<Inner>) -> Result<(), CoreError> {
                 audit(inner, "approval.expired", &r, Value::Null, Value::Null).await?;
                 notify(inner, "expired", &r).await;
             }
-            index(inner, key, false).await?;
+            finished(inner, &r).await?;
             continue;
         }
         if let Some(url) = &cfg.escalation_url
@@ -951,7 +997,7 @@ async fn sweep_inner(inner: &Arc<Inner>) -> Result<(), CoreError> {
             index(inner, key, false).await?;
         }
     }
-    Ok(())
+    prune(inner, now).await
 }
 
 /// Pending requests and the age of the oldest, for metrics.

@@ -483,6 +483,29 @@ async fn pending_requests_expire_and_grant_windows_revoke_at_their_end() {
     assert_eq!(b["data"]["closed_reason"], "window ended");
     assert!(j.steps(&stale).contains(&"approval.expired".to_owned()));
     assert!(j.steps(&id).contains(&"approval.completed".to_owned()));
+
+    // Finished requests are kept 30 days, then deleted (the audit trail keeps them).
+    let root = j.srv.root_token.clone();
+    clock.advance(Duration::from_secs(31 * 86_400));
+    for rid in [&stale, &id] {
+        eventually(
+            "old requests are pruned",
+            Duration::from_secs(20),
+            || async {
+                j.srv
+                    .call(
+                        "GET",
+                        &format!("sys/control-group/request/{rid}"),
+                        Some(&root),
+                        None,
+                    )
+                    .await
+                    .0
+                    == 404
+            },
+        )
+        .await;
+    }
     j.done().await;
 }
 
