@@ -648,9 +648,6 @@ async fn create(
         .await?
         .into_iter()
         .find(|x| x.matches(&r.target_resource, &r.operation, minutes, now));
-    if let Some(rule) = &rule {
-        r.auto_approve(&rule.name, rule.grant_uses(), now);
-    }
     // Audited before it exists: a request that cannot be audited is never stored.
     audit(
         inner,
@@ -660,7 +657,8 @@ async fn create(
         Value::Null,
     )
     .await?;
-    if rule.is_some() {
+    if let Some(rule) = &rule {
+        r.auto_approve(&rule.name, rule.grant_uses(), now);
         audit(
             inner,
             "approval.auto_approved",

@@ -545,6 +545,14 @@ async fn pre_approval_rules_approve_low_risk_requests_at_once() {
         j.steps(&id)[..2],
         ["approval.requested", "approval.auto_approved"]
     );
+    let entries: Vec<Value> = j
+        .audit()
+        .into_iter()
+        .filter(|e| e["request_id"] == id.as_str())
+        .collect();
+    assert_eq!(entries[0]["status"], "pending");
+    assert_eq!(entries[1]["status"], "approved");
+    assert_eq!(entries[1]["rule"], "short-reads");
     // Longer than the rule allows: a human decides.
     let (s, b) = j.ask(&j.agent, 30).await;
     assert_eq!(s, 200, "{b}");
