@@ -1,5 +1,5 @@
 //! Credential lifecycle events: one audit entry per transition of a credential
-//! (`agent.credential.issued|used|renewed|revoked|expired`), beside the Vault-shaped
+//! (`agent.credential.issued|used|renewed|revoked|expired|leaked`), beside the Vault-shaped
 //! request and response entries, on every audit device.
 //!
 //! * `trace_id` is the trace id of the request that caused the event (see
@@ -87,6 +87,7 @@ pub(crate) enum Kind {
     Renewed,
     Revoked,
     Expired,
+    Leaked,
 }
 
 impl Kind {
@@ -97,6 +98,7 @@ impl Kind {
             Kind::Renewed => "agent.credential.renewed",
             Kind::Revoked => "agent.credential.revoked",
             Kind::Expired => "agent.credential.expired",
+            Kind::Leaked => "agent.credential.leaked",
         }
     }
 }
@@ -113,6 +115,10 @@ pub(crate) mod reason {
     pub(crate) const TOKEN_REVOKED: &str = "token revoked";
     /// Its TTL ran out (the reason of every `expired` event).
     pub(crate) const LEASE_EXPIRED: &str = "lease expired";
+    /// A child token revoked because its parent token was revoked or expired.
+    pub(crate) const PARENT_REVOKED: &str = "parent revoked";
+    /// A leak scan (`sys/leaks/scan`) found it in text that left its holder.
+    pub(crate) const LEAK: &str = "leak";
 }
 
 /// The token an event is about (stored with each lease).

@@ -13,6 +13,8 @@
 mod audit_log;
 mod events;
 mod expiry;
+mod latency;
+mod leaks;
 mod leases;
 mod login;
 mod metrics;
@@ -237,7 +239,10 @@ impl Core {
 
     /// Handles one request through the whole pipeline.
     pub async fn handle(&self, req: Request) -> Result<Response, CoreError> {
-        pipeline::handle(&self.0, req).await
+        let timer = latency::start(&self.0, &req);
+        let r = pipeline::handle(&self.0, req).await;
+        timer.finish();
+        r
     }
 
     /// Failed logins so far, per (auth mount path, role): for metrics.

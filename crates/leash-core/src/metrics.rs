@@ -19,7 +19,10 @@
 //! leash's own: `leash_tokens_issued_total{role}`, `leash_tokens_revoked_total{role,reason}`,
 //! `leash_tokens_untracked_total`, `leash_leases_issued_total{engine,role}`,
 //! `leash_leases_revoked_total{engine,role}`, `leash_login_failures_total{mount,role}`,
-//! `leash_leases`, `leash_lease_revocations_failing`.
+//! `leash_leases`, `leash_lease_revocations_failing`, `leash_leaks_detected_total{kind}`,
+//! `leash_leases_live{engine,role}`, `leash_audit_device_up{path}`,
+//! `leash_request_duration_seconds{route,method}` (histogram, see `latency`),
+//! `leash_audit_device_failures_total{path}`, `leash_audit_device_entries_total{path}`.
 //!
 //! State is in memory and bounded; it resets on restart, and the token gauges only know
 //! tokens minted by this process.
@@ -85,6 +88,9 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
     let l_issued = t.leases_issued.snapshot();
     let l_revoked = t.leases_revoked.snapshot();
     let untracked = t.untracked.load(Ordering::Relaxed);
+    let leaks = t.leaks.snapshot();
+    let live = live_leases(inner).await?;
+    let devices = inner.audit.stats();
     if format == "prometheus" {
         let mut out = String::new();
         family(
@@ -191,6 +197,54 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
             &[],
             [(Vec::new(), failing.to_string())],
         );
+        family(
+            &mut out,
+            "leash_leaks_detected_total",
+            "counter",
+            "Live credentials found (and revoked) by leak scans, per kind (token, database).",
+            &["kind"],
+            leaks.iter().map(|(k, n)| (vec![*k], n.to_string())),
+        );
+        family(
+            &mut out,
+            "leash_leases_live",
+            "gauge",
+            "Leases whose credential exists (not yet revoked at its target), per engine mount and role; counted from storage at each scrape.",
+            &["engine", "role"],
+            live.iter()
+                .map(|((e, r), n)| (vec![e.as_str(), r.as_str()], n.to_string())),
+        );
+        family(
+            &mut out,
+            "leash_audit_device_up",
+            "gauge",
+            "1 while the audit device works (last write succeeded; a socket device is connected), else 0.",
+            &["path"],
+            devices
+                .iter()
+                .map(|d| (vec![d.path.as_str()], u8::from(d.up).to_string())),
+        );
+        family(
+            &mut out,
+            "leash_audit_device_failures_total",
+            "counter",
+            "Entries an audit device failed to record (write error, deadline, full queue or buffer).",
+            &["path"],
+            devices
+                .iter()
+                .map(|d| (vec![d.path.as_str()], d.failures.to_string())),
+        );
+        family(
+            &mut out,
+            "leash_audit_device_entries_total",
+            "counter",
+            "Entries an audit device recorded.",
+            &["path"],
+            devices
+                .iter()
+                .map(|d| (vec![d.path.as_str()], d.entries.to_string())),
+        );
+        histograms(&mut out, &t.latency.snapshot());
         return Ok(Response {
             data: Some(Value::String(out)),
             secret: None,
@@ -218,7 +272,68 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
         "request_failures": denials.iter().map(|(e, n)| json!({"auth_entity_id": e, "count": n})).collect::<Vec<_>>(),
         "leases_issued": pairs(&l_issued, "engine", "role"),
         "leases_revoked": pairs(&l_revoked, "engine", "role"),
+        "leases_live": live.iter().map(|((e, r), n)| json!({"engine": e, "role": r, "count": n})).collect::<Vec<_>>(),
+        "leaks_detected": leaks.iter().map(|(k, n)| json!({"kind": k, "count": n})).collect::<Vec<_>>(),
+        "audit_devices": devices.iter().map(|d| json!({
+            "path": d.path, "up": d.up, "failures": d.failures, "entries": d.entries,
+        })).collect::<Vec<_>>(),
     })))
+}
+
+/// Live leases per (engine mount path, role), read from the lease ids alone (the
+/// primary-key index; no lease is decrypted), so the gauge is right after a restart
+/// and on storage shared by several servers. The role is the segment after `creds/` of
+/// a `database` mount's lease id (the engine role, as in the other lease series);
+/// leases of other engines have role `""`, of a mount since disabled engine
+/// `(unmounted)`.
+async fn live_leases(inner: &Inner) -> Result<BTreeMap<(String, String), u64>, CoreError> {
+    let ids = inner.storage.lease_ids_with_prefix("").await?;
+    let router = inner.router();
+    let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for id in &ids {
+        let key = match router.route(id) {
+            Some((m, rel)) => {
+                let role = if m.entry.kind == "database" {
+                    rel.strip_prefix("creds/")
+                        .and_then(|r| r.split('/').next())
+                        .unwrap_or("")
+                } else {
+                    ""
+                };
+                (m.entry.route_prefix(), role.to_owned())
+            }
+            None => ("(unmounted)".to_owned(), String::new()),
+        };
+        *out.entry(key).or_insert(0) += 1;
+    }
+    Ok(out)
+}
+
+/// `leash_request_duration_seconds{route,method}` in Prometheus text format.
+fn histograms(
+    out: &mut String,
+    rows: &[(
+        (String, &'static str),
+        std::sync::Arc<crate::latency::Histogram>,
+    )],
+) {
+    let name = "leash_request_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Request latency in seconds per route (mount and first path segment) and operation.\n# TYPE {name} histogram"
+    );
+    for ((route, method), h) in rows {
+        let (buckets, sum, count) = h.snapshot();
+        let l = format!("route=\"{}\",method=\"{method}\"", label(route));
+        for (i, n) in buckets.iter().enumerate() {
+            let le = crate::latency::BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{l},le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{l}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{l}}} {count}");
+    }
 }
 
 /// Most per-label counters kept in one family; past it, new label values count under
@@ -247,6 +362,10 @@ pub(crate) struct Telemetry {
     denials: Counters<String>,
     leases_issued: Counters<(String, String)>,
     leases_revoked: Counters<(String, String)>,
+    /// Live credentials found by leak scans, per kind (`token`, `database`).
+    leaks: Counters<&'static str>,
+    /// Request latency per route and method.
+    pub(crate) latency: crate::latency::Latency,
 }
 
 /// A bounded family of counters.
@@ -376,6 +495,11 @@ impl Telemetry {
             |(e, _)| (e, other()),
             1,
         );
+    }
+
+    /// A leak scan found a live credential of `kind`.
+    pub(crate) fn leak_detected(&self, kind: &'static str) {
+        self.leaks.add(kind, |k| k, 1);
     }
 
     /// Per-role gauges of the live tracked tokens at `now`.

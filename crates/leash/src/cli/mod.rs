@@ -25,6 +25,7 @@ mod login;
 mod output;
 mod paths;
 mod policy;
+mod scan;
 mod status;
 mod token;
 
@@ -53,6 +54,8 @@ pub(crate) enum ClientCommand {
     /// Check audit log files offline (hash chain verification).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Find leash credentials in a file (or stdin) and revoke the live ones (exit 1 if any).
+    Scan(scan::ScanArgs),
     /// Read data from any path.
     Read(paths::ReadArgs),
     /// Write data to any path.
@@ -162,6 +165,7 @@ pub(crate) fn run(cmd: ClientCommand) -> ExitCode {
             ClientCommand::Kv(c) => kv::run(c).await,
             ClientCommand::Lease(c) => lease::run(c).await,
             ClientCommand::Audit(c) => audit::run(c).await,
+            ClientCommand::Scan(a) => scan::run(a).await,
             ClientCommand::Read(a) => paths::read(a).await,
             ClientCommand::Write(a) => paths::write(a).await,
             ClientCommand::List(a) => paths::list(a).await,

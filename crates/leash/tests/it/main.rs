@@ -10,6 +10,7 @@
 
 mod audit_chain;
 mod audit_query;
+mod audit_socket;
 mod auth_approle;
 mod auth_jwt;
 mod auth_kubernetes;
@@ -21,6 +22,7 @@ mod database;
 mod database_mysql;
 mod http_errors;
 mod kv;
+mod leaks;
 mod lifecycle;
 mod pg_outage;
 mod storage;
