@@ -203,7 +203,10 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
             "counter",
             "Live credentials found (and revoked) by leak scans, per kind (token, database).",
             &["kind"],
-            leaks.iter().map(|(k, n)| (vec![*k], n.to_string())),
+            LEAK_KINDS.iter().map(|k| {
+                let n = leaks.iter().find(|(l, _)| l == k).map_or(0, |(_, n)| *n);
+                (vec![*k], n.to_string())
+            }),
         );
         family(
             &mut out,
@@ -335,6 +338,10 @@ fn histograms(
         let _ = writeln!(out, "{name}_count{{{l}}} {count}");
     }
 }
+
+/// The kinds of `leash_leaks_detected_total`, exported from the start (at 0) so that
+/// `increase()` sees the first leak.
+const LEAK_KINDS: [&str; 2] = ["database", "token"];
 
 /// Most per-label counters kept in one family; past it, new label values count under
 /// `"(other)"` (role and entity names may come from callers, so the sets stay bounded).
