@@ -54,6 +54,16 @@ pub(crate) fn start(inner: Weak<Inner>, lease_wake: Arc<Notify>) -> Background {
     let leases = crate::leases::start(inner.clone(), lease_wake);
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
+        // The token gauges start from what storage holds (tokens minted before a
+        // restart, or by another server on shared storage).
+        if let Some(inner) = inner.upgrade() {
+            match inner.tokens.rebuild_gauges().await {
+                Ok(n) => tracing::debug!(tokens = n, "token gauges rebuilt from storage"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "token gauges could not be rebuilt from storage")
+                }
+            }
+        }
         loop {
             tokio::select! {
                 _ = stopped.changed() => break,

@@ -24,8 +24,10 @@
 //! `leash_request_duration_seconds{route,method}` (histogram, see `latency`),
 //! `leash_audit_device_failures_total{path}`, `leash_audit_device_entries_total{path}`.
 //!
-//! State is in memory and bounded; it resets on restart, and the token gauges only know
-//! tokens minted by this process.
+//! Counters are in memory and bounded, and reset on restart. The token gauges are
+//! rebuilt from storage when the background work starts (`TokenStore::rebuild_gauges`),
+//! then maintained on mint, renewal, revocation and expiry; `leash_leases_live` is
+//! counted from the lease index at each scrape.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -358,8 +360,8 @@ struct LiveToken {
     expire: Option<i64>,
 }
 
-/// In-memory metric state (reset on restart; tokens minted by another server on shared
-/// storage, or before this process started, are not in the token gauges).
+/// In-memory metric state: counters reset on restart; the live-token map behind the
+/// token gauges is rebuilt from storage when the background work starts.
 #[derive(Default)]
 pub(crate) struct Telemetry {
     tokens: Mutex<HashMap<KeyedHash, LiveToken>>,
@@ -445,6 +447,33 @@ impl Telemetry {
                 },
             );
         }
+    }
+
+    /// A stored token found live at start-up: tracked in the gauges like a minted one,
+    /// without counting an issuance. Returns whether it is tracked.
+    pub(crate) fn token_restored(
+        &self,
+        hash: KeyedHash,
+        role: &str,
+        created: i64,
+        expire: Option<i64>,
+    ) -> bool {
+        if role == NO_ROLE {
+            return false;
+        }
+        let Ok(mut m) = self.tokens.lock() else {
+            return false;
+        };
+        if m.len() >= MAX_TRACKED_TOKENS && !m.contains_key(&hash) {
+            self.untracked.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        m.entry(hash).or_insert(LiveToken {
+            role: role.to_owned(),
+            created,
+            expire,
+        });
+        true
     }
 
     /// A token's expiry moved (renewal).

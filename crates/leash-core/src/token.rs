@@ -486,6 +486,7 @@ impl TokenStore {
             max_expire_time: max_expire,
             last_renewal: None,
             parent_accessor: parent.map(|p| p.entry.accessor.clone()),
+            metrics_role: metrics_role.map(str::to_owned),
         };
         let hash = self.hash(value.expose());
         let stored = StoredToken {
@@ -599,6 +600,38 @@ impl TokenStore {
             "revoked",
         );
         Ok(entries)
+    }
+
+    /// Puts every live stored token back into the token gauges (after a restart, or
+    /// for tokens another server minted on shared storage): walks the live tokens page
+    /// by page through the storage index and reads each one's metrics role. Returns how
+    /// many were tracked. Tokens minted or ended meanwhile are tracked by their own
+    /// calls; a token revoked while its page was being read may stay in the gauges
+    /// until it would have expired.
+    pub(crate) async fn rebuild_gauges(&self) -> Result<usize, CoreError> {
+        const PAGE: usize = 1000;
+        let now = self.clock.unix();
+        let mut after = None;
+        let mut n = 0;
+        loop {
+            let page = self.storage.tokens_live_page(now, after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.hash);
+            for t in &page {
+                let Ok(e) = Self::decode(t) else { continue };
+                if let Some(role) = e.metrics_role.as_deref().or(e.role.as_deref())
+                    && self
+                        .telemetry
+                        .token_restored(t.hash, role, e.creation_time, t.expire_at)
+                {
+                    n += 1;
+                }
+            }
+            if page.len() < PAGE {
+                break;
+            }
+        }
+        Ok(n)
     }
 
     /// Revokes every token expired by now (and their subtrees); returns what ended, each

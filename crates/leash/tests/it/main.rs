@@ -24,6 +24,7 @@ mod http_errors;
 mod kv;
 mod leaks;
 mod lifecycle;
+mod metrics_restart;
 mod pg_outage;
 mod storage;
 mod sys_audit;
