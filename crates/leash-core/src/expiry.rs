@@ -25,6 +25,8 @@ const BATCH: usize = 1000;
 pub struct Background {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// The database session observer (see [`crate::observer`]).
+    observer: Option<JoinHandle<()>>,
     leases: Option<crate::leases::Worker>,
 }
 
@@ -33,6 +35,9 @@ impl Background {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        if let Some(t) = self.observer.take() {
             let _ = t.await;
         }
         if let Some(w) = self.leases.take() {
@@ -47,12 +52,16 @@ impl Drop for Background {
         if let Some(t) = self.task.take() {
             t.abort();
         }
+        if let Some(t) = self.observer.take() {
+            t.abort();
+        }
     }
 }
 
 pub(crate) fn start(inner: Weak<Inner>, lease_wake: Arc<Notify>) -> Background {
     let leases = crate::leases::start(inner.clone(), lease_wake);
     let (stop, mut stopped) = watch::channel(false);
+    let observer = crate::observer::start(inner.clone(), stopped.clone());
     let task = tokio::spawn(async move {
         // The token gauges start from what storage holds (tokens minted before a
         // restart, or by another server on shared storage).
@@ -93,6 +102,7 @@ pub(crate) fn start(inner: Weak<Inner>, lease_wake: Arc<Notify>) -> Background {
     Background {
         stop,
         task: Some(task),
+        observer: Some(observer),
         leases: Some(leases),
     }
 }

@@ -79,6 +79,10 @@ pub(crate) struct Issued {
     /// The issuing mount's type (`database`, …).
     #[serde(default)]
     pub(crate) credential_type: String,
+    /// The peer address the issuing request came from (the session observer compares
+    /// the credential's database sessions with it).
+    #[serde(default)]
+    pub(crate) remote_address: String,
 }
 
 impl LeaseEntry {
@@ -254,6 +258,7 @@ impl LeaseRegistry for Registry {
                 trace_id: events::current_trace_id(),
                 agent: events::Agent::of(&caller.entry),
                 credential_type: req.mount.kind.clone(),
+                remote_address: events::current_remote_address(),
             }),
         };
         let stored = encode(&entry)?;

@@ -18,6 +18,7 @@ mod leaks;
 mod leases;
 mod login;
 mod metrics;
+mod observer;
 mod pipeline;
 pub mod policy_store;
 mod router;

@@ -20,7 +20,8 @@
 //! `leash_tokens_untracked_total`, `leash_leases_issued_total{engine,role}`,
 //! `leash_leases_revoked_total{engine,role}`, `leash_login_failures_total{mount,role}`,
 //! `leash_leases`, `leash_lease_revocations_failing`, `leash_leaks_detected_total{kind}`,
-//! `leash_leases_live{engine,role}`, `leash_audit_device_up{path}`,
+//! `leash_leases_live{engine,role}`, `leash_credential_anomalies_total{engine,role}`,
+//! `leash_audit_device_up{path}`,
 //! `leash_request_duration_seconds{route,method}` (histogram, see `latency`),
 //! `leash_audit_device_failures_total{path}`, `leash_audit_device_entries_total{path}`.
 //!
@@ -91,6 +92,7 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
     let l_revoked = t.leases_revoked.snapshot();
     let untracked = t.untracked.load(Ordering::Relaxed);
     let leaks = t.leaks.snapshot();
+    let anomalies = t.anomalies.snapshot();
     let live = live_leases(inner).await?;
     let devices = inner.audit.stats();
     if format == "prometheus" {
@@ -212,6 +214,16 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
         );
         family(
             &mut out,
+            "leash_credential_anomalies_total",
+            "counter",
+            "Database sessions of a leased credential from an address other than the one its agent called leash from, per engine mount and role.",
+            &["engine", "role"],
+            anomalies
+                .iter()
+                .map(|((e, r), n)| (vec![e.as_str(), r.as_str()], n.to_string())),
+        );
+        family(
+            &mut out,
             "leash_leases_live",
             "gauge",
             "Leases whose credential exists (not yet revoked at its target), per engine mount and role; counted from storage at each scrape.",
@@ -278,6 +290,7 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
         "leases_issued": pairs(&l_issued, "engine", "role"),
         "leases_revoked": pairs(&l_revoked, "engine", "role"),
         "leases_live": live.iter().map(|((e, r), n)| json!({"engine": e, "role": r, "count": n})).collect::<Vec<_>>(),
+        "credential_anomalies": pairs(&anomalies, "engine", "role"),
         "leaks_detected": leaks.iter().map(|(k, n)| json!({"kind": k, "count": n})).collect::<Vec<_>>(),
         "audit_devices": devices.iter().map(|d| json!({
             "path": d.path, "up": d.up, "failures": d.failures, "entries": d.entries,
@@ -373,6 +386,8 @@ pub(crate) struct Telemetry {
     leases_revoked: Counters<(String, String)>,
     /// Live credentials found by leak scans, per kind (`token`, `database`).
     leaks: Counters<&'static str>,
+    /// Sessions of database credentials from an unexpected address, per engine and role.
+    anomalies: Counters<(String, String)>,
     /// Request latency per route and method.
     pub(crate) latency: crate::latency::Latency,
 }
@@ -536,6 +551,15 @@ impl Telemetry {
     /// A leak scan found a live credential of `kind`.
     pub(crate) fn leak_detected(&self, kind: &'static str) {
         self.leaks.add(kind, |k| k, 1);
+    }
+
+    /// A database credential of `engine` and `role` was used from an unexpected address.
+    pub(crate) fn anomaly(&self, engine: &str, role: &str) {
+        self.anomalies.add(
+            (engine.to_owned(), role.to_owned()),
+            |(e, _)| (e, other()),
+            1,
+        );
     }
 
     /// Per-role gauges of the live tracked tokens at `now`.

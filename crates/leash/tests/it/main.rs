@@ -25,6 +25,7 @@ mod kv;
 mod leaks;
 mod lifecycle;
 mod metrics_restart;
+mod observer;
 mod pg_outage;
 mod storage;
 mod sys_audit;

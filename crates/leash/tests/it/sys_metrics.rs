@@ -63,6 +63,10 @@ fn shipped_rule_tests_match(exported: &HashMap<String, f64>) {
         let Some(series) = line.trim().strip_prefix("- series: '") else {
             continue;
         };
+        // Anomalies need a live database session; observer.rs checks that family.
+        if series.starts_with("leash_credential_anomalies_total") {
+            continue;
+        }
         let want = shape(series.trim_end_matches('\''));
         assert!(
             shapes.contains(&want),
