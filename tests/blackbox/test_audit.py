@@ -228,3 +228,108 @@ def test_fail_closed_when_the_audit_disk_fills_up(servers, tiny_tmpfs):
             break
     assert failed is not None, "reads kept succeeding on a full audit disk"
     assert secret_value not in (failed.text or "")
+
+
+class _LinePeer:
+    """A log pipeline on 127.0.0.1: accepts connections and keeps every line received."""
+
+    def __init__(self, port: int = 0):
+        import socket
+        import threading
+
+        self.lines: list[str] = []
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", port))
+        self._sock.listen()
+        self._sock.settimeout(0.1)
+        self.port = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        import socket
+
+        conns = []
+        while not self._stop.is_set():
+            try:
+                c, _ = self._sock.accept()
+                c.settimeout(0.05)
+                conns.append([c, b""])
+            except socket.timeout:
+                pass
+            for pair in conns:
+                try:
+                    data = pair[0].recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    continue
+                pair[1] += data
+                while b"\n" in pair[1]:
+                    line, pair[1] = pair[1].split(b"\n", 1)
+                    self.lines.append(line.decode())
+        for c, _ in conns:
+            c.close()
+        self._sock.close()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+    def wait_for(self, pred, timeout: float = 30.0):
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(pred(json.loads(l)) for l in list(self.lines)):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"no matching line among {len(self.lines)}")
+
+
+def test_socket_device_streams_entries_and_fails_closed_when_its_peer_is_gone(servers):
+    srv = servers.dev("socket-device")
+    root = srv.client()
+    secret_value = "sock-" + secrets.token_hex(16)
+    peer = _LinePeer()
+    root.sys.enable_audit_device(
+        "socket", path="net", options={"address": f"127.0.0.1:{peer.port}", "socket_type": "tcp"}
+    )
+    root.secrets.kv.v2.create_or_update_secret(path="sock", secret={"password": secret_value})
+    peer.wait_for(lambda e: e.get("type") == "response" and e["request"]["path"] == "secret/data/sock")
+    assert all("prev_hash" in json.loads(l) for l in peer.lines)
+    assert secret_value not in "\n".join(peer.lines)
+
+    # A second device whose peer is unreachable is refused at enable.
+    with pytest.raises(hvac.exceptions.InvalidRequest) as e:
+        root.sys.enable_audit_device("socket", path="net2", options={"address": "127.0.0.1:1"})
+    assert "cannot connect" in str(e.value)
+
+    # The peer goes away: the only device cannot record, so reads fail closed.
+    peer.stop()
+    r = requests.get(
+        f"{srv.url}/v1/secret/data/sock", headers={"X-Vault-Token": srv.root_token}, timeout=30
+    )
+    assert r.status_code == 500
+    assert secret_value not in r.text
+
+
+def test_leak_scan_revokes_a_leaked_token(root, make_token):
+    token = make_token(policies=["default"])
+    r = requests.put(
+        f"{root.url}/v1/sys/leaks/scan",
+        headers={"X-Vault-Token": root.token},
+        json={"text": f"oops: VAULT_TOKEN={token} in a log"},
+        timeout=15,
+    )
+    assert r.status_code == 200, r.text
+    found = r.json()["data"]["found"]
+    assert [f["kind"] for f in found] == ["token"]
+    assert found[0]["revoked"] is True
+    assert token not in r.text
+    r = requests.get(
+        f"{root.url}/v1/auth/token/lookup-self", headers={"X-Vault-Token": token}, timeout=15
+    )
+    assert r.status_code == 403

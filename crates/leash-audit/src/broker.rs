@@ -21,10 +21,13 @@ use std::time::Duration;
 use leash_types::SecretBytes;
 use serde_json::Value;
 
-use crate::config::{self, DeviceConfig, FileOptions, KIND_FILE, Target};
+use crate::config::{
+    self, DeviceConfig, FileOptions, KIND_FILE, KIND_SOCKET, SocketOptions, Target,
+};
 use crate::error::AuditError;
 use crate::file::{self, Destination, Writer};
 use crate::hash::Hasher;
+use crate::socket;
 use crate::stats::{Counters, DeviceStats};
 
 /// The per-entry write deadline the core uses unless configured otherwise.
@@ -80,10 +83,24 @@ struct Device {
     counters: Arc<Counters>,
 }
 
+/// The options every device kind shares, and the kind's own.
+struct Common {
+    log_raw: bool,
+    hmac_accessor: bool,
+    elide_list_responses: bool,
+    prefix: String,
+    kind: Kind,
+}
+
+enum Kind {
+    File(FileOptions),
+    Socket(SocketOptions),
+}
+
 enum Sink {
     /// `file_path = "discard"`: every entry succeeds, nothing is written.
     Discard,
-    /// A file or stdout, behind its writer thread.
+    /// A file, stdout or a socket, behind its writer thread.
     Writer(Writer),
 }
 
@@ -116,7 +133,9 @@ impl Broker {
     ///
     /// With `probe`, the entry it builds is written and synced through the new device
     /// before the device is accepted, so a device that cannot write (a full disk,
-    /// `/dev/full`) is refused at enable time instead of failing every later request.
+    /// `/dev/full`) is refused at enable time instead of failing every later request. A
+    /// socket device with `probe` must reach its peer; without one (re-enabling at
+    /// start-up) it starts disconnected, buffers and connects in the background.
     pub async fn enable(
         &self,
         cfg: DeviceConfig,
@@ -124,33 +143,68 @@ impl Broker {
         probe: Option<&BuildEntry<'_>>,
     ) -> Result<(), AuditError> {
         let path = config::normalize_path(&cfg.path)?;
-        if cfg.kind != KIND_FILE {
-            return Err(AuditError::InvalidConfig(format!(
-                "audit device type {:?} is not supported; supported: {KIND_FILE:?}",
-                cfg.kind
-            )));
-        }
-        let opts = FileOptions::parse(&cfg.options)?;
+        let common = match cfg.kind.as_str() {
+            KIND_FILE => {
+                let o = FileOptions::parse(&cfg.options)?;
+                Common {
+                    log_raw: o.log_raw,
+                    hmac_accessor: o.hmac_accessor,
+                    elide_list_responses: o.elide_list_responses,
+                    prefix: o.prefix.clone(),
+                    kind: Kind::File(o),
+                }
+            }
+            KIND_SOCKET => {
+                let o = SocketOptions::parse(&cfg.options)?;
+                Common {
+                    log_raw: o.log_raw,
+                    hmac_accessor: o.hmac_accessor,
+                    elide_list_responses: o.elide_list_responses,
+                    prefix: o.prefix.clone(),
+                    kind: Kind::Socket(o),
+                }
+            }
+            other => {
+                return Err(AuditError::InvalidConfig(format!(
+                    "audit device type {other:?} is not supported; supported: {KIND_FILE:?}, {KIND_SOCKET:?}"
+                )));
+            }
+        };
         if let Some(existing) = conflict(&self.read(), &path) {
             return Err(AuditError::AlreadyEnabled(already_in_use(&path, &existing)));
         }
 
         let counters = Arc::new(Counters::default());
-        let dest = match opts.target {
-            Target::Discard => None,
-            Target::Stdout => Some(Destination::Stdout),
-            Target::File(p) => Some(Destination::File(p)),
-        };
-        let sink = match dest {
-            None => Sink::Discard,
-            Some(dest) => Sink::Writer(
-                Writer::start(
+        let sink = match common.kind {
+            Kind::File(opts) => {
+                let dest = match opts.target {
+                    Target::Discard => None,
+                    Target::Stdout => Some(Destination::Stdout),
+                    Target::File(p) => Some(Destination::File(p)),
+                };
+                match dest {
+                    None => Sink::Discard,
+                    Some(dest) => Sink::Writer(
+                        Writer::start(
+                            &path,
+                            dest,
+                            opts.mode,
+                            opts.rotation.clone(),
+                            self.queue_capacity,
+                            self.deadline,
+                            counters.clone(),
+                        )
+                        .await?,
+                    ),
+                }
+            }
+            Kind::Socket(opts) => Sink::Writer(
+                socket::start(
                     &path,
-                    dest,
-                    opts.mode,
-                    opts.rotation.clone(),
+                    &opts,
                     self.queue_capacity,
                     self.deadline,
+                    probe.is_some(),
                     counters.clone(),
                 )
                 .await?,
@@ -161,9 +215,10 @@ impl Broker {
                 path: path.clone(),
                 ..cfg
             },
-            log_raw: opts.log_raw,
-            prefix: opts.prefix.into_bytes(),
-            hasher: Hasher::new(key).with_options(opts.hmac_accessor, opts.elide_list_responses),
+            log_raw: common.log_raw,
+            prefix: common.prefix.into_bytes(),
+            hasher: Hasher::new(key)
+                .with_options(common.hmac_accessor, common.elide_list_responses),
             sink,
             counters,
         });
@@ -366,6 +421,7 @@ impl Device {
 
     fn failed(&self, reason: &str) {
         self.counters.add_failure();
+        self.counters.set_up(false);
         tracing::warn!(
             device = %self.config.path,
             error = %reason,

@@ -18,8 +18,38 @@ use serde::{Deserialize, Serialize};
 use crate::error::AuditError;
 use crate::rotate::Rotation;
 
-/// The one device type leash has: Vault's `file` device.
+/// Vault's `file` device.
 pub const KIND_FILE: &str = "file";
+/// Vault's `socket` device: JSON lines over TCP (or a Unix stream socket).
+pub const KIND_SOCKET: &str = "socket";
+
+/// `address` (socket): `host:port` for TCP, a path for `unix`. Required.
+pub const OPT_ADDRESS: &str = "address";
+/// `socket_type` (socket): `tcp` (default) or `unix`.
+pub const OPT_SOCKET_TYPE: &str = "socket_type";
+/// `write_timeout` (socket): how long one write (and one connection attempt) may take.
+/// Default `2s`, as Vault's.
+pub const OPT_WRITE_TIMEOUT: &str = "write_timeout";
+/// `buffer_size` (socket): entries kept while the peer is unreachable, delivered in order
+/// when it is back; past it, new entries fail at once. Default 10000.
+pub const OPT_BUFFER_SIZE: &str = "buffer_size";
+
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_BUFFER_SIZE: usize = 10_000;
+/// The largest `buffer_size` accepted (entries are a few KiB each).
+const MAX_BUFFER_SIZE: usize = 1_000_000;
+
+const SOCKET_OPTIONS: [&str; 9] = [
+    OPT_ADDRESS,
+    OPT_SOCKET_TYPE,
+    OPT_WRITE_TIMEOUT,
+    OPT_BUFFER_SIZE,
+    OPT_LOG_RAW,
+    OPT_HMAC_ACCESSOR,
+    OPT_FORMAT,
+    OPT_PREFIX,
+    OPT_ELIDE_LIST_RESPONSES,
+];
 
 /// `file_path`: where entries go; `stdout` and `discard` are special. Required.
 pub const OPT_FILE_PATH: &str = "file_path";
@@ -233,6 +263,132 @@ impl FileOptions {
     }
 }
 
+/// What a socket device connects to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SocketAddress {
+    /// `host:port`, resolved at each connection attempt.
+    Tcp(String),
+    /// A Unix stream socket's path.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for SocketAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SocketAddress::Tcp(a) => write!(f, "tcp://{a}"),
+            SocketAddress::Unix(p) => write!(f, "unix://{}", p.display()),
+        }
+    }
+}
+
+/// The validated options of a socket device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SocketOptions {
+    pub(crate) address: SocketAddress,
+    pub(crate) write_timeout: Duration,
+    pub(crate) buffer_size: usize,
+    pub(crate) log_raw: bool,
+    pub(crate) hmac_accessor: bool,
+    pub(crate) prefix: String,
+    pub(crate) elide_list_responses: bool,
+}
+
+impl SocketOptions {
+    /// Parses a `socket` device's options. An empty value counts as unset.
+    pub(crate) fn parse(options: &BTreeMap<String, String>) -> Result<SocketOptions, AuditError> {
+        if let Some(key) = options
+            .keys()
+            .find(|k| !SOCKET_OPTIONS.contains(&k.as_str()))
+        {
+            return Err(AuditError::InvalidConfig(format!(
+                "unknown option {key:?} for audit device type \"socket\" (known: {})",
+                SOCKET_OPTIONS.join(", ")
+            )));
+        }
+        let get = |key: &str| {
+            options
+                .get(key)
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+        };
+        let Some(raw_address) = get(OPT_ADDRESS) else {
+            return Err(AuditError::InvalidConfig(format!(
+                "option {OPT_ADDRESS:?} is required (\"host:port\" for tcp, a path for unix)"
+            )));
+        };
+        let address = match get(OPT_SOCKET_TYPE) {
+            None | Some("tcp") => {
+                let port_ok = raw_address.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                });
+                if !port_ok
+                    || raw_address
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(AuditError::InvalidConfig(format!(
+                        "option {OPT_ADDRESS:?}: {raw_address:?} is not \"host:port\" (e.g. \"127.0.0.1:9090\" or \"[::1]:9090\")"
+                    )));
+                }
+                SocketAddress::Tcp(raw_address.to_owned())
+            }
+            Some("unix") => SocketAddress::Unix(PathBuf::from(raw_address)),
+            Some("udp") => {
+                return Err(AuditError::InvalidConfig(format!(
+                    "option {OPT_SOCKET_TYPE:?}: \"udp\" is not supported (a datagram can be lost without an error, so an entry could not count as recorded); use \"tcp\" or \"unix\""
+                )));
+            }
+            Some(other) => {
+                return Err(AuditError::InvalidConfig(format!(
+                    "option {OPT_SOCKET_TYPE:?}: unknown socket type {other:?}; use \"tcp\" or \"unix\""
+                )));
+            }
+        };
+        match get(OPT_FORMAT) {
+            None | Some("json") => {}
+            Some(other) => {
+                return Err(AuditError::InvalidConfig(format!(
+                    "option {OPT_FORMAT:?}: {other:?} is not supported; use \"json\""
+                )));
+            }
+        }
+        let write_timeout = parse_go_duration(
+            OPT_WRITE_TIMEOUT,
+            get(OPT_WRITE_TIMEOUT),
+            DEFAULT_WRITE_TIMEOUT,
+        )?;
+        if write_timeout.is_zero() {
+            return Err(AuditError::InvalidConfig(format!(
+                "option {OPT_WRITE_TIMEOUT:?} must be more than zero (e.g. \"2s\")"
+            )));
+        }
+        let buffer_size = match get(OPT_BUFFER_SIZE) {
+            None => DEFAULT_BUFFER_SIZE,
+            Some(raw) => match raw.parse::<usize>() {
+                Ok(n) if (1..=MAX_BUFFER_SIZE).contains(&n) => n,
+                _ => {
+                    return Err(AuditError::InvalidConfig(format!(
+                        "option {OPT_BUFFER_SIZE:?}: {raw:?} is not a number of entries from 1 to {MAX_BUFFER_SIZE}"
+                    )));
+                }
+            },
+        };
+        Ok(SocketOptions {
+            address,
+            write_timeout,
+            buffer_size,
+            log_raw: parse_bool(OPT_LOG_RAW, get(OPT_LOG_RAW), false)?,
+            hmac_accessor: parse_bool(OPT_HMAC_ACCESSOR, get(OPT_HMAC_ACCESSOR), true)?,
+            prefix: options.get(OPT_PREFIX).cloned().unwrap_or_default(),
+            elide_list_responses: parse_bool(
+                OPT_ELIDE_LIST_RESPONSES,
+                get(OPT_ELIDE_LIST_RESPONSES),
+                false,
+            )?,
+        })
+    }
+}
+
 /// A duration option (`"24h"`, `"90d"`, `"3600"`; `"0"` = off).
 fn parse_go_duration(
     key: &str,
@@ -410,6 +566,41 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn socket_options_parse_and_reject_bad_values() {
+        let o = SocketOptions::parse(&opts(&[("address", "127.0.0.1:9090")])).unwrap();
+        assert_eq!(o.address, SocketAddress::Tcp("127.0.0.1:9090".into()));
+        assert_eq!(o.write_timeout, Duration::from_secs(2));
+        assert_eq!(o.buffer_size, 10_000);
+        assert!(!o.log_raw && o.hmac_accessor);
+        let o = SocketOptions::parse(&opts(&[
+            ("address", "/run/log.sock"),
+            ("socket_type", "unix"),
+            ("write_timeout", "3s"),
+            ("buffer_size", "10"),
+            ("prefix", "@cee: "),
+        ]))
+        .unwrap();
+        assert_eq!(o.address, SocketAddress::Unix("/run/log.sock".into()));
+        assert_eq!(
+            (o.write_timeout, o.buffer_size),
+            (Duration::from_secs(3), 10)
+        );
+        let bad = |pairs: &[(&str, &str)]| match SocketOptions::parse(&opts(pairs)) {
+            Err(AuditError::InvalidConfig(m)) => m,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        };
+        assert!(bad(&[]).contains("\"address\" is required"));
+        for a in ["localhost", "host:0", ":9090", "host:99999", "a b:1"] {
+            assert!(bad(&[("address", a)]).contains("host:port"), "{a}");
+        }
+        assert!(bad(&[("address", "h:1"), ("socket_type", "udp")]).contains("not supported"));
+        assert!(bad(&[("address", "h:1"), ("socket_type", "sctp")]).contains("sctp"));
+        assert!(bad(&[("address", "h:1"), ("file_path", "/x")]).contains("\"file_path\""));
+        assert!(bad(&[("address", "h:1"), ("buffer_size", "0")]).contains("buffer_size"));
+        assert!(bad(&[("address", "h:1"), ("write_timeout", "0")]).contains("write_timeout"));
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub(crate) const MAX_BATCH_BYTES: usize = 4 << 20;
 /// The mode a file is created with when the `mode` option is `0000` ("leave it alone").
 const CREATE_MODE_WHEN_UNSET: u32 = 0o600;
 
-/// The outcome of writing one line: `Ok` once written and synced.
+/// The outcome of writing one line: `Ok` once written and synced (sent, for a socket).
 pub(crate) type WriteResult = Result<(), Arc<io::Error>>;
 
 /// Where a writer thread writes.
@@ -89,12 +89,12 @@ impl std::fmt::Display for SubmitError {
 }
 
 /// One queued line and where to send its outcome.
-struct Job {
-    line: Vec<u8>,
+pub(crate) struct Job {
+    pub(crate) line: Vec<u8>,
     /// Whether the caller waits for the line to be synced (else only written: its
     /// durability then rides on the next synced line, which the writer orders after it).
-    sync: bool,
-    reply: oneshot::Sender<WriteResult>,
+    pub(crate) sync: bool,
+    pub(crate) reply: oneshot::Sender<WriteResult>,
 }
 
 /// The caller's side of a device's writer thread.
@@ -106,6 +106,15 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// A writer over a thread that another device kind started (the socket device):
+    /// `tx` feeds it, `done` fires when it has ended.
+    pub(crate) fn from_parts(tx: SyncSender<Job>, done: oneshot::Receiver<()>) -> Writer {
+        Writer {
+            tx: RwLock::new(Some(tx)),
+            done: Mutex::new(Some(done)),
+        }
+    }
+
     /// Starts the writer thread and waits (at most `deadline`) for it to open `dest`.
     /// Opening happens on that thread, off the async executor; if it does not finish in
     /// time the thread closes whatever it opens later and ends.
@@ -320,7 +329,7 @@ impl Output {
 }
 
 /// `write_all` that reports how far it got.
-fn write_counting(w: &mut impl Write, buf: &[u8]) -> (usize, io::Result<()>) {
+pub(crate) fn write_counting(w: &mut impl Write, buf: &[u8]) -> (usize, io::Result<()>) {
     let mut written = 0;
     while written < buf.len() {
         match w.write(&buf[written..]) {
@@ -382,7 +391,7 @@ impl ChainState {
 }
 
 /// A fresh 32-byte genesis nonce, in hex.
-fn genesis_nonce() -> io::Result<String> {
+pub(crate) fn genesis_nonce() -> io::Result<String> {
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce)
         .map_err(|e| io::Error::other(format!("no randomness for the chain genesis: {e}")))?;
@@ -574,6 +583,7 @@ fn run(
         if result.is_ok() {
             counters.add_entries(n as u64);
         }
+        counters.set_up(result.is_ok());
         for reply in synced.drain(..) {
             let _ = reply.send(result.clone());
         }

@@ -16,6 +16,8 @@
 //!   the hash chain (computed in the writer thread, the single ordering point);
 //! * [`chain`] — the chain's line format and [`chain::verify_files`];
 //! * [`query`] — filtering entries across a device's files, through an index beside them;
+//! * `socket` — the socket device: JSON lines over TCP or a Unix socket, with a bounded
+//!   buffer, reconnection with backoff, and the same hash chain as the file device;
 //! * [`rotate`] — rotation naming, compression, retention, [`rotate::device_files`];
 //! * [`stats`] — [`DeviceStats`], per-device counters;
 //! * [`error`] — [`AuditError`].
@@ -34,6 +36,7 @@ mod file;
 pub mod hash;
 pub mod query;
 pub mod rotate;
+mod socket;
 pub mod stats;
 
 pub use broker::{Broker, BuildEntry, DEFAULT_DEADLINE, Entry};

@@ -8,7 +8,7 @@
 //!
 //! Not here: exporting metrics (the core does), per-entry detail of any kind.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A snapshot of one device's counters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +23,9 @@ pub struct DeviceStats {
     /// Entries this device failed to record for a caller: write or sync error, deadline
     /// passed, queue full, or device gone.
     pub failures: u64,
+    /// Whether the device is working: its last write succeeded (and a socket device is
+    /// connected to its peer). Exported as `leash_audit_device_up`.
+    pub up: bool,
 }
 
 /// The live counters behind a [`DeviceStats`].
@@ -31,6 +34,8 @@ pub(crate) struct Counters {
     entries: AtomicU64,
     syncs: AtomicU64,
     failures: AtomicU64,
+    /// Cleared by a failed write or a lost connection, set by a successful write.
+    down: AtomicBool,
 }
 
 impl Counters {
@@ -46,12 +51,18 @@ impl Counters {
         self.failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records whether the device works (see [`DeviceStats::up`]).
+    pub(crate) fn set_up(&self, up: bool) {
+        self.down.store(!up, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self, path: &str) -> DeviceStats {
         DeviceStats {
             path: path.to_owned(),
             entries: self.entries.load(Ordering::Relaxed),
             syncs: self.syncs.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
+            up: !self.down.load(Ordering::Relaxed),
         }
     }
 }

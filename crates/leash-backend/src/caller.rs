@@ -59,6 +59,10 @@ pub struct TokenEntry {
     /// The parent's accessor (`None` for orphans); recorded for the delegation chain.
     #[serde(default)]
     pub parent_accessor: Option<String>,
+    /// The auth role its metrics count it under (the login role, else the token role),
+    /// kept so the token gauges can be rebuilt after a restart. Not shown to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_role: Option<String>,
 }
 
 impl TokenEntry {

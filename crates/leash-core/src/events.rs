@@ -1,5 +1,5 @@
 //! Credential lifecycle events: one audit entry per transition of a credential
-//! (`agent.credential.issued|used|renewed|revoked|expired`), beside the Vault-shaped
+//! (`agent.credential.issued|used|renewed|revoked|expired|leaked|anomaly`), beside the Vault-shaped
 //! request and response entries, on every audit device.
 //!
 //! * `trace_id` is the trace id of the request that caused the event (see
@@ -65,6 +65,13 @@ pub(crate) fn current_trace_id() -> String {
     current().map_or_else(Request::new_trace_id, |c| c.trace_id.clone())
 }
 
+/// The peer address of the current request (`""` outside a request).
+pub(crate) fn current_remote_address() -> String {
+    current()
+        .map(|c| c.remote_address.clone())
+        .unwrap_or_default()
+}
+
 /// `action_context`: the request that caused the event, or the background worker.
 fn action_context() -> Value {
     match current() {
@@ -87,6 +94,8 @@ pub(crate) enum Kind {
     Renewed,
     Revoked,
     Expired,
+    Leaked,
+    Anomaly,
 }
 
 impl Kind {
@@ -97,6 +106,8 @@ impl Kind {
             Kind::Renewed => "agent.credential.renewed",
             Kind::Revoked => "agent.credential.revoked",
             Kind::Expired => "agent.credential.expired",
+            Kind::Leaked => "agent.credential.leaked",
+            Kind::Anomaly => "agent.credential.anomaly",
         }
     }
 }
@@ -113,6 +124,10 @@ pub(crate) mod reason {
     pub(crate) const TOKEN_REVOKED: &str = "token revoked";
     /// Its TTL ran out (the reason of every `expired` event).
     pub(crate) const LEASE_EXPIRED: &str = "lease expired";
+    /// A child token revoked because its parent token was revoked or expired.
+    pub(crate) const PARENT_REVOKED: &str = "parent revoked";
+    /// A leak scan (`sys/leaks/scan`) found it in text that left its holder.
+    pub(crate) const LEAK: &str = "leak";
 }
 
 /// The token an event is about (stored with each lease).
@@ -255,6 +270,26 @@ pub(crate) async fn emit(inner: &Inner, events: &[Event], sync: bool) -> Result<
         })?;
     }
     Ok(())
+}
+
+/// Records events the session observer saw, with `context` (the session) as their
+/// `action_context`; written and synced, failures logged only.
+pub(crate) async fn emit_observed(inner: &Inner, events: &[Event], context: &Value) {
+    for (i, ev) in events.iter().enumerate() {
+        let built = Built {
+            ev,
+            timestamp: now_rfc3339(),
+            action_context: context.clone(),
+        };
+        let r = if i + 1 == events.len() {
+            inner.audit.log(&built).await
+        } else {
+            inner.audit.log_written(&built).await
+        };
+        if let Err(e) = r {
+            tracing::error!(error = %e, event = ev.kind.as_str(), "could not audit an observed session");
+        }
+    }
 }
 
 /// Like [`emit`], for transitions that already happened and cannot be undone: a

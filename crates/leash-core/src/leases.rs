@@ -79,12 +79,16 @@ pub(crate) struct Issued {
     /// The issuing mount's type (`database`, …).
     #[serde(default)]
     pub(crate) credential_type: String,
+    /// The peer address the issuing request came from (the session observer compares
+    /// the credential's database sessions with it).
+    #[serde(default)]
+    pub(crate) remote_address: String,
 }
 
 impl LeaseEntry {
     /// Its metric labels: the engine's mount path (`database/`) and the engine role
     /// (`internal.role`, empty when the engine has none).
-    fn metric_labels(&self) -> (&str, &str) {
+    pub(crate) fn metric_labels(&self) -> (&str, &str) {
         let role = self
             .internal
             .get("role")
@@ -94,7 +98,13 @@ impl LeaseEntry {
     }
 
     /// The lifecycle event `kind` of lease `id`, with `ttl` seconds left.
-    fn event(&self, id: &str, kind: Kind, ttl: u64, reason: Option<&'static str>) -> Event {
+    pub(crate) fn event(
+        &self,
+        id: &str,
+        kind: Kind,
+        ttl: u64,
+        reason: Option<&'static str>,
+    ) -> Event {
         let issued = self.issued.clone().unwrap_or_default();
         // The scope of a database credential is its role and database; of anything
         // else, the lease path below the mount.
@@ -125,7 +135,7 @@ impl LeaseEntry {
 }
 
 impl LeaseEntry {
-    fn decode(l: &StoredLease) -> Result<LeaseEntry, CoreError> {
+    pub(crate) fn decode(l: &StoredLease) -> Result<LeaseEntry, CoreError> {
         serde_json::from_slice(l.entry.as_slice())
             .map_err(|e| CoreError::internal(format!("lease {} is unreadable: {e}", l.id)))
     }
@@ -170,6 +180,8 @@ pub(crate) enum Reason {
     /// An explicit request revokes them now (`sys/leases/revoke*`, unmount):
     /// `revoked`, `operator`.
     Revoked,
+    /// A leak scan found their credentials (`sys/leaks/scan`): `revoked`, `leak`.
+    Leak,
 }
 
 impl Reason {
@@ -177,6 +189,7 @@ impl Reason {
         match self {
             Reason::Expired => "expired",
             Reason::Revoked => "revoked",
+            Reason::Leak => "leak",
         }
     }
 }
@@ -257,6 +270,7 @@ impl LeaseRegistry for Registry {
                 trace_id: events::current_trace_id(),
                 agent: events::Agent::of(&caller.entry),
                 credential_type: req.mount.kind.clone(),
+                remote_address: events::current_remote_address(),
             }),
         };
         let stored = encode(&entry)?;
@@ -466,6 +480,7 @@ pub(crate) async fn revoke_now(
             // request) or by its token's end (revoked by the worker).
             let (kind, why) = match reason {
                 Reason::Revoked => (Kind::Revoked, reason::OPERATOR),
+                Reason::Leak => (Kind::Revoked, reason::LEAK),
                 Reason::Expired if l.state == LeaseState::Revoking => {
                     (Kind::Revoked, reason::TOKEN_REVOKED)
                 }
@@ -546,6 +561,15 @@ where
 
 /// Marks `ids` for revocation and revokes them now; what fails stays for the worker.
 pub(crate) async fn revoke_ids(inner: &Arc<Inner>, ids: &[String]) -> Result<Outcome, CoreError> {
+    revoke_ids_because(inner, ids, Reason::Revoked).await
+}
+
+/// [`revoke_ids`] with the reason their events give.
+pub(crate) async fn revoke_ids_because(
+    inner: &Arc<Inner>,
+    ids: &[String],
+    why: Reason,
+) -> Result<Outcome, CoreError> {
     let now = inner.clock.unix();
     let mut outcome = Outcome::default();
     for chunk in ids.chunks(BATCH) {
@@ -556,7 +580,7 @@ pub(crate) async fn revoke_ids(inner: &Arc<Inner>, ids: &[String]) -> Result<Out
                 leases.push(l);
             }
         }
-        let o = revoke_now(inner, leases, Reason::Revoked).await?;
+        let o = revoke_now(inner, leases, why).await?;
         outcome.revoked += o.revoked;
         outcome.failed.extend(o.failed);
     }

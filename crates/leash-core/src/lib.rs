@@ -15,9 +15,12 @@ mod audit_log;
 mod events;
 mod expiry;
 mod identity;
+mod latency;
+mod leaks;
 mod leases;
 mod login;
 mod metrics;
+mod observer;
 mod pipeline;
 pub mod policy_store;
 mod router;
@@ -264,7 +267,10 @@ impl Core {
 
     /// Handles one request through the whole pipeline.
     pub async fn handle(&self, req: Request) -> Result<Response, CoreError> {
-        pipeline::handle(&self.0, req).await
+        let timer = latency::start(&self.0, &req);
+        let r = pipeline::handle(&self.0, req).await;
+        timer.finish();
+        r
     }
 
     /// Failed logins so far, per (auth mount path, role): for metrics.

@@ -19,11 +19,17 @@
 //! leash's own: `leash_tokens_issued_total{role}`, `leash_tokens_revoked_total{role,reason}`,
 //! `leash_tokens_untracked_total`, `leash_leases_issued_total{engine,role}`,
 //! `leash_leases_revoked_total{engine,role}`, `leash_login_failures_total{mount,role}`,
-//! `leash_leases`, `leash_lease_revocations_failing`, `leash_jit_requests_pending`,
-//! `leash_jit_oldest_pending_seconds`.
+//! `leash_leases`, `leash_lease_revocations_failing`, `leash_leaks_detected_total{kind}`,
+//! `leash_leases_live{engine,role}`, `leash_credential_anomalies_total{engine,role}`,
+//! `leash_audit_device_up{path}`,
+//! `leash_request_duration_seconds{route,method}` (histogram, see `latency`),
+//! `leash_audit_device_failures_total{path}`, `leash_audit_device_entries_total{path}`,
+//! `leash_jit_requests_pending`, `leash_jit_oldest_pending_seconds`.
 //!
-//! State is in memory and bounded; it resets on restart, and the token gauges only know
-//! tokens minted by this process.
+//! Counters are in memory and bounded, and reset on restart. The token gauges are
+//! rebuilt from storage when the background work starts (`TokenStore::rebuild_gauges`),
+//! then maintained on mint, renewal, revocation and expiry; `leash_leases_live` is
+//! counted from the lease index at each scrape.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -87,6 +93,10 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
     let l_issued = t.leases_issued.snapshot();
     let l_revoked = t.leases_revoked.snapshot();
     let untracked = t.untracked.load(Ordering::Relaxed);
+    let leaks = t.leaks.snapshot();
+    let anomalies = t.anomalies.snapshot();
+    let live = live_leases(inner).await?;
+    let devices = inner.audit.stats();
     if format == "prometheus" {
         let mut out = String::new();
         family(
@@ -209,6 +219,67 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
             &[],
             [(Vec::new(), jit_oldest.to_string())],
         );
+        family(
+            &mut out,
+            "leash_leaks_detected_total",
+            "counter",
+            "Live credentials found (and revoked) by leak scans, per kind (token, database).",
+            &["kind"],
+            LEAK_KINDS.iter().map(|k| {
+                let n = leaks.iter().find(|(l, _)| l == k).map_or(0, |(_, n)| *n);
+                (vec![*k], n.to_string())
+            }),
+        );
+        family(
+            &mut out,
+            "leash_credential_anomalies_total",
+            "counter",
+            "Database sessions of a leased credential from an address other than the one its agent called leash from, per engine mount and role.",
+            &["engine", "role"],
+            anomalies
+                .iter()
+                .map(|((e, r), n)| (vec![e.as_str(), r.as_str()], n.to_string())),
+        );
+        family(
+            &mut out,
+            "leash_leases_live",
+            "gauge",
+            "Leases whose credential exists (not yet revoked at its target), per engine mount and role; counted from storage at each scrape.",
+            &["engine", "role"],
+            live.iter()
+                .map(|((e, r), n)| (vec![e.as_str(), r.as_str()], n.to_string())),
+        );
+        family(
+            &mut out,
+            "leash_audit_device_up",
+            "gauge",
+            "1 while the audit device works (last write succeeded; a socket device is connected), else 0.",
+            &["path"],
+            devices
+                .iter()
+                .map(|d| (vec![d.path.as_str()], u8::from(d.up).to_string())),
+        );
+        family(
+            &mut out,
+            "leash_audit_device_failures_total",
+            "counter",
+            "Entries an audit device failed to record (write error, deadline, full queue or buffer).",
+            &["path"],
+            devices
+                .iter()
+                .map(|d| (vec![d.path.as_str()], d.failures.to_string())),
+        );
+        family(
+            &mut out,
+            "leash_audit_device_entries_total",
+            "counter",
+            "Entries an audit device recorded.",
+            &["path"],
+            devices
+                .iter()
+                .map(|d| (vec![d.path.as_str()], d.entries.to_string())),
+        );
+        histograms(&mut out, &t.latency.snapshot());
         return Ok(Response {
             data: Some(Value::String(out)),
             secret: None,
@@ -238,8 +309,74 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
         "request_failures": denials.iter().map(|(e, n)| json!({"auth_entity_id": e, "count": n})).collect::<Vec<_>>(),
         "leases_issued": pairs(&l_issued, "engine", "role"),
         "leases_revoked": pairs(&l_revoked, "engine", "role"),
+        "leases_live": live.iter().map(|((e, r), n)| json!({"engine": e, "role": r, "count": n})).collect::<Vec<_>>(),
+        "credential_anomalies": pairs(&anomalies, "engine", "role"),
+        "leaks_detected": leaks.iter().map(|(k, n)| json!({"kind": k, "count": n})).collect::<Vec<_>>(),
+        "audit_devices": devices.iter().map(|d| json!({
+            "path": d.path, "up": d.up, "failures": d.failures, "entries": d.entries,
+        })).collect::<Vec<_>>(),
     })))
 }
+
+/// Live leases per (engine mount path, role), read from the lease ids alone (the
+/// primary-key index; no lease is decrypted), so the gauge is right after a restart
+/// and on storage shared by several servers. The role is the segment after `creds/` of
+/// a `database` mount's lease id (the engine role, as in the other lease series);
+/// leases of other engines have role `""`, of a mount since disabled engine
+/// `(unmounted)`.
+async fn live_leases(inner: &Inner) -> Result<BTreeMap<(String, String), u64>, CoreError> {
+    let ids = inner.storage.lease_ids_with_prefix("").await?;
+    let router = inner.router();
+    let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for id in &ids {
+        let key = match router.route(id) {
+            Some((m, rel)) => {
+                let role = if m.entry.kind == "database" {
+                    rel.strip_prefix("creds/")
+                        .and_then(|r| r.split('/').next())
+                        .unwrap_or("")
+                } else {
+                    ""
+                };
+                (m.entry.route_prefix(), role.to_owned())
+            }
+            None => ("(unmounted)".to_owned(), String::new()),
+        };
+        *out.entry(key).or_insert(0) += 1;
+    }
+    Ok(out)
+}
+
+/// `leash_request_duration_seconds{route,method}` in Prometheus text format.
+fn histograms(
+    out: &mut String,
+    rows: &[(
+        (String, &'static str),
+        std::sync::Arc<crate::latency::Histogram>,
+    )],
+) {
+    let name = "leash_request_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Request latency in seconds per route (mount and first path segment) and operation.\n# TYPE {name} histogram"
+    );
+    for ((route, method), h) in rows {
+        let (buckets, sum, count) = h.snapshot();
+        let l = format!("route=\"{}\",method=\"{method}\"", label(route));
+        for (i, n) in buckets.iter().enumerate() {
+            let le = crate::latency::BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{l},le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{l}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{l}}} {count}");
+    }
+}
+
+/// The kinds of `leash_leaks_detected_total`, exported from the start (at 0) so that
+/// `increase()` sees the first leak.
+const LEAK_KINDS: [&str; 2] = ["database", "token"];
 
 /// Most per-label counters kept in one family; past it, new label values count under
 /// `"(other)"` (role and entity names may come from callers, so the sets stay bounded).
@@ -256,8 +393,8 @@ struct LiveToken {
     expire: Option<i64>,
 }
 
-/// In-memory metric state (reset on restart; tokens minted by another server on shared
-/// storage, or before this process started, are not in the token gauges).
+/// In-memory metric state: counters reset on restart; the live-token map behind the
+/// token gauges is rebuilt from storage when the background work starts.
 #[derive(Default)]
 pub(crate) struct Telemetry {
     tokens: Mutex<HashMap<KeyedHash, LiveToken>>,
@@ -267,6 +404,12 @@ pub(crate) struct Telemetry {
     denials: Counters<String>,
     leases_issued: Counters<(String, String)>,
     leases_revoked: Counters<(String, String)>,
+    /// Live credentials found by leak scans, per kind (`token`, `database`).
+    leaks: Counters<&'static str>,
+    /// Sessions of database credentials from an unexpected address, per engine and role.
+    anomalies: Counters<(String, String)>,
+    /// Request latency per route and method.
+    pub(crate) latency: crate::latency::Latency,
 }
 
 /// A bounded family of counters.
@@ -341,6 +484,33 @@ impl Telemetry {
         }
     }
 
+    /// A stored token found live at start-up: tracked in the gauges like a minted one,
+    /// without counting an issuance. Returns whether it is tracked.
+    pub(crate) fn token_restored(
+        &self,
+        hash: KeyedHash,
+        role: &str,
+        created: i64,
+        expire: Option<i64>,
+    ) -> bool {
+        if role == NO_ROLE {
+            return false;
+        }
+        let Ok(mut m) = self.tokens.lock() else {
+            return false;
+        };
+        if m.len() >= MAX_TRACKED_TOKENS && !m.contains_key(&hash) {
+            self.untracked.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        m.entry(hash).or_insert(LiveToken {
+            role: role.to_owned(),
+            created,
+            expire,
+        });
+        true
+    }
+
     /// A token's expiry moved (renewal).
     pub(crate) fn token_renewed(&self, hash: &KeyedHash, expire: Option<i64>) {
         if let Ok(mut m) = self.tokens.lock()
@@ -392,6 +562,20 @@ impl Telemetry {
     /// A lease of `engine` and `role` was revoked (or expired) at its engine.
     pub(crate) fn lease_revoked(&self, engine: &str, role: &str) {
         self.leases_revoked.add(
+            (engine.to_owned(), role.to_owned()),
+            |(e, _)| (e, other()),
+            1,
+        );
+    }
+
+    /// A leak scan found a live credential of `kind`.
+    pub(crate) fn leak_detected(&self, kind: &'static str) {
+        self.leaks.add(kind, |k| k, 1);
+    }
+
+    /// A database credential of `engine` and `role` was used from an unexpected address.
+    pub(crate) fn anomaly(&self, engine: &str, role: &str) {
+        self.anomalies.add(
             (engine.to_owned(), role.to_owned()),
             |(e, _)| (e, other()),
             1,

@@ -58,6 +58,7 @@ impl Backend for SysBackend {
             || path.starts_with("auth/")
             || path == "capabilities"
             || path == "capabilities-accessor"
+            || path == "leaks/scan"
             || crate::sys_leases::is_root_protected(path)
             || crate::approvals::is_root_protected(path)
     }
@@ -124,6 +125,9 @@ impl Backend for SysBackend {
             ("metrics", Operation::Read) => {
                 Ok(Some(crate::metrics::render(&inner, req.data).await?))
             }
+            ("leaks/scan", _) if write => Ok(Some(
+                crate::leaks::scan(&inner, req.data, req.caller).await?,
+            )),
             ("audit", Operation::Read) => {
                 let mut m = Map::new();
                 for d in inner.audit.list() {

@@ -115,6 +115,14 @@ struct Cached {
     loaded: std::time::Instant,
 }
 
+/// A token the expiry worker ended: expired itself, or revoked with an expired parent.
+pub struct Ended {
+    /// The token's properties.
+    pub entry: TokenEntry,
+    /// `true` for the expired token, `false` for a child revoked with it.
+    pub expired: bool,
+}
+
 /// How long a cached token entry is trusted before it is read again.
 pub const CACHE_TTL: Duration = Duration::from_secs(2);
 /// Most cached token entries (the cache is emptied when full; cheap and rare).
@@ -478,6 +486,7 @@ impl TokenStore {
             max_expire_time: max_expire,
             last_renewal: None,
             parent_accessor: parent.map(|p| p.entry.accessor.clone()),
+            metrics_role: metrics_role.map(str::to_owned),
         };
         let hash = self.hash(value.expose());
         let stored = StoredToken {
@@ -593,21 +602,68 @@ impl TokenStore {
         Ok(entries)
     }
 
-    /// Revokes every token expired by now (and their subtrees); returns how many.
-    pub async fn revoke_expired(&self, limit: usize) -> Result<usize, CoreError> {
+    /// Puts every live stored token back into the token gauges (after a restart, or
+    /// for tokens another server minted on shared storage): walks the live tokens page
+    /// by page through the storage index and reads each one's metrics role. Returns how
+    /// many were tracked. Tokens minted or ended meanwhile are tracked by their own
+    /// calls; a token revoked while its page was being read may stay in the gauges
+    /// until it would have expired.
+    pub(crate) async fn rebuild_gauges(&self) -> Result<usize, CoreError> {
+        const PAGE: usize = 1000;
         let now = self.clock.unix();
+        let mut after = None;
         let mut n = 0;
+        loop {
+            let page = self.storage.tokens_live_page(now, after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.hash);
+            for t in &page {
+                let Ok(e) = Self::decode(t) else { continue };
+                if let Some(role) = e.metrics_role.as_deref().or(e.role.as_deref())
+                    && self
+                        .telemetry
+                        .token_restored(t.hash, role, e.creation_time, t.expire_at)
+                {
+                    n += 1;
+                }
+            }
+            if page.len() < PAGE {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Revokes every token expired by now (and their subtrees); returns what ended, each
+    /// expired token first and then the children revoked with it.
+    pub async fn revoke_expired(&self, limit: usize) -> Result<Vec<Ended>, CoreError> {
+        let now = self.clock.unix();
+        let mut ended = Vec::new();
         for h in self.storage.tokens_expired(now, limit).await? {
             let gone = self.storage.token_delete_tree(h, false, now).await?;
             self.forget(gone.iter().map(|t| t.hash));
-            self.telemetry
-                .tokens_ended(gone.iter().map(|t| (t.hash, None)), "expired");
-            n += gone.len();
+            // An unreadable entry still ended; it only gets no event.
+            let entries: Vec<Option<TokenEntry>> =
+                gone.iter().map(|t| Self::decode(t).ok()).collect();
+            self.telemetry.tokens_ended(
+                gone.iter()
+                    .zip(&entries)
+                    .map(|(t, e)| (t.hash, e.as_ref().and_then(|e| e.role.as_deref()))),
+                "expired",
+            );
+            for (i, (t, e)) in gone.iter().zip(entries).enumerate() {
+                if let Some(entry) = e {
+                    ended.push(Ended {
+                        entry,
+                        expired: i == 0 && t.hash == h,
+                    });
+                }
+            }
         }
-        if n > 0 {
+        if !ended.is_empty() {
             self.lease_wake.notify_one();
         }
-        Ok(n)
+        Ok(ended)
     }
 
     /// The `auth` block for a new token.

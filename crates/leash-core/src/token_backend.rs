@@ -154,17 +154,17 @@ impl Backend for TokenBackend {
             }
             ("revoke-self", _) if write => {
                 let c = caller(req)?;
-                inner.tokens.revoke(c.hash, false).await?;
+                let gone = inner.tokens.revoke(c.hash, false).await?;
                 // The holder gave its token up: its task is done (`leash agent`
                 // revokes on exit this way).
-                revoked_event(&inner, &c.entry, reason::TASK_COMPLETED).await;
+                revoked_event(&inner, &c.entry, &gone, reason::TASK_COMPLETED).await;
                 Ok(None)
             }
             ("revoke", _) if write => {
                 let t = required(req, "token")?;
                 if let Some((h, e, _)) = inner.tokens.lookup(&t).await? {
-                    inner.tokens.revoke(h, false).await?;
-                    revoked_event(&inner, &e, reason::OPERATOR).await;
+                    let gone = inner.tokens.revoke(h, false).await?;
+                    revoked_event(&inner, &e, &gone, reason::OPERATOR).await;
                 }
                 Ok(None)
             }
@@ -172,7 +172,7 @@ impl Backend for TokenBackend {
                 let t = required(req, "token")?;
                 if let Some((h, e, _)) = inner.tokens.lookup(&t).await? {
                     inner.tokens.revoke(h, true).await?;
-                    revoked_event(&inner, &e, reason::OPERATOR).await;
+                    revoked_event(&inner, &e, &[], reason::OPERATOR).await;
                 }
                 Ok(None)
             }
@@ -180,8 +180,8 @@ impl Backend for TokenBackend {
                 let a = required(req, "accessor")?;
                 match inner.tokens.lookup_accessor(&a).await? {
                     Some((h, e, _)) => {
-                        inner.tokens.revoke(h, false).await?;
-                        revoked_event(&inner, &e, reason::OPERATOR).await;
+                        let gone = inner.tokens.revoke(h, false).await?;
+                        revoked_event(&inner, &e, &gone, reason::OPERATOR).await;
                         Ok(None)
                     }
                     None => Err(CoreError::invalid("invalid accessor")),
@@ -641,11 +641,21 @@ async fn role_op(
     }
 }
 /// The `revoked` lifecycle event of the token `e` (written; the request's response
-/// entry follows and makes it durable). Its child tokens are revoked with it but get no
-/// event of their own; the leases of all of them get theirs from the lease worker.
-async fn revoked_event(inner: &Inner, e: &TokenEntry, why: &'static str) {
-    let mut ev = Event::token(Kind::Revoked, e, inner.clock.unix());
+/// entry follows and makes it durable), then one per child token revoked with it
+/// (`gone` is what the revocation removed, `e` first), reason `parent revoked`; the
+/// leases of all of them get theirs from the lease worker.
+async fn revoked_event(inner: &Inner, e: &TokenEntry, gone: &[TokenEntry], why: &'static str) {
+    let now = inner.clock.unix();
+    let mut evs = Vec::with_capacity(gone.len().max(1));
+    let mut ev = Event::token(Kind::Revoked, e, now);
     ev.ttl_seconds = 0;
     ev.reason = Some(why);
-    events::emit_logged(inner, &[ev], false).await;
+    evs.push(ev);
+    for child in gone.iter().filter(|c| c.accessor != e.accessor) {
+        let mut ev = Event::token(Kind::Revoked, child, now);
+        ev.ttl_seconds = 0;
+        ev.reason = Some(reason::PARENT_REVOKED);
+        evs.push(ev);
+    }
+    events::emit_logged(inner, &evs, false).await;
 }

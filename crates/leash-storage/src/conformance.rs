@@ -5,7 +5,7 @@
 // Test-support code: a failed expectation should panic with its location, like a test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::{LeaseState, Storage, StorageError, StoredLease, StoredToken, TokenUse};
+use crate::{KeyedHash, LeaseState, Storage, StorageError, StoredLease, StoredToken, TokenUse};
 use zeroize::Zeroizing;
 
 fn token(
@@ -31,6 +31,7 @@ pub async fn run_all(s: &dyn Storage) {
     entries(s).await;
     modify(s).await;
     tokens(s).await;
+    tokens_live_pages(s).await;
     token_tree(s).await;
     token_uses(s).await;
     leases(s).await;
@@ -155,6 +156,54 @@ async fn tokens(s: &dyn Storage) {
     }
     assert!(s.token_get(t.hash).await.unwrap().is_none());
     assert!(!s.token_update(t.hash, None, vec![]).await.unwrap());
+}
+
+/// A walk over the live tokens, page by page, in hash order, skipping expired ones.
+async fn tokens_live_pages(s: &dyn Storage) {
+    let names: Vec<String> = (0..7).map(|i| format!("live-{i}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        // Three expire at 100 (gone at 150), the others later or never.
+        let exp = match i % 3 {
+            0 => Some(100),
+            1 => Some(1000),
+            _ => None,
+        };
+        s.token_insert(token(s, n, None, exp, None)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.tokens_live_page(150, after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.hash);
+        seen.extend(page);
+    }
+    let mut want: Vec<KeyedHash> = names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(_, n)| s.keyring().token_hash(n))
+        .collect();
+    want.sort_by_key(|a| a.0);
+    let got: Vec<KeyedHash> = seen.iter().map(|t| t.hash).collect();
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got.iter().zip(&want).all(|(a, b)| a.ct_eq(b)),
+        "hash order, live only"
+    );
+    for t in &seen {
+        assert!(
+            t.entry.as_slice().starts_with(b"entry of live-"),
+            "unsealed"
+        );
+    }
+    assert!(s.tokens_live_page(150, None, 0).await.unwrap().is_empty());
+    for n in &names {
+        s.token_delete_tree(s.keyring().token_hash(n), false, 0)
+            .await
+            .unwrap();
+    }
 }
 
 async fn token_tree(s: &dyn Storage) {

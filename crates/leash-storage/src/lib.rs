@@ -246,6 +246,16 @@ pub trait Storage: Send + Sync + 'static {
     async fn tokens_expired(&self, now: i64, limit: usize) -> Result<Vec<KeyedHash>, StorageError>;
     /// Number of stored tokens.
     async fn token_count(&self) -> Result<u64, StorageError>;
+    /// Tokens not expired at `now` (no expiry, or expiring after `now`), in hash order,
+    /// starting after `after` (exclusive), at most `limit`: one page of a walk over the
+    /// live tokens (the core rebuilds its token gauges with it at start-up). Walks the
+    /// primary-key index; each returned entry is unsealed.
+    async fn tokens_live_page(
+        &self,
+        now: i64,
+        after: Option<KeyedHash>,
+        limit: usize,
+    ) -> Result<Vec<StoredToken>, StorageError>;
 
     /// Inserts a new lease; `Conflict` if its id exists. A lease whose owning token no
     /// longer exists is refused with `Rejected` (checked atomically with

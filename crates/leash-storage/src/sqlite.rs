@@ -903,6 +903,34 @@ impl Storage for SqliteStorage {
         .await
     }
 
+    async fn tokens_live_page(
+        &self,
+        now: i64,
+        after: Option<KeyedHash>,
+        limit: usize,
+    ) -> Result<Vec<StoredToken>, StorageError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The empty blob sorts before every hash.
+        let after: Vec<u8> = after.map(|h| h.0.to_vec()).unwrap_or_default();
+        self.read(move |c, k| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash > ?1 \
+                     AND (expire_at IS NULL OR expire_at > ?2) ORDER BY hash LIMIT ?3"
+                ))
+                .map_err(io)?;
+            let rows = st
+                .query_map(params![after.as_slice(), now, limit], token_row)
+                .map_err(io)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(token_from_row(k, r.map_err(io)?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn token_count(&self) -> Result<u64, StorageError> {
         self.read(|c, _| {
             let n: i64 = c

@@ -47,7 +47,8 @@ async fn entries_are_hashed_with_the_device_key() {
             path: "file/".into(),
             entries: 1,
             syncs: 1,
-            failures: 0
+            failures: 0,
+            up: true,
         }]
     );
 }

@@ -10,6 +10,7 @@ mod chain;
 mod failure;
 mod file_device;
 mod query;
+mod socket;
 mod throughput;
 
 use std::collections::BTreeMap;

@@ -125,6 +125,10 @@ struct DbConfig {
     scram_iterations: u32,
     #[serde(default)]
     root_rotation_statements: Vec<String>,
+    /// Whether the core's session observer watches this database's sessions of
+    /// leash-made users (`pg_stat_activity`, `PROCESSLIST`). Off by default.
+    #[serde(default)]
+    observe_sessions: bool,
 }
 
 impl DbConfig {
@@ -238,6 +242,39 @@ async fn connect(config: &DbConfig, password: &SecretString) -> Result<Target, D
             reason: e.to_string(),
         }),
     }
+}
+
+/// The sessions of leash-made users (names starting with `v-`) on every connection of
+/// the `database` mount whose storage namespace is `ns` that has `observe_sessions` on:
+/// `(connection name, sessions)`. Each poll opens its own short-lived connection, so the
+/// observer never competes with issuance for the engine's pool. A connection that cannot
+/// be reached is logged and skipped.
+pub async fn observe_sessions(
+    storage: &Arc<dyn Storage>,
+    ns: &str,
+) -> Result<Vec<(String, Vec<super::Session>)>, CoreError> {
+    let mut out = Vec::new();
+    for key in storage.list(ns, "config/").await? {
+        let Some(config) = store::load_json::<DbConfig>(&**storage, ns, &key).await? else {
+            continue;
+        };
+        if !config.observe_sessions {
+            continue;
+        }
+        let name = key.trim_start_matches("config/").to_owned();
+        let sessions = match connect(&config, &config.password).await {
+            Ok(Target::Pg(t)) => t.sessions("v-").await,
+            Ok(Target::My(t)) => t.sessions("v-").await,
+            Err(e) => Err(e),
+        };
+        match sessions {
+            Ok(s) => out.push((name, s)),
+            Err(e) => {
+                tracing::warn!(database = %name, error = %e, "session observer could not list sessions")
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The engine serving one `database` mount.
@@ -389,6 +426,7 @@ const CONFIG_FIELDS: &[&str] = &[
     "root_rotation_statements",
     "plugin_version",
     "password_policy",
+    "observe_sessions",
 ];
 
 const ROLE_FIELDS: &[&str] = &[
@@ -525,6 +563,10 @@ impl DatabaseBackend {
                 .unwrap_or_default(),
         };
         let verify_connection = fields::boolean(data, "verify_connection")?.unwrap_or(true);
+        let observe_sessions = match fields::boolean(data, "observe_sessions")? {
+            Some(v) => v,
+            None => existing.as_ref().is_some_and(|e| e.observe_sessions),
+        };
         let max_open_connections = match fields::integer(data, "max_open_connections")? {
             Some(n) if (1..=1000).contains(&n) => usize::try_from(n).unwrap_or(4),
             Some(n) => {
@@ -606,6 +648,7 @@ impl DatabaseBackend {
             password_authentication,
             scram_iterations,
             root_rotation_statements,
+            observe_sessions,
         };
         let target = if verify_connection {
             let t = connect(&config, &config.password)
@@ -656,6 +699,7 @@ impl DatabaseBackend {
             "root_credentials_rotate_statements": c.root_rotation_statements,
             "password_policy": "",
             "verify_connection": c.verify_connection,
+            "observe_sessions": c.observe_sessions,
         })
     }
 
@@ -1234,6 +1278,7 @@ mod tests {
             password_authentication: "scram-sha-256".into(),
             scram_iterations: 4096,
             root_rotation_statements: Vec::new(),
+            observe_sessions: false,
         };
         assert!(c.allows("ro") && c.allows("agent-x") && !c.allows("rw"));
         c.allowed_roles = vec!["*".into()];

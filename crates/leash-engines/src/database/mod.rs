@@ -25,6 +25,17 @@ pub use postgres::{PasswordAuthentication, PgConfig, PgTarget};
 pub use scram::scram_sha256_verifier;
 pub use template::{Vars, render};
 
+/// A session of a database user, as the target reports it (for the session observer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The database user.
+    pub username: String,
+    /// The client's IP address; `None` for a Unix-socket session.
+    pub client_addr: Option<std::net::IpAddr>,
+    /// The server's id of the session (PostgreSQL backend pid, MySQL connection id).
+    pub id: String,
+}
+
 /// What went wrong in the plugin layer. Messages never carry a password: statements are
 /// identified by their index, and server messages are scrubbed of the secrets that were
 /// substituted into the statement.

@@ -657,6 +657,31 @@ impl MySqlTarget {
         run(&mut checkout.conn, &rendered, &[password]).await
     }
 
+    /// The sessions of users whose name starts with `prefix` (`PROCESSLIST`; needs the
+    /// `PROCESS` privilege to see other users' sessions).
+    pub async fn sessions(&self, prefix: &str) -> Result<Vec<super::Session>, DbError> {
+        let mut checkout = self.checkout().await?;
+        let rows: Vec<(u64, String, String)> = checkout
+            .conn
+            .exec(
+                "SELECT ID, USER, HOST FROM information_schema.PROCESSLIST \
+                 WHERE ID <> CONNECTION_ID()",
+                (),
+            )
+            .await
+            .map_err(|e| db_error("session listing", &e, &[]))?;
+        Ok(rows
+            .into_iter()
+            // The column compares case-insensitively; user names do not.
+            .filter(|(_, user, _)| user.starts_with(prefix))
+            .map(|(id, username, host)| super::Session {
+                username,
+                client_addr: parse_processlist_host(&host),
+                id: id.to_string(),
+            })
+            .collect())
+    }
+
     /// Revokes the credential `username`:
     ///
     /// 1. every session of the user (`information_schema.PROCESSLIST`) is killed;
@@ -902,6 +927,16 @@ async fn kill_sessions(conn: &mut Conn, names: &[&str]) -> Result<(), DbError> {
         }
     }
     Ok(())
+}
+
+/// The client address in a `PROCESSLIST` `HOST` (`10.0.0.5:51234`, `[::1]:51234` or
+/// `::1:51234`); `None` for `localhost` (a Unix socket) and anything unparseable.
+fn parse_processlist_host(host: &str) -> Option<std::net::IpAddr> {
+    let addr = host.rsplit_once(':').map_or(host, |(a, _)| a);
+    addr.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 /// Runs the revocation of `username` (sessions are handled by the caller).

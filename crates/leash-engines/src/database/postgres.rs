@@ -677,6 +677,37 @@ impl PgTarget {
             .await
     }
 
+    /// The sessions of users whose name starts with `prefix` (`pg_stat_activity`; needs
+    /// `pg_read_all_stats` or superuser to see other users' client addresses).
+    pub async fn sessions(&self, prefix: &str) -> Result<Vec<super::Session>, DbError> {
+        let mut checkout = self.checkout().await?;
+        let pattern = format!(
+            "{}%",
+            prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let rows = checkout
+            .client()?
+            .query(
+                "SELECT usename::text, host(client_addr), pid::bigint \
+                 FROM pg_catalog.pg_stat_activity \
+                 WHERE usename LIKE $1 AND pid <> pg_catalog.pg_backend_pid()",
+                &[&pattern],
+            )
+            .await
+            .map_err(|e| db_error("session listing", &e, &[]))?;
+        Ok(rows
+            .iter()
+            .map(|r| super::Session {
+                username: r.get::<_, String>(0),
+                client_addr: r.get::<_, Option<String>>(1).and_then(|a| a.parse().ok()),
+                id: r.get::<_, i64>(2).to_string(),
+            })
+            .collect())
+    }
+
     async fn role_exists(&self, username: &str) -> Result<bool, DbError> {
         let mut checkout = self.checkout().await?;
         let row = checkout

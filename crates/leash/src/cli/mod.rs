@@ -26,6 +26,7 @@ mod login;
 mod output;
 mod paths;
 mod policy;
+mod scan;
 mod status;
 mod token;
 
@@ -57,6 +58,8 @@ pub(crate) enum ClientCommand {
     /// Check audit log files offline (hash chain verification).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Find leash credentials in a file (or stdin) and revoke the live ones (exit 1 if any).
+    Scan(scan::ScanArgs),
     /// Read data from any path.
     Read(paths::ReadArgs),
     /// Write data to any path.
@@ -167,6 +170,7 @@ pub(crate) fn run(cmd: ClientCommand) -> ExitCode {
             ClientCommand::Lease(c) => lease::run(c).await,
             ClientCommand::Audit(c) => audit::run(c).await,
             ClientCommand::Jit(c) => jit::run(c).await,
+            ClientCommand::Scan(a) => scan::run(a).await,
             ClientCommand::Read(a) => paths::read(a).await,
             ClientCommand::Write(a) => paths::write(a).await,
             ClientCommand::List(a) => paths::list(a).await,

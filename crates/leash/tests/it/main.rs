@@ -11,6 +11,7 @@
 mod approvals;
 mod audit_chain;
 mod audit_query;
+mod audit_socket;
 mod auth_approle;
 mod auth_jwt;
 mod auth_kubernetes;
@@ -22,7 +23,10 @@ mod database;
 mod database_mysql;
 mod http_errors;
 mod kv;
+mod leaks;
 mod lifecycle;
+mod metrics_restart;
+mod observer;
 mod pg_outage;
 mod storage;
 mod sys_audit;
