@@ -217,8 +217,8 @@ pub enum RestartMode {
     Signal,
 }
 
-/// The `exec` block and the `env_template` blocks.
-#[derive(Debug)]
+/// The `exec` block.
+#[derive(Debug, Clone)]
 pub struct ExecConfig {
     /// The child's argv.
     pub command: Vec<String>,
@@ -228,6 +228,18 @@ pub struct ExecConfig {
     pub stop_signal: String,
     /// Signal for `RestartMode::Signal` (default SIGHUP).
     pub change_signal: String,
+}
+
+impl Default for ExecConfig {
+    /// What `leash agent exec -- cmd` uses without an `exec` block.
+    fn default() -> Self {
+        ExecConfig {
+            command: Vec::new(),
+            restart: RestartMode::Always,
+            stop_signal: "SIGTERM".into(),
+            change_signal: "SIGHUP".into(),
+        }
+    }
 }
 
 impl AgentConfig {

@@ -31,7 +31,7 @@ use zeroize::Zeroizing;
 use crate::AgentError;
 use crate::auth::Authenticator;
 use crate::cache::{Cache, CachedSecret, SecretData};
-use crate::config::{AgentConfig, RestartMode};
+use crate::config::{AgentConfig, ExecConfig, RestartMode};
 use crate::exec::{ChildProcess, exit_code, signal_by_name};
 use crate::files::write_atomic;
 use crate::health::{self, SharedStatus};
@@ -128,6 +128,8 @@ struct Agent {
     failures_in_a_row: u32,
     last_failure: String,
     exec_argv: Option<Vec<String>>,
+    /// Exec settings (the `exec` block, or defaults for `leash agent exec`).
+    exec: ExecConfig,
 }
 
 /// Runs the agent until it is told to stop; returns the process exit code.
@@ -156,6 +158,7 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<i32, AgentError> 
             "nothing to do: add a `template`, an `exec` block or a token `sink`".into(),
         ));
     }
+    let agent_exec = cfg.exec.clone().unwrap_or_default();
     let mut requests: Vec<SecretRequest> = cfg
         .templates
         .iter()
@@ -198,6 +201,7 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<i32, AgentError> 
         status,
         failures_in_a_row: 0,
         last_failure: String::new(),
+        exec: agent_exec,
         exec_argv,
     };
     let result = agent.main().await;
@@ -283,10 +287,8 @@ impl Agent {
             }
             self.step().await?;
             let env_changed = self.render(false).await?;
-            if env_changed
-                && let (Some(c), Some(e), Some(argv)) =
-                    (child.as_mut(), &self.cfg.exec, &self.exec_argv)
-            {
+            if env_changed && let (Some(c), Some(argv)) = (child.as_mut(), &self.exec_argv) {
+                let e = &self.exec;
                 match e.restart {
                     RestartMode::Never => {}
                     RestartMode::Signal => {
