@@ -602,6 +602,15 @@ fn exec_config(mut b: Block, env: &mut Vec<(String, Template)>) -> Result<ExecCo
     })
 }
 
+fn flatten(list: Vec<Value>, out: &mut Vec<Value>) {
+    for v in list {
+        match v {
+            Value::Array(inner) => flatten(inner, out),
+            other => out.push(other),
+        }
+    }
+}
+
 /// A JSON object being taken apart key by key; [`Block::done`] rejects what is left.
 struct Block {
     path: String,
@@ -642,11 +651,16 @@ impl Block {
         let path = self.key(k);
         match self.map.remove(k) {
             None => Ok(Vec::new()),
-            Some(Value::Array(a)) => a
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| Block::new(&format!("{path}[{i}]"), v))
-                .collect(),
+            Some(Value::Array(a)) => {
+                // leash-policy's HCL reader nests the list when a block repeats three
+                // times or more (`[[a, b], c]`): flatten it.
+                let mut flat = Vec::new();
+                flatten(a, &mut flat);
+                flat.into_iter()
+                    .enumerate()
+                    .map(|(i, v)| Block::new(&format!("{path}[{i}]"), v))
+                    .collect()
+            }
             Some(v) => Ok(vec![Block::new(&path, v)?]),
         }
     }
@@ -808,6 +822,24 @@ exec {
         assert_eq!(c.env_templates.len(), 1);
         assert!(c.revoke_on_exit && !c.exit_after_auth);
         assert_eq!(c.health_address.unwrap().port(), 8301);
+    }
+
+    #[test]
+    fn three_or_more_templates() {
+        let mut text = String::from(
+            "vault { address = \"http://h\" }\nauto_auth { method \"token_file\" { config = { token_file_path = \"/t\" } } }\n",
+        );
+        for i in 0..4 {
+            text.push_str(&format!(
+                "template {{\n destination = \"/tmp/{i}\"\n contents = \"x\" \n}}\n"
+            ));
+        }
+        let c = parse(&text).unwrap();
+        let d: Vec<_> = c.templates.iter().map(|t| t.destination.clone()).collect();
+        assert_eq!(
+            d,
+            ["/tmp/0", "/tmp/1", "/tmp/2", "/tmp/3"].map(PathBuf::from)
+        );
     }
 
     #[test]
