@@ -378,3 +378,72 @@ async fn server_restart_mid_run_the_agent_recovers() {
     drop(guard);
     fx.cleanup().await;
 }
+
+/// The agent's own token reaches its max TTL: the agent logs in again before it ends,
+/// re-issues the credential under the new token (a lease dies with its token), and the
+/// file keeps working credentials past the first token's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_nearing_its_max_ttl_is_replaced_and_credentials_reissued() {
+    let fx = Fixture::with_token_ttls("1m", "1h", "4s", "10s").await;
+    let health = support::free_port();
+    let cfg = fx.config(&format!("health_address = \"127.0.0.1:{health}\""), &[]);
+    let started = std::time::Instant::now();
+    let mut agent = fx.spawn(&["agent", "--config", cfg.to_str().unwrap()]);
+    let db = fx.dir.path().join("db.json");
+    eventually("the credential file", LONG, || async { db.exists() }).await;
+    let first_token = std::fs::read_to_string(fx.dir.path().join("token")).unwrap();
+    eventually("a second login", LONG, || async {
+        let (_, m) = support::http_get(health, "/metrics").await;
+        m.lines()
+            .any(|l| l.starts_with("leash_agent_reauths_total ") && !l.ends_with(" 0"))
+    })
+    .await;
+    // Past the first token's max TTL, the file holds credentials that work.
+    while started.elapsed() < Duration::from_secs(13) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (s, _) = fx
+        .srv
+        .call("GET", "auth/token/lookup-self", Some(&first_token), None)
+        .await;
+    assert_eq!(s, 403, "the first token should be gone");
+    eventually("working credentials and a healthy agent", LONG, || async {
+        let (s, _) = support::http_get(health, "/healthz").await;
+        let Some(v) = read_json_opt(&db) else {
+            return false;
+        };
+        let (u, p) = (
+            v["username"].as_str().unwrap(),
+            v["password"].as_str().unwrap(),
+        );
+        s == 200 && support::pg_can_login(&fx.pg, u, p).await
+    })
+    .await;
+    sigterm(&agent);
+    assert_eq!(
+        support::wait_exit(&mut agent).await,
+        Some(0),
+        "{}",
+        fx.log()
+    );
+    fx.cleanup().await;
+}
+
+/// With `exit_on_retry_failure`, an unreachable server makes the agent give up after
+/// `num_retries` attempts with a non-zero exit code and the last error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_on_retry_failure_gives_up_after_the_configured_attempts() {
+    let fx = Fixture::new("1m", "1h").await;
+    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    let cfg = fx.config_retry(
+        &dead,
+        "num_retries = 2  backoff = \"1s\"  max_backoff = \"1s\"",
+        "template_config { exit_on_retry_failure = true }",
+    );
+    let mut agent = fx.spawn(&["agent", "--config", cfg.to_str().unwrap()]);
+    let code = support::wait_exit(&mut agent).await;
+    assert_eq!(code, Some(1), "{}", fx.log());
+    let log = fx.log();
+    assert!(log.contains("giving up after 3 failed attempts"), "{log}");
+    fx.cleanup().await;
+}

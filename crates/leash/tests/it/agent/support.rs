@@ -27,6 +27,16 @@ impl Fixture {
     /// `agent` whose tokens may read them (and revoke replaced leases), and the
     /// role-id and secret-id files.
     pub(crate) async fn new(ttl: &str, max_ttl: &str) -> Fixture {
+        Fixture::with_token_ttls(ttl, max_ttl, "1h", "").await
+    }
+
+    /// Same, with the AppRole's token TTL and max TTL (`""`: the server's).
+    pub(crate) async fn with_token_ttls(
+        ttl: &str,
+        max_ttl: &str,
+        token_ttl: &str,
+        token_max_ttl: &str,
+    ) -> Fixture {
         let srv = TestServer::start().await;
         let pg = PgScratch::new().await;
         pg.setup(
@@ -52,7 +62,12 @@ impl Fixture {
             .root(
                 "POST",
                 "auth/approle/role/agent",
-                Some(json!({"token_policies": ["agent"], "token_ttl": "1h"})),
+                Some(if token_max_ttl.is_empty() {
+                    json!({"token_policies": ["agent"], "token_ttl": token_ttl})
+                } else {
+                    json!({"token_policies": ["agent"], "token_ttl": token_ttl,
+                           "token_max_ttl": token_max_ttl})
+                }),
             )
             .await;
         assert_eq!(s, 204, "{b}");
@@ -90,21 +105,40 @@ impl Fixture {
     /// A configuration rendering the issue's template to `db.json`, plus `extra`.
     pub(crate) fn config(&self, extra: &str, _more: &[&str]) -> PathBuf {
         let t = self.issue_template();
-        self.config_full(&self.srv.url(), extra, &t, &self.dir.path().join("db.json"))
+        self.config_full(
+            &self.srv.url(),
+            RETRY,
+            extra,
+            &t,
+            &self.dir.path().join("db.json"),
+        )
     }
 
     /// Same, against another server address (a proxy).
     pub(crate) fn config_at(&self, address: &str, extra: &str) -> PathBuf {
         let t = self.issue_template();
-        self.config_full(address, extra, &t, &self.dir.path().join("db.json"))
+        self.config_full(address, RETRY, extra, &t, &self.dir.path().join("db.json"))
+    }
+
+    /// Same, with another `vault { retry { … } }` body.
+    pub(crate) fn config_retry(&self, address: &str, retry: &str, extra: &str) -> PathBuf {
+        let t = self.issue_template();
+        self.config_full(address, retry, extra, &t, &self.dir.path().join("db.json"))
     }
 
     /// A configuration with one template of these contents at `dest`.
     pub(crate) fn config_with(&self, extra: &str, template: &str, dest: &Path) -> PathBuf {
-        self.config_full(&self.srv.url(), extra, template, dest)
+        self.config_full(&self.srv.url(), RETRY, extra, template, dest)
     }
 
-    fn config_full(&self, address: &str, extra: &str, template: &str, dest: &Path) -> PathBuf {
+    fn config_full(
+        &self,
+        address: &str,
+        retry: &str,
+        extra: &str,
+        template: &str,
+        dest: &Path,
+    ) -> PathBuf {
         let d = self.dir.path();
         let name = format!("t{}.tmpl", leash_types::random::base62(6));
         std::fs::write(d.join(&name), template).unwrap();
@@ -112,7 +146,7 @@ impl Fixture {
             r#"
 vault {{
   address = "{address}"
-  retry {{ backoff = "1s"  max_backoff = "2s" }}
+  retry {{ {retry} }}
 }}
 auto_auth {{
   method "approle" {{
@@ -184,6 +218,9 @@ template {{
         self.pg.cleanup().await;
     }
 }
+
+/// Fast retries, so outages in tests are short.
+const RETRY: &str = "backoff = \"1s\"  max_backoff = \"2s\"";
 
 const READER: &str = r#"
 import json, os, sys, time
