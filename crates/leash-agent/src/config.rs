@@ -825,6 +825,23 @@ exec {
     }
 
     #[test]
+    fn json_configuration() {
+        let c = parse(
+            r#"{"leash": {"address": "http://127.0.0.1:8200"},
+                "auto_auth": {"method": {"jwt": {"config": {"role": "r", "path": "/jwt"}}},
+                              "sink": {"file": {"config": {"path": "/t", "mode": "0600"}}}},
+                "template": [{"destination": "/a", "contents": "x"},
+                             {"destination": "/b", "contents": "y", "perms": "0640"}],
+                "revoke_on_exit": false}"#,
+        )
+        .unwrap();
+        assert_eq!(c.templates.len(), 2);
+        assert_eq!(c.templates[1].perms, 0o640);
+        assert!(!c.revoke_on_exit);
+        assert_eq!(c.auto_auth.mount_path, "auth/jwt");
+    }
+
+    #[test]
     fn three_or_more_templates() {
         let mut text = String::from(
             "vault { address = \"http://h\" }\nauto_auth { method \"token_file\" { config = { token_file_path = \"/t\" } } }\n",

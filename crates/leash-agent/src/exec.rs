@@ -57,7 +57,8 @@ impl ChildProcess {
             .split_first()
             .ok_or_else(|| AgentError::Exec("no command to run".into()))?;
         let mut cmd = Command::new(prog);
-        cmd.args(args);
+        // If the agent dies, its child does not outlive it unsupervised.
+        cmd.args(args).kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v.as_str());
         }

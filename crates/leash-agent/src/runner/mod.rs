@@ -269,8 +269,23 @@ impl Agent {
                 };
                 return Ok(self.shutdown(Some(code)).await);
             }
-            self.step().await?;
-            let env_changed = self.render(false).await?;
+            let env_changed = match self.step().await {
+                Ok(()) => self.render(false).await,
+                Err(e) => Err(e),
+            };
+            let env_changed = match env_changed {
+                Ok(c) => c,
+                Err(e) => {
+                    // Giving up (retries exhausted, a file that cannot be written):
+                    // do not leave the child running unsupervised.
+                    if let Some(c) = child.as_mut() {
+                        let s = signal_by_name(&self.exec.stop_signal)
+                            .unwrap_or(rustix::process::Signal::TERM);
+                        let _ = c.stop(s).await;
+                    }
+                    return Err(e);
+                }
+            };
             if env_changed && let (Some(c), Some(argv)) = (child.as_mut(), &self.exec_argv) {
                 let e = &self.exec;
                 match e.restart {

@@ -121,6 +121,7 @@ impl Agent {
     pub(super) async fn shutdown(&mut self, code: Option<i32>) -> i32 {
         if self.cfg.revoke_on_exit {
             let mut revoked = 0;
+            let mut token_revoked = true;
             if let Some(tok) = &self.token {
                 // Revoking the token revokes every lease issued under it; revoke the
                 // leases first anyway so each credential is dropped even if the token
@@ -138,14 +139,21 @@ impl Agent {
                 }
                 match tok.client.token_revoke_self().await {
                     Ok(()) => tracing::info!("token revoked"),
-                    Err(e) => tracing::warn!(error = %e, "revoking the token failed"),
+                    Err(e) => {
+                        // The server's expiry worker still ends everything at its TTL;
+                        // keep the cache so a restarted agent can finish the job.
+                        tracing::warn!(error = %e, "revoking the token failed; its leases end at their TTL");
+                        token_revoked = false;
+                    }
                 }
             }
             for (c, _) in &self.old_tokens {
                 let _ = c.token_revoke_self().await;
             }
             tracing::info!(leases = revoked, "revoked on exit");
-            if let Some(p) = &self.cfg.lease_cache_file {
+            if let Some(p) = &self.cfg.lease_cache_file
+                && token_revoked
+            {
                 let _ = std::fs::remove_file(p);
             }
         } else {
