@@ -184,12 +184,28 @@ async fn sigterm_revokes_leases_and_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_after_auth_then_restart_reuses_the_cached_lease() {
     let fx = Fixture::new("30s", "1h").await;
-    let once = fx.config("exit_after_auth = true", &[]);
+    // A KV v2 secret rendered beside the database credential (`.Data.data`).
+    let (st, b) = fx
+        .srv
+        .root(
+            "POST",
+            "secret/data/agents/config/app",
+            Some(json!({"data": {"model": "small", "max_tokens": 512}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let kv = fx.dir.path().join("config.json");
+    let kv_template = format!(
+        "template {{\n  destination = \"{}\"\n  contents = \"{{{{ with secret \\\"secret/data/agents/config/app\\\" }}}}{{{{ .Data.data | toJSON }}}}{{{{ end }}}}\"\n}}",
+        kv.display()
+    );
+    let once = fx.config(&format!("exit_after_auth = true\n{kv_template}"), &[]);
     let mut init = fx.spawn(&["agent", "--config", once.to_str().unwrap()]);
     assert_eq!(support::wait_exit(&mut init).await, Some(0), "{}", fx.log());
     let db = fx.dir.path().join("db.json");
     let user = read_json(&db)["username"].as_str().unwrap().to_owned();
     assert!(fx.pg.role_exists(&user).await);
+    assert_eq!(read_json(&kv), json!({"model": "small", "max_tokens": 512}));
 
     let cfg = fx.config("", &[]);
     let mut agent = fx.spawn(&["agent", "--config", cfg.to_str().unwrap()]);
@@ -340,6 +356,7 @@ async fn server_restart_mid_run_the_agent_recovers() {
         pg,
         dir,
         log_path,
+        method,
     } = fx;
     let root = srv.root_token.clone();
     let (guard, data_dir, key) = srv.stop().await;
@@ -363,6 +380,7 @@ async fn server_restart_mid_run_the_agent_recovers() {
         pg,
         dir,
         log_path,
+        method,
     };
     eventually(
         "the agent to be healthy with working credentials",
@@ -460,5 +478,71 @@ async fn exit_on_retry_failure_gives_up_after_the_configured_attempts() {
     assert_eq!(code, Some(1), "{}", fx.log());
     let log = fx.log();
     assert!(log.contains("giving up after 3 failed attempts"), "{log}");
+    fx.cleanup().await;
+}
+
+/// The `jwt` auto-auth method: the agent logs in with a JWT read from a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_auto_auth_logs_in_with_the_token_file() {
+    use crate::auth_jwt::support::{now, pki, sign};
+    let mut fx = Fixture::new("30s", "1h").await;
+    let (s, b) = fx
+        .srv
+        .root("POST", "sys/auth/jwt", Some(json!({"type": "jwt"})))
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = fx
+        .srv
+        .root(
+            "POST",
+            "auth/jwt/config",
+            Some(json!({"jwt_validation_pubkeys": [pki().rsa.public_pem],
+                        "bound_issuer": "https://ci.example.test"})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = fx
+        .srv
+        .root(
+            "POST",
+            "auth/jwt/role/agent",
+            Some(json!({"role_type": "jwt", "user_claim": "sub",
+                        "bound_audiences": ["leash"], "token_policies": ["agent"],
+                        "token_ttl": "10m"})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let t = now();
+    let jwt = sign(
+        jsonwebtoken::Algorithm::RS256,
+        &pki().rsa.private_pem,
+        None,
+        &json!({"iss": "https://ci.example.test", "aud": ["leash"], "sub": "agent-7",
+                "iat": t, "nbf": t, "exp": t + 300}),
+    );
+    std::fs::write(fx.dir.path().join("jwt"), jwt).unwrap();
+    fx.method = r#"method "jwt" { config = { role = "agent", path = "{d}/jwt" } }"#.to_owned();
+    let cfg = fx.config("exit_after_auth = true\nrevoke_on_exit = false", &[]);
+    let mut agent = fx.spawn(&["agent", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(
+        support::wait_exit(&mut agent).await,
+        Some(0),
+        "{}",
+        fx.log()
+    );
+    let v = read_json(&fx.dir.path().join("db.json"));
+    let (u, p) = (
+        v["username"].as_str().unwrap(),
+        v["password"].as_str().unwrap(),
+    );
+    assert!(support::pg_can_login(&fx.pg, u, p).await);
+    // The token came from the JWT login.
+    let token = std::fs::read_to_string(fx.dir.path().join("token")).unwrap();
+    let (s, me) = fx
+        .srv
+        .call("GET", "auth/token/lookup-self", Some(&token), None)
+        .await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["data"]["path"], "auth/jwt/login");
     fx.cleanup().await;
 }

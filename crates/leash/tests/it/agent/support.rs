@@ -20,6 +20,8 @@ pub(crate) struct Fixture {
     pub(crate) pg: PgScratch,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) log_path: PathBuf,
+    /// The `auto_auth` method block (`{d}` stands for the test's directory).
+    pub(crate) method: String,
 }
 
 impl Fixture {
@@ -49,7 +51,8 @@ impl Fixture {
             "agent",
             &format!(
                 "path \"database/creds/{}\" {{ capabilities = [\"read\"] }}\n\
-                 path \"sys/leases/revoke\" {{ capabilities = [\"update\"] }}\n",
+                 path \"sys/leases/revoke\" {{ capabilities = [\"update\"] }}\n\
+                 path \"secret/data/agents/*\" {{ capabilities = [\"read\"] }}\n",
                 pg.role
             ),
         )
@@ -91,6 +94,7 @@ impl Fixture {
             pg,
             dir,
             log_path,
+            method: APPROLE.to_owned(),
         }
     }
 
@@ -149,13 +153,7 @@ vault {{
   retry {{ {retry} }}
 }}
 auto_auth {{
-  method "approle" {{
-    config = {{
-      role_id_file_path = "{d}/role-id"
-      secret_id_file_path = "{d}/secret-id"
-      remove_secret_id_file_after_reading = false
-    }}
-  }}
+  {method}
   sink "file" {{ config = {{ path = "{d}/token", mode = "0600" }} }}
 }}
 lease_cache_file = "{d}/cache.json"
@@ -168,6 +166,7 @@ template {{
 "#,
             d = d.display(),
             dest = dest.display(),
+            method = self.method.replace("{d}", &d.display().to_string()),
         );
         let p = d.join(format!("agent-{}.hcl", leash_types::random::base62(6)));
         std::fs::write(&p, text).unwrap();
@@ -218,6 +217,15 @@ template {{
         self.pg.cleanup().await;
     }
 }
+
+/// The AppRole login the fixture sets up.
+const APPROLE: &str = r#"method "approle" {
+    config = {
+      role_id_file_path = "{d}/role-id"
+      secret_id_file_path = "{d}/secret-id"
+      remove_secret_id_file_after_reading = false
+    }
+  }"#;
 
 /// Fast retries, so outages in tests are short.
 const RETRY: &str = "backoff = \"1s\"  max_backoff = \"2s\"";
