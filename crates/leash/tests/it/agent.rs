@@ -546,3 +546,38 @@ async fn jwt_auto_auth_logs_in_with_the_token_file() {
     assert_eq!(me["data"]["path"], "auth/jwt/login");
     fx.cleanup().await;
 }
+
+/// The `token_file` method: no login, the token in the file is used as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_file_auto_auth_uses_the_token_as_is() {
+    let mut fx = Fixture::new("30s", "1h").await;
+    let token = fx.srv.token_with(&["agent"]).await;
+    std::fs::write(fx.dir.path().join("given-token"), format!("{token}\n")).unwrap();
+    fx.method =
+        r#"method "token_file" { config = { token_file_path = "{d}/given-token" } }"#.to_owned();
+    let cfg = fx.config("", &[]);
+    let mut agent = fx.spawn(&["agent", "--config", cfg.to_str().unwrap()]);
+    let db = fx.dir.path().join("db.json");
+    eventually("the credential file", LONG, || async { db.exists() }).await;
+    let v = read_json(&db);
+    let user = v["username"].as_str().unwrap().to_owned();
+    assert!(support::pg_can_login(&fx.pg, &user, v["password"].as_str().unwrap()).await);
+    sigterm(&agent);
+    assert_eq!(
+        support::wait_exit(&mut agent).await,
+        Some(0),
+        "{}",
+        fx.log()
+    );
+    // Revoke on exit covers a token the agent did not mint, too.
+    let (s, _) = fx
+        .srv
+        .call("GET", "auth/token/lookup-self", Some(&token), None)
+        .await;
+    assert_eq!(s, 403);
+    eventually("the role to be dropped", LONG, || async {
+        !fx.pg.role_exists(&user).await
+    })
+    .await;
+    fx.cleanup().await;
+}
