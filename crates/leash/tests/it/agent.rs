@@ -581,3 +581,81 @@ async fn token_file_auto_auth_uses_the_token_as_is() {
     .await;
     fx.cleanup().await;
 }
+
+/// The `kubernetes` auto-auth method: the agent logs in with the service-account token
+/// file (validated offline here, with the cluster's signing key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_auto_auth_logs_in_with_the_service_account_token() {
+    use crate::auth_jwt::support::{now, pki, sign};
+    let mut fx = Fixture::new("30s", "1h").await;
+    let iss = "https://kubernetes.default.svc.cluster.local";
+    let (s, b) = fx
+        .srv
+        .root(
+            "POST",
+            "sys/auth/kubernetes",
+            Some(json!({"type": "kubernetes"})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = fx
+        .srv
+        .root(
+            "POST",
+            "auth/kubernetes/config",
+            Some(json!({"kubernetes_host": "https://127.0.0.1:1",
+                        "pem_keys": [pki().rsa.public_pem], "issuer": iss,
+                        "disable_local_ca_jwt": true})),
+        )
+        .await;
+    assert!(s == 200 || s == 204, "{b}"); // 200: with a warning about offline validation
+    let (s, b) = fx
+        .srv
+        .root(
+            "POST",
+            "auth/kubernetes/role/summariser",
+            Some(json!({"bound_service_account_names": ["summariser"],
+                        "bound_service_account_namespaces": ["agents"],
+                        "audience": "leash", "token_policies": ["agent"],
+                        "token_ttl": "15m"})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let t = now();
+    let sa = sign(
+        jsonwebtoken::Algorithm::RS256,
+        &pki().rsa.private_pem,
+        None,
+        &json!({"aud": ["leash"], "iss": iss, "sub": "system:serviceaccount:agents:summariser",
+                "iat": t, "nbf": t, "exp": t + 600,
+                "kubernetes.io": {"namespace": "agents",
+                                  "pod": {"name": "summariser-1", "uid": "pod-uid-1"},
+                                  "serviceaccount": {"name": "summariser", "uid": "sa-uid-1"}}}),
+    );
+    std::fs::write(fx.dir.path().join("sa-token"), sa).unwrap();
+    fx.method =
+        r#"method "kubernetes" { config = { role = "summariser", token_path = "{d}/sa-token" } }"#
+            .to_owned();
+    let cfg = fx.config("exit_after_auth = true", &[]);
+    let mut agent = fx.spawn(&["agent", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(
+        support::wait_exit(&mut agent).await,
+        Some(0),
+        "{}",
+        fx.log()
+    );
+    let v = read_json(&fx.dir.path().join("db.json"));
+    let (u, p) = (
+        v["username"].as_str().unwrap(),
+        v["password"].as_str().unwrap(),
+    );
+    assert!(support::pg_can_login(&fx.pg, u, p).await);
+    let token = std::fs::read_to_string(fx.dir.path().join("token")).unwrap();
+    let (s, me) = fx
+        .srv
+        .call("GET", "auth/token/lookup-self", Some(&token), None)
+        .await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["data"]["path"], "auth/kubernetes/login");
+    fx.cleanup().await;
+}
