@@ -405,7 +405,8 @@ impl Exec<'_, '_> {
                 want(1)?;
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(string(&args[0])?.trim())
-                    .map_err(|e| self.err(line, format!("base64Decode: {e}")))?;
+                    // The decoder's message quotes the offending byte: keep secret bytes out.
+                    .map_err(|_| self.err(line, "base64Decode: the value is not valid base64"))?;
                 String::from_utf8(bytes)
                     .map(Value::String)
                     .map_err(|_| self.err(line, "base64Decode: the result is not UTF-8 text"))
