@@ -21,6 +21,7 @@ mod client;
 pub mod config;
 mod error;
 mod kv;
+mod lease;
 mod sys;
 mod token;
 mod types;
@@ -29,6 +30,7 @@ pub use client::{ApiResponse, Client, REQUEST_HEADER, TOKEN_HEADER};
 pub use config::ClientConfig;
 pub use error::ClientError;
 pub use kv::{kv2_path, list_keys};
+pub use lease::{LeaseInfo, LeaseRenewal};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sys::{HEALTH_STATUSES, policy_names, policy_text};
 pub use types::{

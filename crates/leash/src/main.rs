@@ -5,6 +5,7 @@
 
 use clap::Parser;
 
+mod agent;
 mod bench;
 mod bench_leases;
 mod cli;
@@ -23,6 +24,9 @@ struct Args {
 enum Command {
     /// Run the leash server.
     Server(server::ServerArgs),
+    /// Run the sidecar agent: log in, render credential files or a child's environment,
+    /// renew and re-issue them, revoke them on exit.
+    Agent(agent::AgentArgs),
     /// Drive a running server over HTTP and print throughput and latency.
     Bench(bench::BenchArgs),
     /// Measure dynamic database credentials and leases in-process against PostgreSQL.
@@ -36,6 +40,7 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse_from(argv);
     match args.command {
         Command::Server(a) => server::run(a),
+        Command::Agent(a) => agent::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchLeases(a) => bench_leases::run(a),
         Command::Client(c) => cli::run(c),

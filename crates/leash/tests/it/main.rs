@@ -8,6 +8,7 @@
 // Test code and its helpers panic on setup failure by design, like assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agent;
 mod approvals;
 mod audit_chain;
 mod audit_query;

@@ -1,0 +1,34 @@
+//! `leash agent`: the sidecar that keeps an agent's credentials fresh on disk or in its
+//! environment, so the agent process never holds a static secret or talks to leash.
+//!
+//! * [`config`]: Vault Agent's HCL shape (`vault`/`leash`, `auto_auth`, `template`,
+//!   `template_config`, `exec`, `env_template`), checked key by key.
+//! * [`template`]: Vault Agent / consul-template syntax (a hand-written subset of Go's
+//!   `text/template`; see there why).
+//! * [`auth`]: auto-auth (kubernetes, approle, jwt, token_file) and token file sinks.
+//! * [`runner`]: the loop — renew at two thirds of the TTL, re-issue at max TTL with a
+//!   grace period, retry with backoff and jitter, re-authenticate, revoke on exit.
+//! * [`files`]: atomic 0600 writes. [`cache`]: the lease cache a restart reuses.
+//! * [`exec`]: the child process of exec mode. [`health`]: `/healthz` and `/metrics`.
+//!
+//! Invariants: secret data and tokens never reach a log line or `Debug` output; a
+//! rendered file is replaced atomically, never written in place; a missing template key
+//! is an error naming the key and the template, never `<no value>`.
+//!
+//! Not here: HTTP details (leash-client), the command line (the `leash` binary).
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cache;
+pub mod config;
+mod error;
+pub mod exec;
+pub mod files;
+pub mod health;
+pub mod runner;
+pub mod schedule;
+pub mod template;
+
+pub use config::AgentConfig;
+pub use error::AgentError;
+pub use runner::{RunOptions, run};

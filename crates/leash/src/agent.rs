@@ -1,0 +1,107 @@
+//! `leash agent`: runs the sidecar (crate `leash-agent`) from a Vault-Agent-shaped
+//! configuration file.
+//!
+//! ```text
+//! leash agent --config agent.hcl                   # render files, keep them fresh
+//! leash agent exec --config agent.hcl -- cmd args  # run cmd with env_template variables
+//! ```
+//!
+//! The agent runs on a single-threaded runtime: it does a handful of HTTP calls a minute,
+//! and one thread keeps its resident memory small.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use leash_agent::{AgentConfig, RunOptions};
+
+/// Arguments of `leash agent`.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct AgentArgs {
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
+    /// Agent configuration file (HCL or JSON, Vault Agent's shape).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log level (`info`, `debug`, …); `LEASH_LOG` wins.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum AgentCommand {
+    /// Render `env_template`s, run a command with them in its environment, forward
+    /// signals, restart it on rotation, exit with its exit code.
+    Exec {
+        /// Agent configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Log level; `LEASH_LOG` wins.
+        #[arg(long, value_name = "LEVEL")]
+        log_level: Option<String>,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+}
+
+pub(crate) fn run(args: AgentArgs) -> ExitCode {
+    let (config, log_level, opts) = match args.command {
+        Some(AgentCommand::Exec {
+            config,
+            log_level,
+            command,
+        }) => (
+            config,
+            log_level,
+            RunOptions {
+                exec_command: Some(command),
+            },
+        ),
+        None => match args.config {
+            Some(c) => (c, args.log_level, RunOptions::default()),
+            None => {
+                eprintln!("Error: leash agent needs --config FILE");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    init_tracing(log_level.as_deref());
+    let cfg = match AgentConfig::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {}: {e}", config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(leash_agent::run(cfg, opts)) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(level: Option<&str>) {
+    let filter = std::env::var("LEASH_LOG")
+        .ok()
+        .or_else(|| level.map(str::to_owned))
+        .unwrap_or_else(|| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
