@@ -20,7 +20,7 @@
 //!
 //! Not here: listing sessions (the database engine, `observe_sessions`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -47,6 +47,10 @@ pub(crate) struct Seen {
     sessions: HashMap<(String, String), ()>,
     /// First use seen per lease (unix seconds).
     first_use: HashMap<String, i64>,
+    /// Every session id seen, leased or not (so a poll with no new session reads no
+    /// lease). Session ids are per database server; a reused id after a server restart
+    /// is taken as seen until the memory is cleared.
+    session_ids: HashSet<String>,
 }
 
 /// Whether a session from `client` is an anomaly for a lease issued to a caller at
@@ -99,7 +103,17 @@ async fn poll(inner: &Arc<Inner>, seen: &Mutex<Seen>) {
                     continue;
                 }
             };
-        if observed.iter().all(|(_, s)| s.is_empty()) {
+        // Sessions already logged need nothing more; the leases are read (one pass over
+        // the mount's leases) only when a session is new to the observer.
+        let any_new = {
+            let Ok(seen) = seen.lock() else { return };
+            observed.iter().any(|(db, sessions)| {
+                sessions
+                    .iter()
+                    .any(|s| !seen.session_ids.contains(&session_key(&prefix, db, &s.id)))
+            })
+        };
+        if !any_new {
             continue;
         }
         let leases = match live_leases_by_user(inner, &prefix).await {
@@ -109,6 +123,13 @@ async fn poll(inner: &Arc<Inner>, seen: &Mutex<Seen>) {
                 continue;
             }
         };
+        if let Ok(mut seen) = seen.lock() {
+            for (db, sessions) in &observed {
+                for s in sessions {
+                    seen.session_ids.insert(session_key(&prefix, db, &s.id));
+                }
+            }
+        }
         for (db, sessions) in observed {
             for s in sessions {
                 let Some((lease_id, entry)) = leases.get(&s.username) else {
@@ -117,8 +138,9 @@ async fn poll(inner: &Arc<Inner>, seen: &Mutex<Seen>) {
                 let now = inner.clock.unix();
                 let first = {
                     let Ok(mut seen) = seen.lock() else { return };
-                    if seen.sessions.len() >= MAX_TRACKED {
+                    if seen.sessions.len() >= MAX_TRACKED || seen.session_ids.len() >= MAX_TRACKED {
                         seen.sessions.clear();
+                        seen.session_ids.clear();
                         seen.first_use.clear();
                     }
                     if seen
@@ -158,6 +180,11 @@ async fn poll(inner: &Arc<Inner>, seen: &Mutex<Seen>) {
             }
         }
     }
+}
+
+/// A session's identity across mounts and connections.
+fn session_key(mount: &str, db: &str, id: &str) -> String {
+    format!("{mount}{db}/{id}")
 }
 
 /// The live (`Active`) leases of the mount at `prefix`, by database username.

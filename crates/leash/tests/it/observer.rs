@@ -184,3 +184,96 @@ async fn sessions_are_logged_once_and_a_foreign_address_is_an_anomaly() {
     drop((ca, ca2, cb));
     pg.cleanup().await;
 }
+
+/// The same against the real MariaDB (`information_schema.PROCESSLIST`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_sessions_are_observed_too() {
+    use mysql_async::prelude::Queryable;
+
+    let srv = TestServer::start().await;
+    let log = srv.dir.join("audit.log");
+    let (s, b) = srv
+        .root(
+            "PUT",
+            "sys/audit/file",
+            Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = srv
+        .root(
+            "POST",
+            "sys/mounts/mysql",
+            Some(json!({"type": "database"})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = srv
+        .root(
+            "POST",
+            "mysql/config/maria",
+            Some(json!({
+                "plugin_name": "mysql-database-plugin",
+                "connection_url": "{{username}}:{{password}}@tcp(127.0.0.1:3306)/",
+                "username": "root",
+                "password": "",
+                "allowed_roles": ["obs"],
+                "observe_sessions": true,
+            })),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = srv
+        .root(
+            "POST",
+            "mysql/roles/obs",
+            Some(json!({
+                "db_name": "maria",
+                "creation_statements": "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}';",
+                "default_ttl": "10m",
+            })),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    // Issued to an agent calling from 127.0.0.2, used from 127.0.0.1.
+    let from_2 = reqwest::Client::builder()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .build()
+        .unwrap();
+    let r = from_2
+        .get(format!("{}/v1/mysql/creds/obs", srv.url()))
+        .header("X-Vault-Token", &srv.root_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let b: Value = r.json().await.unwrap();
+    let lease = b["lease_id"].as_str().unwrap().to_owned();
+    let mut c = mysql_async::Conn::new(
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(3306)
+            .user(Some(b["data"]["username"].as_str().unwrap()))
+            .pass(Some(b["data"]["password"].as_str().unwrap()))
+            .prefer_socket(false),
+    )
+    .await
+    .unwrap();
+    c.query_drop("SELECT 1").await.unwrap();
+    eventually("the session observed", Duration::from_secs(60), || async {
+        !of(&events(&log), &lease, "agent.credential.anomaly").is_empty()
+    })
+    .await;
+    let evs = events(&log);
+    let used = of(&evs, &lease, "agent.credential.used");
+    assert_eq!(used.len(), 1, "{used:#?}");
+    assert_eq!(used[0]["action_context"]["client_address"], "127.0.0.1");
+    assert_eq!(used[0]["action_context"]["agent_address"], "127.0.0.2");
+    assert_eq!(used[0]["action_context"]["database"], "maria");
+    drop(c);
+    // Revoking drops the user.
+    let (s, b) = srv
+        .root("PUT", "sys/leases/revoke", Some(json!({"lease_id": lease})))
+        .await;
+    assert_eq!(s, 204, "{b}");
+}
