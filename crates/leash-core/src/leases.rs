@@ -373,22 +373,59 @@ pub(crate) struct Outcome {
     pub(crate) failed: Vec<(String, String)>,
 }
 
+/// Lease ids being revoked right now in this process. An explicit revocation and the
+/// worker may pick the same lease at the same instant (a marked lease is due at once);
+/// whoever claims it first revokes it, so its credential is revoked and its `revoked`
+/// event logged once.
+#[derive(Default)]
+pub(crate) struct Claims(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl Claims {
+    /// Claims the ids that are free; returns (claimed, busy).
+    fn claim(&self, ids: &[String]) -> (Vec<String>, Vec<String>) {
+        let Ok(mut set) = self.0.lock() else {
+            return (ids.to_vec(), Vec::new());
+        };
+        ids.iter().cloned().partition(|id| set.insert(id.clone()))
+    }
+
+    fn release(&self, ids: &[String]) {
+        if let Ok(mut set) = self.0.lock() {
+            for id in ids {
+                set.remove(id);
+            }
+        }
+    }
+}
+
+/// Releases claims when a revocation ends, however it ends.
+struct ClaimGuard<'a> {
+    claims: &'a Claims,
+    ids: Vec<String>,
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        self.claims.release(&self.ids);
+    }
+}
+
 /// The leases of one mount in a round, with the backend that revokes them (`None`
 /// when the mount is gone).
 type MountBatch = (Option<Arc<dyn Backend>>, Vec<(StoredLease, LeaseRecord)>);
 
-/// Revokes `leases` now (they must already be marked or be due): groups them by the
-/// mount that issued them, lets each engine revoke its batch (engines concurrently),
+/// Revokes `leases` now (they must already be marked or be due, and claimed in
+/// [`Inner::lease_claims`] by the caller): groups them by the mount that issued them, lets each engine revoke its batch (engines concurrently),
 /// deletes what was revoked in one storage transaction and records each failure.
 pub(crate) async fn revoke_now(
     inner: &Arc<Inner>,
     leases: Vec<StoredLease>,
     reason: Reason,
 ) -> Result<Outcome, CoreError> {
+    let mut outcome = Outcome::default();
     let now = inner.clock.unix();
     let router = inner.router();
     let mut by_mount: HashMap<String, MountBatch> = HashMap::new();
-    let mut outcome = Outcome::default();
     let mut failures: Vec<(StoredLease, String)> = Vec::new();
     for l in leases {
         let entry = match LeaseEntry::decode(&l) {
@@ -570,12 +607,40 @@ pub(crate) async fn revoke_ids_because(
     ids: &[String],
     why: Reason,
 ) -> Result<Outcome, CoreError> {
-    let now = inner.clock.unix();
     let mut outcome = Outcome::default();
     for chunk in ids.chunks(BATCH) {
-        inner.storage.leases_mark_revoking(chunk, now).await?;
-        let mut leases = Vec::with_capacity(chunk.len());
-        for id in chunk {
+        // Claimed before they are marked (a marked lease is due for the worker at once):
+        // the worker then leaves them to this request. A lease the worker is already
+        // revoking is waited for, then taken over if it is still there.
+        let (mut claimed, busy) = inner.lease_claims.claim(chunk);
+        let mut guard = ClaimGuard {
+            claims: &inner.lease_claims,
+            ids: claimed.clone(),
+        };
+        for id in busy {
+            let until = tokio::time::Instant::now() + REVOKE_TIMEOUT + Duration::from_secs(5);
+            let mine = loop {
+                let (mine, _) = inner.lease_claims.claim(std::slice::from_ref(&id));
+                if !mine.is_empty() || tokio::time::Instant::now() >= until {
+                    break mine;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            if mine.is_empty() {
+                outcome.failed.push((
+                    id,
+                    "another revocation of this lease is still running; it will be retried"
+                        .to_owned(),
+                ));
+                continue;
+            }
+            guard.ids.extend(mine.iter().cloned());
+            claimed.extend(mine);
+        }
+        let now = inner.clock.unix();
+        inner.storage.leases_mark_revoking(&claimed, now).await?;
+        let mut leases = Vec::with_capacity(claimed.len());
+        for id in &claimed {
             if let Some(l) = inner.storage.lease_get(id).await? {
                 leases.push(l);
             }
@@ -583,6 +648,7 @@ pub(crate) async fn revoke_ids_because(
         let o = revoke_now(inner, leases, why).await?;
         outcome.revoked += o.revoked;
         outcome.failed.extend(o.failed);
+        drop(guard);
     }
     Ok(outcome)
 }
@@ -597,9 +663,18 @@ pub(crate) async fn revoke_due(inner: &Arc<Inner>) -> Result<usize, CoreError> {
         if n == 0 {
             return Ok(total);
         }
+        // Leases a request is revoking right now are left to it.
+        let ids: Vec<String> = due.iter().map(|l| l.id.clone()).collect();
+        let (claimed, busy) = inner.lease_claims.claim(&ids);
+        let _guard = ClaimGuard {
+            claims: &inner.lease_claims,
+            ids: claimed,
+        };
+        let due: Vec<StoredLease> = due.into_iter().filter(|l| !busy.contains(&l.id)).collect();
         let o = revoke_now(inner, due, Reason::Expired).await?;
         total += o.revoked;
-        if n < BATCH {
+        // A full batch taken by requests' revocations: the next tick looks again.
+        if n < BATCH || busy.len() == n {
             return Ok(total);
         }
     }

@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     pub(crate) logins: login::LoginGuard,
     /// Just-in-time access (webhook notifier).
     pub(crate) approvals: approvals::Approvals,
+    /// Leases being revoked right now (so a request and the worker never both do).
+    pub(crate) lease_claims: leases::Claims,
 }
 
 /// A running core. Cheap to clone.
@@ -157,6 +159,7 @@ impl Core {
             lease_wake,
             logins: login::LoginGuard::default(),
             approvals: approvals::Approvals::new(),
+            lease_claims: leases::Claims::default(),
         });
         let core = Core(inner);
 

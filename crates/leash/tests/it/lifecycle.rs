@@ -415,3 +415,52 @@ async fn expiry_and_token_revocation_are_told_apart_and_trace_ids_fall_back() {
     assert!(!std::fs::read_to_string(&log).unwrap().contains(&agent));
     pg.cleanup().await;
 }
+
+/// Many revocations of one lease at once (and the worker, which sees a marked lease as
+/// due at once) revoke it once: one `revoked` event, with the operator's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_revocations_of_one_lease_log_one_revoked_event() {
+    let srv = TestServer::start().await;
+    let log = enable_file_audit(&srv).await;
+    let pg = PgScratch::new().await;
+    pg.setup(&srv, "database", json!({})).await;
+    for _ in 0..5 {
+        let (s, b) = srv
+            .root("GET", &format!("database/creds/{}", pg.role), None)
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let lease = b["lease_id"].as_str().unwrap().to_owned();
+        let user = b["data"]["username"].as_str().unwrap().to_owned();
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let url = format!("{}/v1/sys/leases/revoke", srv.url());
+            let (token, lease) = (srv.root_token.clone(), lease.clone());
+            tasks.push(tokio::spawn(async move {
+                let r = reqwest::Client::new()
+                    .put(url)
+                    .header("X-Vault-Token", token)
+                    .json(&json!({ "lease_id": lease }))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                (status, r.text().await.unwrap())
+            }));
+        }
+        for t in tasks {
+            let (status, body) = t.await.unwrap();
+            assert_eq!(status, 204, "{body}");
+        }
+        assert!(!pg.role_exists(&user).await);
+        // Let the worker have its tick too.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let revoked: Vec<Value> = events(&log)
+            .into_iter()
+            .filter(|e| e["lease_id"] == lease.as_str() && e["event"] != "agent.credential.issued")
+            .collect();
+        assert_eq!(revoked.len(), 1, "{revoked:?}");
+        assert_eq!(revoked[0]["event"], "agent.credential.revoked");
+        assert_eq!(revoked[0]["reason"], "operator");
+    }
+    pg.cleanup().await;
+}
