@@ -150,6 +150,58 @@ where
     Ok(out)
 }
 
+/// The options every device type shares, parsed once for all of them.
+struct Shared {
+    log_raw: bool,
+    hmac_accessor: bool,
+    prefix: String,
+    elide_list_responses: bool,
+}
+
+/// Refuses an option `known` does not list, and a `format` other than `json`; returns
+/// the options every device type shares.
+fn parse_shared(
+    kind: &str,
+    known: &[&str],
+    options: &BTreeMap<String, String>,
+) -> Result<Shared, AuditError> {
+    if let Some(key) = options.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(AuditError::InvalidConfig(format!(
+            "unknown option {key:?} for audit device type {kind:?} (known: {})",
+            known.join(", ")
+        )));
+    }
+    let get = |key: &str| {
+        options
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    match get(OPT_FORMAT) {
+        None | Some("json") => {}
+        Some("jsonx") => {
+            return Err(AuditError::InvalidConfig(format!(
+                "option {OPT_FORMAT:?}: \"jsonx\" is not supported; use \"json\""
+            )));
+        }
+        Some(other) => {
+            return Err(AuditError::InvalidConfig(format!(
+                "option {OPT_FORMAT:?}: unknown format {other:?}; use \"json\""
+            )));
+        }
+    }
+    Ok(Shared {
+        log_raw: parse_bool(OPT_LOG_RAW, get(OPT_LOG_RAW), false)?,
+        hmac_accessor: parse_bool(OPT_HMAC_ACCESSOR, get(OPT_HMAC_ACCESSOR), true)?,
+        prefix: options.get(OPT_PREFIX).cloned().unwrap_or_default(),
+        elide_list_responses: parse_bool(
+            OPT_ELIDE_LIST_RESPONSES,
+            get(OPT_ELIDE_LIST_RESPONSES),
+            false,
+        )?,
+    })
+}
+
 /// Where a file device writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -178,15 +230,7 @@ pub(crate) struct FileOptions {
 impl FileOptions {
     /// Parses a `file` device's options. An empty value counts as unset.
     pub(crate) fn parse(options: &BTreeMap<String, String>) -> Result<FileOptions, AuditError> {
-        if let Some(key) = options
-            .keys()
-            .find(|k| !KNOWN_OPTIONS.contains(&k.as_str()))
-        {
-            return Err(AuditError::InvalidConfig(format!(
-                "unknown option {key:?} for audit device type \"file\" (known: {})",
-                KNOWN_OPTIONS.join(", ")
-            )));
-        }
+        let shared = parse_shared("file", &KNOWN_OPTIONS, options)?;
         let get = |key: &str| {
             options
                 .get(key)
@@ -204,19 +248,6 @@ impl FileOptions {
             Some("discard") => Target::Discard,
             Some(p) => Target::File(PathBuf::from(p)),
         };
-        match get(OPT_FORMAT) {
-            None | Some("json") => {}
-            Some("jsonx") => {
-                return Err(AuditError::InvalidConfig(format!(
-                    "option {OPT_FORMAT:?}: \"jsonx\" is not supported; use \"json\""
-                )));
-            }
-            Some(other) => {
-                return Err(AuditError::InvalidConfig(format!(
-                    "option {OPT_FORMAT:?}: unknown format {other:?}; use \"json\""
-                )));
-            }
-        }
         let mode = match get(OPT_MODE) {
             None => DEFAULT_MODE,
             Some(raw) => parse_mode(raw)?,
@@ -250,15 +281,11 @@ impl FileOptions {
         Ok(FileOptions {
             rotation,
             target,
-            log_raw: parse_bool(OPT_LOG_RAW, get(OPT_LOG_RAW), false)?,
-            hmac_accessor: parse_bool(OPT_HMAC_ACCESSOR, get(OPT_HMAC_ACCESSOR), true)?,
+            log_raw: shared.log_raw,
+            hmac_accessor: shared.hmac_accessor,
             mode,
-            prefix: options.get(OPT_PREFIX).cloned().unwrap_or_default(),
-            elide_list_responses: parse_bool(
-                OPT_ELIDE_LIST_RESPONSES,
-                get(OPT_ELIDE_LIST_RESPONSES),
-                false,
-            )?,
+            prefix: shared.prefix,
+            elide_list_responses: shared.elide_list_responses,
         })
     }
 }
@@ -296,15 +323,7 @@ pub(crate) struct SocketOptions {
 impl SocketOptions {
     /// Parses a `socket` device's options. An empty value counts as unset.
     pub(crate) fn parse(options: &BTreeMap<String, String>) -> Result<SocketOptions, AuditError> {
-        if let Some(key) = options
-            .keys()
-            .find(|k| !SOCKET_OPTIONS.contains(&k.as_str()))
-        {
-            return Err(AuditError::InvalidConfig(format!(
-                "unknown option {key:?} for audit device type \"socket\" (known: {})",
-                SOCKET_OPTIONS.join(", ")
-            )));
-        }
+        let shared = parse_shared("socket", &SOCKET_OPTIONS, options)?;
         let get = |key: &str| {
             options
                 .get(key)
@@ -344,14 +363,6 @@ impl SocketOptions {
                 )));
             }
         };
-        match get(OPT_FORMAT) {
-            None | Some("json") => {}
-            Some(other) => {
-                return Err(AuditError::InvalidConfig(format!(
-                    "option {OPT_FORMAT:?}: {other:?} is not supported; use \"json\""
-                )));
-            }
-        }
         let write_timeout = parse_go_duration(
             OPT_WRITE_TIMEOUT,
             get(OPT_WRITE_TIMEOUT),
@@ -377,14 +388,10 @@ impl SocketOptions {
             address,
             write_timeout,
             buffer_size,
-            log_raw: parse_bool(OPT_LOG_RAW, get(OPT_LOG_RAW), false)?,
-            hmac_accessor: parse_bool(OPT_HMAC_ACCESSOR, get(OPT_HMAC_ACCESSOR), true)?,
-            prefix: options.get(OPT_PREFIX).cloned().unwrap_or_default(),
-            elide_list_responses: parse_bool(
-                OPT_ELIDE_LIST_RESPONSES,
-                get(OPT_ELIDE_LIST_RESPONSES),
-                false,
-            )?,
+            log_raw: shared.log_raw,
+            hmac_accessor: shared.hmac_accessor,
+            prefix: shared.prefix,
+            elide_list_responses: shared.elide_list_responses,
         })
     }
 }

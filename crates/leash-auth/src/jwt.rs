@@ -118,17 +118,6 @@ impl JwtBackend {
         Ok(Response::warnings_only(warnings))
     }
 
-    async fn list_roles(&self) -> Result<Option<Response>, CoreError> {
-        let keys: Vec<String> = self
-            .storage
-            .list(&self.ns, "role/")
-            .await?
-            .into_iter()
-            .filter_map(|k| k.strip_prefix("role/").map(str::to_owned))
-            .collect();
-        Ok((!keys.is_empty()).then(|| Response::keys(keys)))
-    }
-
     /// Verifies the signature, refetching remote keys once (throttled) when the token
     /// names a key id the cache does not have. Returns the claims and the discovered
     /// issuer, if any.
@@ -241,14 +230,7 @@ impl JwtBackend {
 #[async_trait]
 impl Backend for JwtBackend {
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>, CoreError> {
-        let key = if req.path == "config" {
-            "config".to_owned()
-        } else if let Some(c) = match_route("role/:name", req.path) {
-            format!("role/{}", c[0])
-        } else {
-            return Ok(None);
-        };
-        Ok(Some(self.storage.get(&self.ns, &key).await?.is_some()))
+        crate::config_or_role_exists(self.storage.as_ref(), &self.ns, req.path).await
     }
 
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
@@ -273,7 +255,7 @@ impl Backend for JwtBackend {
         }
         if path == "role" || path == "role/" {
             return match op {
-                Operation::List => self.list_roles().await,
+                Operation::List => crate::list_roles(self.storage.as_ref(), &self.ns).await,
                 _ => Err(CoreError::UnsupportedOperation),
             };
         }

@@ -92,17 +92,6 @@ impl KubernetesBackend {
         store::save_json(&*self.storage, &self.ns, key, v).await
     }
 
-    async fn list_roles(&self) -> Result<Option<Response>, CoreError> {
-        let keys: Vec<String> = self
-            .storage
-            .list(&self.ns, "role/")
-            .await?
-            .into_iter()
-            .filter_map(|k| k.strip_prefix("role/").map(str::to_owned))
-            .collect();
-        Ok((!keys.is_empty()).then(|| Response::keys(keys)))
-    }
-
     /// The TokenReview client trusting `ca` (only).
     fn client(&self, ca: Option<String>) -> Result<reqwest::Client, CoreError> {
         if let Ok(guard) = self.client.lock()
@@ -278,14 +267,7 @@ impl KubernetesBackend {
 #[async_trait]
 impl Backend for KubernetesBackend {
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>, CoreError> {
-        let key = if req.path == "config" {
-            "config".to_owned()
-        } else if let Some(c) = match_route("role/:name", req.path) {
-            format!("role/{}", c[0])
-        } else {
-            return Ok(None);
-        };
-        Ok(Some(self.storage.get(&self.ns, &key).await?.is_some()))
+        crate::config_or_role_exists(self.storage.as_ref(), &self.ns, req.path).await
     }
 
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
@@ -314,7 +296,7 @@ impl Backend for KubernetesBackend {
         }
         if path == "role" || path == "role/" {
             return match op {
-                Operation::List => self.list_roles().await,
+                Operation::List => crate::list_roles(self.storage.as_ref(), &self.ns).await,
                 _ => Err(CoreError::UnsupportedOperation),
             };
         }

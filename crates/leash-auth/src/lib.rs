@@ -31,3 +31,35 @@ pub(crate) fn check_role_name(name: &str) -> Result<(), CoreError> {
     }
     Ok(())
 }
+
+/// Whether the `config` or `role/:name` record `path` names exists in namespace `ns` (the
+/// create-vs-update existence check of the JWT and Kubernetes methods); `None` for other
+/// paths.
+pub(crate) async fn config_or_role_exists(
+    storage: &dyn leash_storage::Storage,
+    ns: &str,
+    path: &str,
+) -> Result<Option<bool>, CoreError> {
+    let key = if path == "config" {
+        "config".to_owned()
+    } else if let Some(c) = leash_backend::match_route("role/:name", path) {
+        format!("role/{}", c[0])
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(storage.get(ns, &key).await?.is_some()))
+}
+
+/// `LIST role/`: the role names stored in namespace `ns` (`None` when there are none).
+pub(crate) async fn list_roles(
+    storage: &dyn leash_storage::Storage,
+    ns: &str,
+) -> Result<Option<leash_backend::Response>, CoreError> {
+    let keys: Vec<String> = storage
+        .list(ns, "role/")
+        .await?
+        .into_iter()
+        .filter_map(|k| k.strip_prefix("role/").map(str::to_owned))
+        .collect();
+    Ok((!keys.is_empty()).then(|| leash_backend::Response::keys(keys)))
+}
