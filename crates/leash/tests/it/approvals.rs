@@ -1110,3 +1110,65 @@ async fn a_failed_issuance_does_not_spend_the_grant() {
     assert_eq!(s, 403, "then it is used");
     j.done().await;
 }
+
+/// An access request whose audit entry cannot be written is refused and never stored
+/// (fail closed): no pending request appears, no approver sees one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_be_audited_is_not_created() {
+    let Some(fs) = crate::sys_audit::Tmpfs::mount() else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let j = Jit::new(1, "1h").await;
+    // The only audit device is on a file system about to be full.
+    let (s, b) = j.srv.root("DELETE", "sys/audit/file", None).await;
+    assert_eq!(s, 204, "{b}");
+    let log = fs.path().join("audit.log");
+    let (s, b) = j
+        .srv
+        .root(
+            "POST",
+            "sys/audit/tmp",
+            Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let filler = fs.fill();
+    // What is left of the log's last page may still take a request or two.
+    let mut created: Vec<String> = Vec::new();
+    let mut refused = None;
+    for _ in 0..200 {
+        let (s, b) = j.ask(&j.agent, 5).await;
+        if s != 200 {
+            refused = Some((s, b));
+            break;
+        }
+        created.push(b["request_id"].as_str().unwrap().to_owned());
+    }
+    let (s, b) = refused.expect("the full file system never refused a request");
+    assert_eq!(s, 500, "{b}");
+    assert_eq!(error(&b), crate::sys_audit::FAIL_CLOSED);
+
+    std::fs::remove_file(filler).unwrap();
+    let alice = j.login("alice").await;
+    let (s, b) = j
+        .srv
+        .call("LIST", "sys/control-group/request", Some(&alice), None)
+        .await;
+    // Only the requests that were answered 200 exist.
+    let listed: Vec<String> = if s == 404 {
+        Vec::new()
+    } else {
+        b["data"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect()
+    };
+    created.sort();
+    let mut listed = listed;
+    listed.sort();
+    assert_eq!(listed, created, "the refused request was not stored: {b}");
+    j.done().await;
+}

@@ -18,7 +18,7 @@ use crate::{error, eventually};
 /// does not wait for a writer, and reads never block.
 const O_NONBLOCK: i32 = 0o4000;
 
-const FAIL_CLOSED: &str = "no audit backend succeeded in logging the request";
+pub(crate) const FAIL_CLOSED: &str = "no audit backend succeeded in logging the request";
 const SECRET_VALUE: &str = "hunter2-very-secret-value";
 
 async fn enable(srv: &TestServer, name: &str, options: Value) -> (u16, Value) {
@@ -466,12 +466,12 @@ async fn one_healthy_device_is_enough() {
 }
 
 /// A small tmpfs, unmounted on drop; `None` when this host cannot mount one.
-struct Tmpfs {
+pub(crate) struct Tmpfs {
     dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
-    fn mount() -> Option<Tmpfs> {
+    pub(crate) fn mount() -> Option<Tmpfs> {
         let dir = tempfile::tempdir().ok()?;
         let ok = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
@@ -482,12 +482,12 @@ impl Tmpfs {
         ok.then_some(Tmpfs { dir })
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Fills the file system with `filler` until not one more byte fits.
-    fn fill(&self) -> PathBuf {
+    pub(crate) fn fill(&self) -> PathBuf {
         let p = self.path().join("filler");
         let mut f = OpenOptions::new()
             .create(true)
