@@ -223,6 +223,9 @@ class Browser:
         r = requests.post(f"{self.base}/session", json=caps, timeout=60)
         assert r.status_code == 200, r.text
         self.session = r.json()["value"]["sessionId"]
+        # A click that submits a form returns before the next page has loaded: element
+        # lookups wait (up to 15 s) for what they look for instead of failing at once.
+        self._call("POST", "/timeouts", {"implicit": 15000})
 
     def _call(self, method: str, path: str, body=None):
         r = requests.request(
