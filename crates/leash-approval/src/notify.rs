@@ -29,6 +29,15 @@ struct Delivery {
     payload: Value,
 }
 
+/// A webhook URL as logs show it: scheme and host only. Chat incoming-webhook URLs carry
+/// their secret in the path (`https://hooks.slack.com/services/T…/B…/<secret>`).
+fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("")),
+        Err(_) => "(invalid URL)".to_owned(),
+    }
+}
+
 /// Sends webhook payloads in the background. Cheap to clone.
 #[derive(Clone)]
 pub struct Notifier {
@@ -70,7 +79,7 @@ impl Notifier {
                 payload: payload.clone(),
             };
             if let Err(e) = self.tx.try_send(d) {
-                tracing::error!(url = %url, error = %e, "webhook queue full or closed; notification dropped");
+                tracing::error!(url = %shown(url), error = %e, "webhook queue full or closed; notification dropped");
             }
         }
     }
@@ -82,17 +91,17 @@ async fn deliver(http: &reqwest::Client, d: &Delivery, first_retry: Duration) {
         let outcome = http.post(&d.url).json(&d.payload).send().await;
         let err = match outcome {
             Ok(r) if r.status().is_success() => {
-                tracing::debug!(url = %d.url, attempt, "webhook delivered");
+                tracing::debug!(url = %shown(&d.url), attempt, "webhook delivered");
                 return;
             }
             Ok(r) => format!("answered {}", r.status()),
             Err(e) => e.without_url().to_string(),
         };
         if attempt == ATTEMPTS {
-            tracing::error!(url = %d.url, attempts = ATTEMPTS, error = %err, "webhook delivery failed; giving up");
+            tracing::error!(url = %shown(&d.url), attempts = ATTEMPTS, error = %err, "webhook delivery failed; giving up");
             return;
         }
-        tracing::warn!(url = %d.url, attempt, error = %err, "webhook delivery failed; retrying");
+        tracing::warn!(url = %shown(&d.url), attempt, error = %err, "webhook delivery failed; retrying");
         let jitter =
             u64::from(leash_types::random::bytes::<1>()[0]) * delay.as_millis() as u64 / 512;
         tokio::time::sleep(delay / 2 + Duration::from_millis(jitter)).await;
@@ -192,4 +201,14 @@ pub fn payload(event: &str, r: &AccessRequest, cfg: &Config, now: i64) -> Value 
             "time": rfc3339(now),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn logs_never_show_a_webhook_url_path() {
+        let s = super::shown("https://hooks.slack.com/services/T000/B000/secretsecret");
+        assert_eq!(s, "https://hooks.slack.com/…");
+        assert!(!super::shown("not a url").contains("not"));
+    }
 }
