@@ -47,7 +47,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use leash_backend::{Backend, BackendRequest, CoreError, MountEntry, Response, match_route};
+use leash_backend::{
+    Backend, BackendRequest, CoreError, MountEntry, Response, Route, Routes, match_route,
+};
 use leash_storage::Storage;
 use leash_types::cidr::Cidr;
 use leash_types::{Clock, Operation};
@@ -340,15 +342,15 @@ impl Backend for AppRoleBackend {
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
         let op = req.operation;
         let write = matches!(op, Operation::Create | Operation::Update);
-        let path = req.path;
+        let path = req.dispatch_path();
         let data = req.data;
-        if path == "login" || path == "login/" {
+        if path == "login" {
             return match op {
                 _ if write => self.login(req).await,
                 _ => Err(CoreError::UnsupportedOperation),
             };
         }
-        if path == "role" || path == "role/" {
+        if path == "role" {
             return match op {
                 Operation::List | Operation::Read => self.list_roles().await,
                 _ => Err(CoreError::UnsupportedOperation),
@@ -377,7 +379,6 @@ impl Backend for AppRoleBackend {
             )));
         };
         let name = role_name(name)?;
-        let rest = rest.trim_end_matches('/');
         match (rest, op) {
             ("role-id", Operation::Read) => self.read_role_id(&name).await,
             ("role-id", _) if write => self.write_role_id(&name, data).await,
@@ -418,7 +419,15 @@ impl Backend for AppRoleBackend {
         }
     }
 
-    fn is_unauthenticated(&self, path: &str) -> bool {
-        path == "login" || path == "login/"
+    fn routes(&self) -> Routes<'_> {
+        // Role names are stored lower-cased: `role/Web` is `role/web` to the ACL too.
+        const ROUTES: &[Route] = &[
+            Route::path("login").unauthenticated(),
+            Route::path("role"),
+            Route::path("role/:name").folded(),
+            Route::path("role/:name/*").folded(),
+            Route::path("tidy/secret-id"),
+        ];
+        Routes::Table(ROUTES)
     }
 }

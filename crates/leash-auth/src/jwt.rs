@@ -26,7 +26,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, MountEntry, Response, fields, match_route, store,
+    Backend, BackendRequest, CoreError, MountEntry, Response, Route, Routes, fields, match_route,
+    store,
 };
 use leash_storage::Storage;
 use leash_types::{Clock, Operation};
@@ -236,7 +237,7 @@ impl Backend for JwtBackend {
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
         let op = req.operation;
         let write = matches!(op, Operation::Create | Operation::Update);
-        let path = req.path;
+        let path = req.dispatch_path();
         if path == "login" {
             return match op {
                 _ if write => self.login(req).await,
@@ -253,7 +254,7 @@ impl Backend for JwtBackend {
                 _ => Err(CoreError::UnsupportedOperation),
             };
         }
-        if path == "role" || path == "role/" {
+        if path == "role" {
             return match op {
                 Operation::List => crate::list_roles(self.storage.as_ref(), &self.ns).await,
                 _ => Err(CoreError::UnsupportedOperation),
@@ -286,8 +287,16 @@ impl Backend for JwtBackend {
         )))
     }
 
-    fn is_unauthenticated(&self, path: &str) -> bool {
-        matches!(path, "login" | "oidc/auth_url" | "oidc/callback")
+    fn routes(&self) -> Routes<'_> {
+        const ROUTES: &[Route] = &[
+            Route::path("login").unauthenticated(),
+            Route::path("oidc/auth_url").unauthenticated(),
+            Route::path("oidc/callback").unauthenticated(),
+            Route::path("config"),
+            Route::path("role"),
+            Route::path("role/:name"),
+        ];
+        Routes::Table(ROUTES)
     }
 }
 

@@ -35,7 +35,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use jsonwebtoken::Algorithm;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, MountEntry, Response, fields, match_route, store,
+    Backend, BackendRequest, CoreError, MountEntry, Response, Route, Routes, fields, match_route,
+    store,
 };
 use leash_storage::Storage;
 use leash_types::{Clock, Operation, SecretString};
@@ -273,7 +274,7 @@ impl Backend for KubernetesBackend {
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
         let op = req.operation;
         let write = matches!(op, Operation::Create | Operation::Update);
-        let path = req.path;
+        let path = req.dispatch_path();
         if path == "login" {
             return match op {
                 _ if write => self.login(req).await,
@@ -294,7 +295,7 @@ impl Backend for KubernetesBackend {
                 _ => Err(CoreError::UnsupportedOperation),
             };
         }
-        if path == "role" || path == "role/" {
+        if path == "role" {
             return match op {
                 Operation::List => crate::list_roles(self.storage.as_ref(), &self.ns).await,
                 _ => Err(CoreError::UnsupportedOperation),
@@ -329,8 +330,14 @@ impl Backend for KubernetesBackend {
         )))
     }
 
-    fn is_unauthenticated(&self, path: &str) -> bool {
-        path == "login"
+    fn routes(&self) -> Routes<'_> {
+        const ROUTES: &[Route] = &[
+            Route::path("login").unauthenticated(),
+            Route::path("config"),
+            Route::path("role"),
+            Route::path("role/:name"),
+        ];
+        Routes::Table(ROUTES)
     }
 }
 

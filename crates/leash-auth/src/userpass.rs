@@ -31,8 +31,8 @@ use argon2::{Argon2, Params};
 use async_trait::async_trait;
 use base64::Engine as _;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, MountEntry, Response, TOKEN_FIELDS, TokenParams, fields,
-    match_route, store,
+    Backend, BackendRequest, CoreError, MountEntry, Response, Route, Routes, TOKEN_FIELDS,
+    TokenParams, fields, match_route, store,
 };
 use leash_storage::Storage;
 use leash_types::{Clock, Operation};
@@ -293,9 +293,9 @@ impl UserpassBackend {
         name: &str,
         data: &Map<String, Value>,
     ) -> Result<Option<Response>, CoreError> {
-        let policies = match fields::string_list(data, "token_policies")? {
+        let policies = match fields::grantable_policies(data, "token_policies")? {
             Some(p) => p,
-            None => fields::string_list(data, "policies")?.ok_or_else(|| {
+            None => fields::grantable_policies(data, "policies")?.ok_or_else(|| {
                 CoreError::invalid("missing required field \"token_policies\" (or \"policies\")")
             })?,
         };
@@ -391,8 +391,8 @@ impl Backend for UserpassBackend {
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
         let op = req.operation;
         let write = matches!(op, Operation::Create | Operation::Update);
-        let path = req.path;
-        if path == "users" || path == "users/" {
+        let path = req.dispatch_path();
+        if path == "users" {
             return match op {
                 Operation::List | Operation::Read => self.list_users().await,
                 _ => Err(CoreError::UnsupportedOperation),
@@ -437,8 +437,16 @@ impl Backend for UserpassBackend {
         )))
     }
 
-    fn is_unauthenticated(&self, path: &str) -> bool {
-        match_route("login/:name", path).is_some()
+    fn routes(&self) -> Routes<'_> {
+        // User names are stored lower-cased: `users/Alice` is `users/alice` to the ACL too.
+        const ROUTES: &[Route] = &[
+            Route::path("login/:name").unauthenticated().folded(),
+            Route::path("users"),
+            Route::path("users/:name").folded(),
+            Route::path("users/:name/password").folded(),
+            Route::path("users/:name/policies").folded(),
+        ];
+        Routes::Table(ROUTES)
     }
 }
 

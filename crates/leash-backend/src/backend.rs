@@ -16,6 +16,7 @@ use crate::error::CoreError;
 use crate::lease::LeaseRecord;
 use crate::mount::MountEntry;
 use crate::request::Response;
+use crate::routes::Routes;
 
 /// What a backend sees of a request.
 pub struct BackendRequest<'a> {
@@ -39,6 +40,17 @@ pub struct BackendRequest<'a> {
 }
 
 impl BackendRequest<'_> {
+    /// The path as a dispatch key: a list's trailing `/` dropped (`roles/` and `roles`
+    /// name the same directory to a list). Other operations never carry a trailing `/`:
+    /// the core canonicalises them before the ACL.
+    pub fn dispatch_path(&self) -> &str {
+        if self.operation == Operation::List {
+            self.path.strip_suffix('/').unwrap_or(self.path)
+        } else {
+            self.path
+        }
+    }
+
     /// A string field, if present and a string.
     pub fn str_field(&self, key: &str) -> Option<&str> {
         self.data.get(key).and_then(Value::as_str)
@@ -59,14 +71,12 @@ pub trait Backend: Send + Sync {
     /// 204 for writes and deletes.
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError>;
 
-    /// Paths (relative to the mount) callable without a token, e.g. `login`.
-    fn is_unauthenticated(&self, _path: &str) -> bool {
-        false
-    }
-
-    /// Paths (relative to the mount) that need `sudo` in the caller's policy.
-    fn is_root_protected(&self, _path: &str) -> bool {
-        false
+    /// The paths this backend serves, with their `sudo`, unauthenticated and
+    /// case-folding marks ([`Routes`]). The core matches the canonical request path
+    /// against it once, before authentication and the ACL, and refuses a path the table
+    /// does not list. The default serves every path under the mount with no marks.
+    fn routes(&self) -> Routes<'_> {
+        Routes::Any
     }
 
     /// Extends a lease this backend issued in its target, to `lease.expire_at` (the new

@@ -103,6 +103,39 @@ pub fn string_list(
     }
 }
 
+/// The policy name only the root-token generation path may hand out.
+pub const ROOT_POLICY: &str = "root";
+
+/// Normalises policy names as every store of them does (trimmed, lower-cased, empty
+/// entries dropped): `" Root "` and `"root"` are one policy.
+pub fn normalize_policies(names: Vec<String>) -> Vec<String> {
+    names
+        .into_iter()
+        .map(|p| p.trim().to_ascii_lowercase())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// A list of policy names that an auth method, a role or a group will hand out
+/// (`token_policies`, `allowed_policies`, group `policies`): normalised, and refused with
+/// a 400 if any spelling of `root` is among them. Only the root-token generation path and
+/// a root parent can produce a root token.
+pub fn grantable_policies(
+    data: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<Vec<String>>, CoreError> {
+    let Some(list) = string_list(data, field)? else {
+        return Ok(None);
+    };
+    let list = normalize_policies(list);
+    if list.iter().any(|p| p == ROOT_POLICY) {
+        return Err(CoreError::invalid(format!(
+            "{field}: the \"root\" policy cannot be granted by a role, a user, a group or an auth method; only a root token can create a root token"
+        )));
+    }
+    Ok(Some(list))
+}
+
 /// A map of string to string (`{"k": "v"}`); also accepts `"k=v,k2=v2"`.
 pub fn string_map(
     data: &Map<String, Value>,

@@ -15,6 +15,7 @@ pub mod lease;
 pub mod login;
 pub mod mount;
 pub mod request;
+pub mod routes;
 pub mod store;
 
 pub use backend::{Backend, BackendRequest, match_route};
@@ -24,3 +25,4 @@ pub use lease::{LeaseRecord, LeaseRegistry, LeaseRequest, PendingLease};
 pub use login::{LoginGrant, TOKEN_FIELDS, TokenParams};
 pub use mount::{MountConfig, MountEntry, MountTable};
 pub use request::{AuthInfo, LeaseInfo, Request, Response, ResponseKind};
+pub use routes::{Route, Routes, canonical_request_path};

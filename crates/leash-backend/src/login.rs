@@ -128,9 +128,9 @@ impl TokenParams {
     /// value). Validates CIDRs, the token type and `ttl ≤ max_ttl`.
     pub fn update(&mut self, data: &Map<String, Value>) -> Result<(), CoreError> {
         let pick_list = |new: &str, old: &str| -> Result<Option<Vec<String>>, CoreError> {
-            match fields::string_list(data, new)? {
+            match fields::grantable_policies(data, new)? {
                 Some(v) => Ok(Some(v)),
-                None => fields::string_list(data, old),
+                None => fields::grantable_policies(data, old),
             }
         };
         let pick_dur = |new: &str, old: &str| -> Result<Option<u64>, CoreError> {
@@ -140,11 +140,7 @@ impl TokenParams {
             }
         };
         if let Some(p) = pick_list("token_policies", "policies")? {
-            self.token_policies = p
-                .into_iter()
-                .map(|p| p.trim().to_ascii_lowercase())
-                .filter(|p| !p.is_empty())
-                .collect();
+            self.token_policies = p;
         }
         if let Some(v) = pick_dur("token_ttl", "ttl")? {
             self.token_ttl = v;

@@ -420,11 +420,6 @@ pub(crate) async fn granted(inner: &Inner, grant: &Grant, lease_id: &str) -> Res
 
 // ------------------------------------------------------------------------------ API
 
-/// Paths below `sys/` that need `sudo`.
-pub(crate) fn is_root_protected(p: &str) -> bool {
-    p == "control-group/config" || p.starts_with("control-group/rules")
-}
-
 /// Handles `p` if it is a control-group path.
 pub(crate) async fn handle(
     inner: &Arc<Inner>,

@@ -127,6 +127,61 @@ pub(crate) struct AuditContext<'a> {
     pub(crate) caller: Option<&'a Caller>,
     /// Policy decision (allowed, granting policies), when an ACL check ran.
     pub(crate) policy_results: Option<(bool, Vec<String>)>,
+    /// The path is callable without a token (a login): its body is recorded even
+    /// without a caller.
+    pub(crate) unauthenticated: bool,
+}
+
+impl AuditContext<'_> {
+    /// Whether the request body is worth recording. A request refused for want of a
+    /// valid token, or by the ACL, did nothing: its body is replaced by a marker, so an
+    /// anonymous or denied caller cannot make the audit log grow by what it sends.
+    fn records_body(&self) -> bool {
+        let anonymous = self.caller.is_none() && !self.unauthenticated;
+        let denied = matches!(self.policy_results, Some((false, _)));
+        !(anonymous || denied)
+    }
+}
+
+/// Largest audit entry written with its request and response data; past it the entry is
+/// written again with both replaced by a marker (so one request cannot write megabytes).
+pub(crate) const MAX_ENTRY_BYTES: usize = 256 * 1024;
+
+/// What stands in for data that was not recorded.
+#[derive(Serialize)]
+struct Omitted {
+    #[serde(rename = "leash_omitted")]
+    reason: &'static str,
+}
+
+const OMITTED_UNTRUSTED: Omitted = Omitted {
+    reason: "body of a request refused without a valid token or by policy",
+};
+const OMITTED_SIZE: Omitted = Omitted {
+    reason: "data larger than the audit entry limit",
+};
+
+/// Request or response data as written: recorded (every string HMAC'd) or a marker.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum DataOut<'a, T> {
+    Recorded(T),
+    Omitted(&'a Omitted),
+}
+
+/// Serialises an entry with `build(full)`: first with its data, and if that exceeds
+/// [`MAX_ENTRY_BYTES`], again without.
+fn write_bounded<E: Serialize>(
+    out: &mut Vec<u8>,
+    build: impl Fn(bool) -> E,
+) -> serde_json::Result<()> {
+    let start = out.len();
+    serde_json::to_writer(&mut *out, &build(true))?;
+    if out.len() - start > MAX_ENTRY_BYTES {
+        out.truncate(start);
+        serde_json::to_writer(&mut *out, &build(false))?;
+    }
+    Ok(())
 }
 
 fn now_rfc3339_nanos() -> String {
@@ -245,7 +300,7 @@ struct RequestOut<'a> {
     client_token_accessor: Cow<'a, str>,
     namespace: Namespace,
     path: &'a str,
-    data: Option<HashedMap<'a>>,
+    data: Option<DataOut<'a, HashedMap<'a>>>,
     remote_address: String,
     remote_port: u16,
 }
@@ -277,7 +332,7 @@ struct ResponseOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     auth: Option<ResponseAuthOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<Hashed<'a>>,
+    data: Option<DataOut<'a, Hashed<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     warnings: Option<&'a [String]>,
 }
@@ -367,7 +422,7 @@ fn auth_out<'a>(ctx: &'a AuditContext<'_>, hm: Hm<'a>) -> AuthOut<'a> {
     }
 }
 
-fn request_out<'a>(ctx: &'a AuditContext<'_>, hm: Hm<'a>) -> RequestOut<'a> {
+fn request_out<'a>(ctx: &'a AuditContext<'_>, hm: Hm<'a>, full: bool) -> RequestOut<'a> {
     RequestOut {
         id: &ctx.req.id,
         operation: ctx.operation.as_str(),
@@ -386,9 +441,15 @@ fn request_out<'a>(ctx: &'a AuditContext<'_>, hm: Hm<'a>) -> RequestOut<'a> {
             .unwrap_or_default(),
         namespace: Namespace { id: "root" },
         path: &ctx.req.path,
-        data: (!ctx.req.data.is_empty()).then_some(HashedMap {
-            m: &ctx.req.data,
-            hm,
+        data: (!ctx.req.data.is_empty()).then_some(if !ctx.records_body() {
+            DataOut::Omitted(&OMITTED_UNTRUSTED)
+        } else if !full {
+            DataOut::Omitted(&OMITTED_SIZE)
+        } else {
+            DataOut::Recorded(HashedMap {
+                m: &ctx.req.data,
+                hm,
+            })
         }),
         remote_address: ctx
             .req
@@ -408,17 +469,17 @@ pub(crate) struct RequestEntry<'a> {
 impl Entry for RequestEntry<'_> {
     fn write_json(&self, h: &Hasher, raw: bool, out: &mut Vec<u8>) -> serde_json::Result<()> {
         let hm = Hm { h, raw };
-        let e = EntryOut {
-            time: now_rfc3339_nanos(),
+        let time = now_rfc3339_nanos();
+        write_bounded(out, |full| EntryOut {
+            time: time.clone(),
             kind: "request",
             auth: auth_out(self.ctx, hm),
-            request: request_out(self.ctx, hm),
+            request: request_out(self.ctx, hm, full),
             response: None,
             error: self.error.map(Cow::Borrowed),
             trace_id: &self.ctx.req.trace_id,
             agent_id: agent_id(self.ctx, hm),
-        };
-        serde_json::to_writer(out, &e)
+        })
     }
 }
 
@@ -432,42 +493,42 @@ impl Entry for ResponseEntry<'_> {
     fn write_json(&self, h: &Hasher, raw: bool, out: &mut Vec<u8>) -> serde_json::Result<()> {
         let hm = Hm { h, raw };
         let ctx = self.ctx;
-        let (response, error) = match self.resp {
-            Ok(r) => (
-                Some(ResponseOut {
-                    mount_point: ctx.mount_point,
-                    mount_type: ctx.mount_type,
-                    mount_accessor: ctx.mount_accessor,
-                    secret: r.secret.as_ref().map(|s| SecretOut {
-                        lease_id: &s.lease_id,
-                    }),
-                    auth: r.auth.as_ref().map(|a| ResponseAuthOut {
-                        client_token: hm.s(a.client_token.expose_secret()),
-                        accessor: hm.accessor(&a.accessor),
-                        policies: &a.policies,
-                        token_policies: &a.token_policies,
-                        metadata: &a.metadata,
-                        entity_id: &a.entity_id,
-                        token_type: &a.token_type,
-                        token_ttl: a.lease_duration,
-                    }),
-                    data: r.data.as_ref().map(|v| Hashed { v, hm }),
-                    warnings: (!r.warnings.is_empty()).then_some(r.warnings.as_slice()),
-                }),
-                None,
-            ),
-            Err(e) => (None, Some(Cow::Owned(e.to_string()))),
-        };
-        let e = EntryOut {
-            time: now_rfc3339_nanos(),
+        let time = now_rfc3339_nanos();
+        let error = self.resp.err().map(|e| Cow::Owned(e.to_string()));
+        write_bounded(out, |full| EntryOut {
+            time: time.clone(),
             kind: "response",
             auth: auth_out(ctx, hm),
-            request: request_out(ctx, hm),
-            response,
-            error,
+            request: request_out(ctx, hm, full),
+            response: self.resp.ok().map(|r| ResponseOut {
+                mount_point: ctx.mount_point,
+                mount_type: ctx.mount_type,
+                mount_accessor: ctx.mount_accessor,
+                secret: r.secret.as_ref().map(|s| SecretOut {
+                    lease_id: &s.lease_id,
+                }),
+                auth: r.auth.as_ref().map(|a| ResponseAuthOut {
+                    client_token: hm.s(a.client_token.expose_secret()),
+                    accessor: hm.accessor(&a.accessor),
+                    policies: &a.policies,
+                    token_policies: &a.token_policies,
+                    metadata: &a.metadata,
+                    entity_id: &a.entity_id,
+                    token_type: &a.token_type,
+                    token_ttl: a.lease_duration,
+                }),
+                data: r.data.as_ref().map(|v| {
+                    if full {
+                        DataOut::Recorded(Hashed { v, hm })
+                    } else {
+                        DataOut::Omitted(&OMITTED_SIZE)
+                    }
+                }),
+                warnings: (!r.warnings.is_empty()).then_some(r.warnings.as_slice()),
+            }),
+            error: error.clone(),
             trace_id: &ctx.req.trace_id,
             agent_id: agent_id(ctx, hm),
-        };
-        serde_json::to_writer(out, &e)
+        })
     }
 }

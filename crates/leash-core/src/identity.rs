@@ -15,7 +15,9 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use leash_backend::store::{load_json, save_json};
-use leash_backend::{Backend, BackendRequest, CoreError, Response, fields, match_route};
+use leash_backend::{
+    Backend, BackendRequest, CoreError, Response, Route, Routes, fields, match_route,
+};
 use leash_types::Operation;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -179,7 +181,7 @@ async fn write_group(
         }
         g.member_entity_ids = m;
     }
-    if let Some(p) = fields::string_list(data, "policies")? {
+    if let Some(p) = fields::grantable_policies(data, "policies")? {
         g.policies = p;
     }
     if !g.policies.is_empty() {
@@ -238,6 +240,17 @@ pub(crate) struct IdentityBackend {
     inner: Weak<Inner>,
 }
 
+/// Every path `identity/` serves. Group names are case-insensitive (stored and compared
+/// lower-cased in the path form).
+const ROUTES: &[Route] = &[
+    Route::path("group"),
+    Route::path("group/id"),
+    Route::path("group/name"),
+    Route::path("group/id/:id"),
+    Route::path("group/name/:name").folded(),
+    Route::path("lookup/entity"),
+];
+
 impl IdentityBackend {
     pub(crate) fn new(inner: Weak<Inner>) -> IdentityBackend {
         IdentityBackend { inner }
@@ -246,9 +259,13 @@ impl IdentityBackend {
 
 #[async_trait]
 impl Backend for IdentityBackend {
+    fn routes(&self) -> Routes<'_> {
+        Routes::Table(ROUTES)
+    }
+
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>, CoreError> {
         let inner = crate::upgrade(&self.inner)?;
-        let p = req.path.trim_end_matches('/');
+        let p = req.path;
         if let Some(c) = match_route("group/id/:id", p) {
             return Ok(Some(by_id(&inner, c[0]).await?.is_some()));
         }
@@ -262,7 +279,7 @@ impl Backend for IdentityBackend {
         let inner = crate::upgrade(&self.inner)?;
         let op = req.operation;
         let write = matches!(op, Operation::Update | Operation::Create);
-        let p = req.path.trim_end_matches('/');
+        let p = req.dispatch_path();
         match (p, op) {
             ("group", _) if write => {
                 let name = fields::string(req.data, "name")?;

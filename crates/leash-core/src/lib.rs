@@ -248,6 +248,7 @@ impl Core {
                 path: "auth/token/root".to_owned(),
                 id: dev_root_token,
                 renewable: false,
+                issuer: token::Issuer::Bootstrap,
                 ..TokenSpec::default()
             };
             let exists = match &spec.id {

@@ -9,8 +9,9 @@
 //!   no one without the storage key can compute or reverse it.
 //! * Failed logins are counted per source IP in a fixed one-minute window; past
 //!   [`MAX_FAILURES`] the source gets 429 until the window ends. Other sources are not
-//!   affected. The check comes before a login and the count after it, so concurrent
-//!   failures from one source can overshoot the budget by their number. Failures are also
+//!   affected. An attempt is reserved before the credential is checked (failures plus
+//!   attempts in flight may not exceed the budget), so concurrent attempts from one source
+//!   cannot overshoot it; a successful attempt gives its reservation back. Failures are also
 //!   counted per (mount, role) for metrics; the role is the login's `role` field (JWT,
 //!   Kubernetes) or the path's last segment (userpass), and AppRole failures (whose role
 //!   is unknown until the credential checks out) count under `""`.
@@ -72,8 +73,20 @@ pub(crate) async fn complete(
     if let Some(r) = &grant.role {
         tracing::debug!(mount = %mount.route_prefix(), role = %r, "login");
     }
+    // Defence in depth: roles and users holding `root` are refused when written, and a
+    // grant carrying it (stored before that rule, or by a bug) is refused here again.
+    let policies = leash_backend::fields::normalize_policies(grant.policies);
+    if policies
+        .iter()
+        .any(|p| p == leash_backend::fields::ROOT_POLICY)
+    {
+        tracing::warn!(mount = %mount.route_prefix(), "refused a login whose role grants the root policy");
+        return Err(CoreError::Forbidden(
+            "this login would grant the root policy, which no auth method may grant".to_owned(),
+        ));
+    }
     let spec = TokenSpec {
-        policies: grant.policies,
+        policies,
         no_default_policy: grant.no_default_policy,
         meta,
         display_name: grant.display_name,
@@ -82,10 +95,11 @@ pub(crate) async fn complete(
         period: grant.period,
         num_uses: grant.num_uses,
         renewable: true,
-        path: req.path.trim_end_matches('/').to_owned(),
+        path: req.path.clone(),
         role: None,
         entity_id: entity_id(inner, mount, &grant.alias),
         bound_cidrs: grant.bound_cidrs,
+        issuer: crate::token::Issuer::Login,
         id: None,
     };
     let minted = inner
@@ -98,6 +112,26 @@ pub(crate) async fn complete(
 struct Window {
     started: Instant,
     failures: u32,
+    /// Attempts reserved and not yet decided.
+    in_flight: u32,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            started: Instant::now(),
+            failures: 0,
+            in_flight: 0,
+        }
+    }
+
+    /// Starts a new window when the current one is over (attempts in flight stay).
+    fn roll(&mut self) {
+        if self.started.elapsed() >= WINDOW {
+            self.started = Instant::now();
+            self.failures = 0;
+        }
+    }
 }
 
 /// Failed-login accounting: per source for the rate limit, per role for metrics.
@@ -107,26 +141,78 @@ pub(crate) struct LoginGuard {
     per_role: Mutex<HashMap<(String, String), u64>>,
 }
 
+/// A login attempt reserved against its source's budget. Mark it [`Attempt::failed`]
+/// when the credential did not check out; dropping it otherwise gives it back.
+pub(crate) struct Attempt<'a> {
+    guard: &'a LoginGuard,
+    ip: Option<IpAddr>,
+    decided: bool,
+}
+
+impl Attempt<'_> {
+    /// Records the attempt as a failed login through `role` of the mount at `mount_path`.
+    pub(crate) fn failed(mut self, mount_path: &str, role: &str) {
+        self.decided = true;
+        self.guard.count_role(mount_path, role);
+        self.guard.settle(self.ip, true);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.decided {
+            self.guard.settle(self.ip, false);
+        }
+    }
+}
+
 impl LoginGuard {
-    /// Refuses a login from `ip` while it is over its failure budget.
-    pub(crate) fn check(&self, ip: Option<IpAddr>) -> Result<(), CoreError> {
-        let Some(ip) = ip else { return Ok(()) };
-        let Ok(map) = self.sources.lock() else {
-            return Ok(());
+    /// Reserves one login attempt from `ip`, or refuses it while the source's failures
+    /// plus its attempts in flight reach its budget. Reserving before the credential is
+    /// checked means concurrent attempts cannot overshoot the budget.
+    pub(crate) fn reserve(&self, ip: Option<IpAddr>) -> Result<Attempt<'_>, CoreError> {
+        let attempt = Attempt {
+            guard: self,
+            ip: None,
+            decided: false,
         };
-        match map.get(&ip) {
-            Some(w) if w.started.elapsed() < WINDOW && w.failures >= MAX_FAILURES => {
-                let wait = WINDOW.saturating_sub(w.started.elapsed()).as_secs() + 1;
-                Err(CoreError::RateLimited(format!(
-                    "too many failed logins from this address; try again in {wait}s"
-                )))
-            }
-            _ => Ok(()),
+        let Some(ip) = ip else { return Ok(attempt) };
+        let Ok(mut map) = self.sources.lock() else {
+            return Err(CoreError::internal("login rate limiter lock poisoned"));
+        };
+        if map.len() >= MAX_SOURCES && !map.contains_key(&ip) {
+            map.retain(|_, w| w.started.elapsed() < WINDOW || w.in_flight > 0);
+        }
+        let w = map.entry(ip).or_insert_with(Window::new);
+        w.roll();
+        if w.failures.saturating_add(w.in_flight) >= MAX_FAILURES {
+            let wait = WINDOW.saturating_sub(w.started.elapsed()).as_secs() + 1;
+            return Err(CoreError::RateLimited(format!(
+                "too many failed logins from this address; try again in {wait}s"
+            )));
+        }
+        w.in_flight += 1;
+        Ok(Attempt {
+            ip: Some(ip),
+            ..attempt
+        })
+    }
+
+    /// Ends a reserved attempt from `ip`, counting it as a failure or not.
+    fn settle(&self, ip: Option<IpAddr>, failed: bool) {
+        let Some(ip) = ip else { return };
+        let Ok(mut map) = self.sources.lock() else {
+            return;
+        };
+        let w = map.entry(ip).or_insert_with(Window::new);
+        w.in_flight = w.in_flight.saturating_sub(1);
+        w.roll();
+        if failed {
+            w.failures = w.failures.saturating_add(1);
         }
     }
 
-    /// Records a failed login from `ip` through `role` of the mount at `mount_path`.
-    pub(crate) fn failed(&self, ip: Option<IpAddr>, mount_path: &str, role: &str) {
+    fn count_role(&self, mount_path: &str, role: &str) {
         if let Ok(mut m) = self.per_role.lock() {
             let mut key = (mount_path.to_owned(), role.to_owned());
             if !m.contains_key(&key) && m.len() >= MAX_ROLE_COUNTERS {
@@ -134,27 +220,6 @@ impl LoginGuard {
             }
             *m.entry(key).or_insert(0) += 1;
         }
-        let Some(ip) = ip else { return };
-        let Ok(mut map) = self.sources.lock() else {
-            return;
-        };
-        if map.len() >= MAX_SOURCES {
-            map.retain(|_, w| w.started.elapsed() < WINDOW);
-            if map.len() >= MAX_SOURCES {
-                map.clear();
-            }
-        }
-        let w = map.entry(ip).or_insert(Window {
-            started: Instant::now(),
-            failures: 0,
-        });
-        if w.started.elapsed() >= WINDOW {
-            *w = Window {
-                started: Instant::now(),
-                failures: 0,
-            };
-        }
-        w.failures = w.failures.saturating_add(1);
     }
 
     /// Failed logins so far per (auth mount path, role).
@@ -179,13 +244,15 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..MAX_FAILURES {
-            assert!(g.check(Some(a)).is_ok());
-            g.failed(Some(a), "auth/approle/", "r1");
+            g.reserve(Some(a)).unwrap().failed("auth/approle/", "r1");
         }
-        let e = g.check(Some(a)).unwrap_err();
+        let e = g.reserve(Some(a)).err().unwrap();
         assert!(matches!(e, CoreError::RateLimited(_)), "{e:?}");
-        assert!(g.check(Some(b)).is_ok(), "other sources are not locked out");
-        assert!(g.check(None).is_ok());
+        assert!(
+            g.reserve(Some(b)).is_ok(),
+            "other sources are not locked out"
+        );
+        assert!(g.reserve(None).is_ok());
         assert_eq!(
             g.failures_per_role(),
             vec![(
@@ -193,5 +260,28 @@ mod tests {
                 u64::from(MAX_FAILURES)
             )]
         );
+    }
+
+    #[test]
+    fn concurrent_attempts_cannot_overshoot_the_budget() {
+        // 300 attempts in flight at once: only the budget's worth is let through.
+        let g = LoginGuard::default();
+        let a: IpAddr = "10.0.0.3".parse().unwrap();
+        let held: Vec<_> = (0..300).filter_map(|_| g.reserve(Some(a)).ok()).collect();
+        assert_eq!(held.len(), MAX_FAILURES as usize);
+        for h in held {
+            h.failed("auth/userpass/", "alice");
+        }
+        assert!(g.reserve(Some(a)).is_err());
+    }
+
+    #[test]
+    fn a_successful_attempt_gives_its_reservation_back() {
+        let g = LoginGuard::default();
+        let a: IpAddr = "10.0.0.4".parse().unwrap();
+        for _ in 0..(MAX_FAILURES * 3) {
+            drop(g.reserve(Some(a)).unwrap());
+        }
+        assert!(g.reserve(Some(a)).is_ok());
     }
 }

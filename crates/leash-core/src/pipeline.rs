@@ -4,47 +4,82 @@
 
 use std::sync::Arc;
 
-use leash_backend::{BackendRequest, Caller, CoreError, Request, Response};
+use leash_backend::{
+    BackendRequest, Caller, CoreError, Request, Response, Route, canonical_request_path,
+};
 use leash_policy::AclRequest;
 use leash_types::Operation;
 
 use crate::Inner;
 use crate::audit_log::{AuditContext, RequestEntry, ResponseEntry};
 use crate::events::{self, Event, Kind};
+use crate::router::Mounted;
 
 pub(crate) async fn handle(inner: &Arc<Inner>, req: Request) -> Result<Response, CoreError> {
     let ctx = events::RequestCtx::of(&req);
     events::scope(ctx, handle_in_scope(inner, req)).await
 }
 
-async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, CoreError> {
+async fn handle_in_scope(inner: &Arc<Inner>, mut req: Request) -> Result<Response, CoreError> {
+    // The one canonical spelling of the path, decided before authentication and the
+    // ACL; the backend serves exactly this path (see `leash_backend::routes`).
+    let canonical = canonical_request_path(&req.path, req.operation == Operation::List).len();
+    req.path.truncate(canonical);
     let router = inner.router();
-    let routed = router.route(&req.path);
-    let (mounted, rel) = match routed {
-        Some((m, rel)) => (Some(m), rel),
-        None => (None, ""),
-    };
-    let unauthenticated = mounted.is_some_and(|m| m.backend.is_unauthenticated(rel));
-
-    // Authenticate.
-    let caller: Option<Caller> = match &req.token {
-        // On unauthenticated paths a presented token is still resolved (some handlers
-        // tailor their answer to it) but not required.
-        Some(t) => {
-            inner
-                .tokens
-                .authenticate(t, req.remote_addr, &inner.policies)
-                .await?
+    let mut route: Option<Route> = None;
+    let mut mounted: Option<Mounted> = None;
+    let mut path_error: Option<CoreError> = None;
+    if let Some((m, rel)) = router.route(&req.path) {
+        let prefix_len = req.path.len() - rel.len();
+        match m.backend.routes().find(rel) {
+            Ok(Some(matched)) => {
+                route = Some(matched.route);
+                mounted = Some(m.clone());
+                if let std::borrow::Cow::Owned(p) = matched.path {
+                    req.path = format!("{}{p}", &req.path[..prefix_len]);
+                }
+            }
+            // A path the backend does not declare is served by nobody.
+            Ok(None) => {}
+            Err(e) => {
+                mounted = Some(m.clone());
+                path_error = Some(e);
+            }
         }
-        None => None,
+    }
+    let rel: &str = match &mounted {
+        Some(m) => req
+            .path
+            .get(m.entry.route_prefix().len()..)
+            .unwrap_or_default(),
+        None => "",
     };
-    let (mount_point, mount_type, mount_accessor) = match mounted {
+    let unauthenticated = route.is_some_and(|r| r.unauthenticated);
+    let needs_sudo = route.is_some_and(|r| r.sudo);
+
+    let (mount_point, mount_type, mount_accessor) = match &mounted {
         Some(m) => (
             m.entry.route_prefix(),
             m.entry.kind.clone(),
             m.entry.accessor.clone(),
         ),
         None => (String::new(), String::new(), String::new()),
+    };
+
+    // Authenticate. On unauthenticated paths a presented token is still resolved (some
+    // handlers tailor their answer to it) but not required.
+    let caller: Result<Option<Caller>, CoreError> = match &req.token {
+        Some(t) => {
+            inner
+                .tokens
+                .authenticate(t, req.remote_addr, &inner.policies)
+                .await
+        }
+        None => Ok(None),
+    };
+    let (caller, auth_error) = match caller {
+        Ok(c) => (c, None),
+        Err(e) => (None, Some(e)),
     };
     let mut ctx = AuditContext {
         req: &req,
@@ -54,12 +89,18 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
         mount_accessor: &mount_accessor,
         caller: caller.as_ref(),
         policy_results: None,
+        unauthenticated,
     };
+    // Every outcome is audited, failures to authenticate or to read the path included.
+    if let Some(err) = auth_error.or(path_error) {
+        audit_request(inner, &ctx, Some(&err.to_string())).await?;
+        return Err(err);
+    }
 
     if !unauthenticated && caller.is_none() {
         return deny(inner, &ctx).await;
     }
-    let Some(mounted) = mounted else {
+    let Some(mounted) = mounted.as_ref() else {
         // Unknown path: a token that may not touch it learns nothing (403, as if it
         // existed); only a token the ACL lets through hears that nothing is there.
         if let Some(c) = &caller {
@@ -91,10 +132,15 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
         remote_addr: req.remote_addr,
         token: req.token.as_ref(),
     };
-    if operation == Operation::Update
-        && let Some(false) = mounted.backend.exists(&breq).await?
-    {
-        operation = Operation::Create;
+    if operation == Operation::Update {
+        match mounted.backend.exists(&breq).await {
+            Ok(Some(false)) => operation = Operation::Create,
+            Ok(_) => {}
+            Err(err) => {
+                audit_request(inner, &ctx, Some(&err.to_string())).await?;
+                return Err(err);
+            }
+        }
     }
     breq.operation = operation;
     ctx.operation = operation;
@@ -106,7 +152,7 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
             path: &req.path,
             operation,
             data: Some(&req.data),
-            needs_sudo: mounted.backend.is_root_protected(rel),
+            needs_sudo,
         });
         let granting = if c.acl.is_root() {
             vec!["root".to_owned()]
@@ -138,10 +184,17 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
     // follows it on every device and makes it durable too. A change to state waits
     // for its request entry to be on disk first, so no crash can leave a committed
     // change without its audit record.
-    if matches!(operation, Operation::Read | Operation::List) {
-        audit_request_written(inner, &ctx).await?;
+    let audited = if matches!(operation, Operation::Read | Operation::List) {
+        audit_request_written(inner, &ctx).await
     } else {
-        audit_request(inner, &ctx, None).await?;
+        audit_request(inner, &ctx, None).await
+    };
+    if let Err(e) = audited {
+        // The request is refused: the grant use the gate spent is given back.
+        if let Some(g) = &grant {
+            crate::approvals::refund(inner, g).await;
+        }
+        return Err(e);
     }
 
     // Spend a use before doing anything on the token's behalf.
@@ -151,6 +204,9 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
             Ok(Some(0)) => last_use = true,
             Ok(_) => {}
             Err(e) => {
+                if let Some(g) = &grant {
+                    crate::approvals::refund(inner, g).await;
+                }
                 audit_response(inner, &ctx, Err(&e)).await?;
                 return Err(e);
             }
@@ -163,12 +219,21 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
 
     // A login path: refuse a source over its failed-login budget before checking
     // anything (audited like every refusal).
+    // The attempt is reserved before any credential is checked, so concurrent attempts
+    // count against the budget too (a reservation not marked failed is given back).
     let is_login = unauthenticated && mounted.entry.table == leash_backend::MountTable::Auth;
     let source = req.remote_addr.map(|a| a.ip());
-    if is_login && let Err(e) = inner.logins.check(source) {
-        audit_response(inner, &ctx, Err(&e)).await?;
-        return Err(e);
-    }
+    let attempt = if is_login {
+        match inner.logins.reserve(source) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                audit_response(inner, &ctx, Err(&e)).await?;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
 
     // Under a grant, leases the backend begins are capped to the grant window.
     let result = match &grant {
@@ -183,9 +248,11 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
         && let Some(s) = &r.secret
         && !s.lease_id.is_empty()
     {
-        // A failure here is followed by the response entry failing too, which revokes
-        // the lease (fail closed below).
-        let _ = crate::approvals::granted(inner, g, &s.lease_id).await;
+        // A failure here is logged; the response entry that follows is the audit record
+        // of the lease either way (and if it fails too, the lease is revoked below).
+        if let Err(e) = crate::approvals::granted(inner, g, &s.lease_id).await {
+            tracing::error!(error = %e, request_id = %g.request_id, "could not record the lease issued under an approval grant");
+        }
     }
     if let (Some(g), Err(_)) = (&grant, &result) {
         crate::approvals::refund(inner, g).await;
@@ -207,7 +274,7 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
             Err(e) => result = Err(e),
         }
     }
-    if is_login
+    if let Some(attempt) = attempt
         && let Err(
             CoreError::PermissionDenied | CoreError::Forbidden(_) | CoreError::InvalidRequest(_),
         ) = &result
@@ -218,7 +285,7 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
             .and_then(serde_json::Value::as_str)
             .or_else(|| rel.strip_prefix("login/"))
             .unwrap_or("");
-        inner.logins.failed(source, &mount_point, role);
+        attempt.failed(&mount_point, role);
     }
     // A write or delete that returns nothing is a 204, not a 404.
     let result = match result {
@@ -229,14 +296,13 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
     };
 
     // A token was minted (login, token create) or renewed: its lifecycle event.
+    // A renewal answers with an `auth` block for a token that already existed; only a
+    // token minted by this request may be revoked if its response cannot be audited.
+    let renewal = mount_type == "token" && rel.starts_with("renew");
     if let Ok(r) = &result
         && let Some(a) = &r.auth
     {
-        let kind = if mount_type == "token" && rel.starts_with("renew") {
-            Kind::Renewed
-        } else {
-            Kind::Issued
-        };
+        let kind = if renewal { Kind::Renewed } else { Kind::Issued };
         // A failure here is followed by the response entry failing too, which revokes
         // the token (fail closed below).
         token_event(inner, kind, a).await;
@@ -247,6 +313,7 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
         // revoked so nobody holds a credential the audit trail does not know about.
         if let Ok(r) = &result
             && let Some(a) = &r.auth
+            && !renewal
         {
             use leash_types::ExposeSecret;
             if let Ok(Some((h, _, _))) = inner.tokens.lookup(a.client_token.expose_secret()).await

@@ -10,7 +10,8 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 use leash_audit::DeviceConfig;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, MountEntry, MountTable, Response, fields, match_route,
+    Backend, BackendRequest, CoreError, MountEntry, MountTable, Response, Route, Routes, fields,
+    match_route,
 };
 use leash_types::Operation;
 use serde_json::{Map, Value, json};
@@ -27,47 +28,89 @@ impl SysBackend {
     }
 }
 
-const UNAUTHENTICATED: &[&str] = &[
-    "health",
-    "seal-status",
-    "init",
-    "leader",
-    "internal/ui/mounts",
-];
+/// Every path `sys/` serves, with its marks. `metrics` is unauthenticated only when the
+/// server's `telemetry` block says so (the second table).
+const ROUTES: &[Route] = routes(false);
+const ROUTES_OPEN_METRICS: &[Route] = routes(true);
+
+const fn routes(open_metrics: bool) -> &'static [Route] {
+    const fn table(metrics: Route) -> [Route; 50] {
+        [
+            Route::path("health").unauthenticated(),
+            Route::path("seal-status").unauthenticated(),
+            Route::path("init").unauthenticated(),
+            Route::path("leader").unauthenticated(),
+            Route::path("internal/ui/mounts").unauthenticated(),
+            Route::path("internal/ui/mounts/*").unauthenticated(),
+            metrics,
+            Route::path("mounts"),
+            Route::path("mounts/*"),
+            Route::path("auth"),
+            Route::path("auth/*").sudo(),
+            Route::path("policy"),
+            Route::path("policy/:name").folded(),
+            Route::path("policies/acl"),
+            Route::path("policies/acl/:name").folded(),
+            Route::path("capabilities-self"),
+            Route::path("capabilities").sudo(),
+            Route::path("capabilities-accessor").sudo(),
+            Route::path("audit").sudo(),
+            Route::path("audit/*").sudo(),
+            Route::path("audit-hash").sudo(),
+            Route::path("audit-hash/*").sudo(),
+            Route::path("leaks/scan").sudo(),
+            // Leases (sys_leases.rs); the short forms are Vault's legacy aliases.
+            Route::path("leases/lookup/*").sudo(),
+            Route::path("leases/lookup"),
+            Route::path("leases/renew"),
+            Route::path("leases/renew/*"),
+            Route::path("renew"),
+            Route::path("renew/*"),
+            Route::path("leases/revoke"),
+            Route::path("leases/revoke/*"),
+            Route::path("revoke"),
+            Route::path("revoke/*"),
+            // The bare forms reach the handler too, which refuses an empty prefix.
+            Route::path("leases/revoke-prefix").sudo(),
+            Route::path("leases/revoke-prefix/*").sudo(),
+            Route::path("revoke-prefix").sudo(),
+            Route::path("revoke-prefix/*").sudo(),
+            Route::path("leases/revoke-force").sudo(),
+            Route::path("leases/revoke-force/*").sudo(),
+            Route::path("revoke-force").sudo(),
+            Route::path("revoke-force/*").sudo(),
+            Route::path("leases/failing").sudo(),
+            // Just-in-time approvals (approvals.rs).
+            Route::path("control-group/config").sudo(),
+            Route::path("control-group/rules").sudo(),
+            Route::path("control-group/rules/*").sudo(),
+            Route::path("control-group/request"),
+            Route::path("control-group/request/:id"),
+            Route::path("control-group/request/:id/:action"),
+            Route::path("control-group/authorize"),
+            Route::path("control-group/authorize/*"),
+        ]
+    }
+    const CLOSED: [Route; 50] = table(Route::path("metrics"));
+    const OPEN: [Route; 50] = table(Route::path("metrics").unauthenticated());
+    if open_metrics { &OPEN } else { &CLOSED }
+}
 
 #[async_trait]
 impl Backend for SysBackend {
-    fn is_unauthenticated(&self, path: &str) -> bool {
-        if path == "metrics"
-            && self
-                .inner
-                .upgrade()
-                .is_some_and(|i| i.config.unauthenticated_metrics_access)
-        {
-            return true;
-        }
-        UNAUTHENTICATED
-            .iter()
-            .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
-    }
-
-    fn is_root_protected(&self, path: &str) -> bool {
-        path == "audit"
-            || path.starts_with("audit/")
-            || path.starts_with("audit-hash/")
-            || path.starts_with("auth/")
-            || path == "capabilities"
-            || path == "capabilities-accessor"
-            || path == "leaks/scan"
-            || crate::sys_leases::is_root_protected(path)
-            || crate::approvals::is_root_protected(path)
+    fn routes(&self) -> Routes<'_> {
+        let open = self
+            .inner
+            .upgrade()
+            .is_some_and(|i| i.config.unauthenticated_metrics_access);
+        Routes::Table(if open { ROUTES_OPEN_METRICS } else { ROUTES })
     }
 
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
         let inner = crate::upgrade(&self.inner)?;
         let op = req.operation;
         let write = matches!(op, Operation::Update | Operation::Create);
-        let p = req.path.trim_end_matches('/');
+        let p = req.dispatch_path();
         match (p, op) {
             ("health", Operation::Read) => Ok(Some(health(&inner, req.data)?)),
             ("seal-status", Operation::Read) => Ok(Some(Response::raw(200, seal_status(&inner)))),
@@ -598,4 +641,63 @@ async fn change_mounts(
     let bytes = serde_json::to_vec(&tables).map_err(|e| CoreError::internal(e.to_string()))?;
     inner.storage.put(SYS_NS, "mounts", bytes).await?;
     core.install_router(&tables.mounts)
+}
+
+#[cfg(test)]
+mod route_tests {
+    use leash_backend::Routes;
+
+    use super::{ROUTES, ROUTES_OPEN_METRICS};
+
+    #[test]
+    fn root_protected_paths_are_sudo_in_every_spelling() {
+        let t = Routes::Table(ROUTES);
+        for p in [
+            "capabilities",
+            "capabilities-accessor",
+            "audit",
+            "audit/",
+            "audit/file",
+            "audit-hash/file",
+            "auth/userpass",
+            "auth/userpass/tune",
+            "leaks/scan",
+            "leases/lookup/",
+            "leases/lookup/database/creds/",
+            "leases/revoke-prefix/database",
+            "leases/revoke-force/database",
+            "revoke-prefix/x",
+            "revoke-force/x",
+            "leases/failing",
+            "leases/failing/",
+            "control-group/config",
+            "control-group/rules",
+            "control-group/rules/",
+            "control-group/rules/r1",
+        ] {
+            assert!(t.is_sudo(p), "{p} must need sudo");
+        }
+        for p in [
+            "health",
+            "policy/x",
+            "leases/lookup",
+            "leases/renew",
+            "capabilities-self",
+            "auth",
+            "mounts/secret",
+        ] {
+            assert!(!t.is_sudo(p), "{p} must not need sudo");
+        }
+    }
+
+    #[test]
+    fn only_health_style_paths_are_unauthenticated() {
+        let t = Routes::Table(ROUTES);
+        assert!(t.is_unauthenticated("health"));
+        assert!(t.is_unauthenticated("seal-status"));
+        assert!(!t.is_unauthenticated("metrics"));
+        assert!(Routes::Table(ROUTES_OPEN_METRICS).is_unauthenticated("metrics"));
+        assert!(!t.is_unauthenticated("health/x"));
+        assert!(!t.is_unauthenticated("policy/x"));
+    }
 }

@@ -11,14 +11,41 @@ use serde_json::{Value, json};
 use crate::Inner;
 use crate::leases::{self, Outcome};
 
-/// Paths below `sys/` that need `sudo` (as in Vault, plus `failing`).
-pub(crate) fn is_root_protected(path: &str) -> bool {
-    path.starts_with("leases/revoke-prefix/")
-        || path.starts_with("leases/revoke-force/")
-        || path.starts_with("revoke-prefix/")
-        || path.starts_with("revoke-force/")
-        || path.starts_with("leases/lookup/")
-        || path == "leases/failing"
+/// How far up the token tree [`may_touch`] looks for the caller.
+const MAX_TREE_DEPTH: usize = 64;
+
+/// Whether the caller may renew or look up lease `id` (unlike Vault, which lets any
+/// token with the path's capability do it): the lease must belong to the caller's token
+/// or to a token below it, unless the caller holds `sudo` on the path (`sys/<p>`). A
+/// lease the caller may not touch is answered as if it did not exist.
+async fn may_touch(
+    inner: &Inner,
+    req: &BackendRequest<'_>,
+    p: &str,
+    id: &str,
+) -> Result<bool, CoreError> {
+    let Some(c) = req.caller else {
+        return Ok(false);
+    };
+    if c.acl.is_root()
+        || c.acl
+            .capabilities(&format!("sys/{p}"))
+            .contains(leash_types::Capability::Sudo)
+    {
+        return Ok(true);
+    }
+    let Some(lease) = inner.storage.lease_get(id).await? else {
+        return Ok(true); // nothing to protect: the handler answers "not found"
+    };
+    let mut owner = lease.token;
+    for _ in 0..MAX_TREE_DEPTH {
+        match owner {
+            None => return Ok(false),
+            Some(h) if h == c.hash => return Ok(true),
+            Some(h) => owner = inner.storage.token_get(h).await?.and_then(|t| t.parent),
+        }
+    }
+    Ok(false)
 }
 
 /// Handles `p` if it is a lease path (`None` if it is not one).
@@ -47,6 +74,9 @@ pub(crate) async fn handle(
         return Some(
             async {
                 let id = lease_id("")?;
+                if !may_touch(inner, req, p, &id).await? {
+                    return Err(CoreError::invalid("invalid lease"));
+                }
                 Ok(Some(Response::data(leases::lookup(inner, &id).await?)))
             }
             .await,
@@ -78,6 +108,9 @@ pub(crate) async fn handle(
         return Some(
             async {
                 let id = lease_id(renew_path.as_deref().unwrap_or(""))?;
+                if !may_touch(inner, req, p, &id).await? {
+                    return Err(CoreError::invalid("lease not found"));
+                }
                 let increment = fields::duration(req.data, "increment")?;
                 let r = leases::renew(inner, &id, increment).await?;
                 let mut resp = Response::data(Value::Null);

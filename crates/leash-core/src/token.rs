@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use leash_backend::fields::ROOT_POLICY;
 use leash_backend::{AuthInfo, Caller, CoreError, TokenEntry};
 use leash_storage::{KeyedHash, Storage, StoredToken, TokenUse};
 use leash_types::cidr::{self, Cidr};
@@ -73,6 +74,32 @@ pub struct TokenSpec {
     pub bound_cidrs: Vec<String>,
     /// A caller-chosen token value (root only).
     pub id: Option<SecretString>,
+    /// Who asks for the token: decides whether it may hold `root`.
+    pub issuer: Issuer,
+}
+
+/// Who asks for a token to be minted. Only [`Issuer::Bootstrap`] and a root
+/// [`Issuer::Token`] may mint a token holding the `root` policy; a login never can, and
+/// every login token expires.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Issuer {
+    /// An auth method's login (the default: the least authority).
+    #[default]
+    Login,
+    /// `auth/token/create*` by an authenticated token; `root` says whether that token
+    /// holds the root policy (it is the creator even of an orphan).
+    Token {
+        /// The creating token is a root token.
+        root: bool,
+    },
+    /// The server's own root-token generation (first start, `--dev-root-token-id`).
+    Bootstrap,
+}
+
+impl Issuer {
+    fn may_mint_root(self) -> bool {
+        matches!(self, Issuer::Bootstrap | Issuer::Token { root: true })
+    }
 }
 
 /// A token that was just minted.
@@ -370,18 +397,24 @@ impl TokenStore {
     ) -> Result<Minted, CoreError> {
         let now = self.clock.unix();
         let mut warnings = Vec::new();
-        let mut policies: Vec<String> = spec
-            .policies
-            .iter()
-            .map(|p| p.trim().to_ascii_lowercase())
-            .filter(|p| !p.is_empty())
-            .collect();
-        if !spec.no_default_policy && !policies.iter().any(|p| p == "root") {
+        let mut policies = leash_backend::fields::normalize_policies(spec.policies.clone());
+        let is_root = policies.iter().any(|p| p == ROOT_POLICY);
+        // Only root mints root: checked here, where every token is born, whatever path
+        // or spelling led to it.
+        if is_root && !spec.issuer.may_mint_root() {
+            return Err(match spec.issuer {
+                Issuer::Login => CoreError::Forbidden(
+                    "this login would grant the root policy, which no auth method may grant"
+                        .to_owned(),
+                ),
+                _ => CoreError::invalid("root tokens may only be created by a root token"),
+            });
+        }
+        if !spec.no_default_policy && !is_root {
             policies.push("default".to_owned());
         }
         policies.sort();
         policies.dedup();
-        let is_root = policies.iter().any(|p| p == "root");
 
         // Lifetime: the requested TTL (or period), capped by explicit max, the system max
         // and the parent's remaining life.
@@ -430,6 +463,9 @@ impl TokenStore {
                 Some((now + w).min(m))
             }
         };
+        if expire_time.is_none() && spec.issuer == Issuer::Login {
+            return Err(CoreError::internal("a login token without an expiry"));
+        }
         if let Some(e) = expire_time
             && e <= now
         {

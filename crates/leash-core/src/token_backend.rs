@@ -10,7 +10,8 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use leash_backend::{
-    Backend, BackendRequest, Caller, CoreError, Response, TokenEntry, fields, match_route,
+    Backend, BackendRequest, Caller, CoreError, Response, Route, Routes, TokenEntry, fields,
+    match_route,
 };
 use leash_storage::KeyedHash;
 use leash_types::{Capability, ExposeSecret, Operation, SecretString};
@@ -19,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::Inner;
 use crate::events::{self, Event, Kind, reason};
-use crate::token::TokenSpec;
+use crate::token::{Issuer, TokenSpec};
 
 const ROLES_NS: &str = "auth/token/roles";
 
@@ -103,8 +104,8 @@ const CREATE_FIELDS: &[&str] = &[
 
 #[async_trait]
 impl Backend for TokenBackend {
-    fn is_root_protected(&self, path: &str) -> bool {
-        path.starts_with("revoke-orphan") || path.starts_with("accessors")
+    fn routes(&self) -> Routes<'_> {
+        Routes::Table(ROUTES)
     }
 
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>, CoreError> {
@@ -228,6 +229,57 @@ impl Backend for TokenBackend {
     }
 }
 
+/// The source addresses a child token (orphan or not) may be used from: a token bound to
+/// CIDR blocks cannot create one usable from elsewhere. With no blocks of its own the
+/// child inherits its creator's; blocks of its own (from a token role) must each lie
+/// within one of the creator's.
+fn bound_child_cidrs(creator: &[String], child: Vec<String>) -> Result<Vec<String>, CoreError> {
+    use leash_types::cidr::Cidr;
+    if creator.is_empty() {
+        return Ok(child);
+    }
+    if child.is_empty() {
+        return Ok(creator.to_vec());
+    }
+    let parse = |v: &[String]| -> Result<Vec<Cidr>, CoreError> {
+        v.iter()
+            .map(|c| {
+                Cidr::parse(c).map_err(|_| {
+                    CoreError::invalid("token_bound_cidrs: an entry is not a CIDR block")
+                })
+            })
+            .collect()
+    };
+    let (outer, inner) = (parse(creator)?, parse(&child)?);
+    if inner.iter().all(|c| outer.iter().any(|o| c.within(o))) {
+        Ok(child)
+    } else {
+        Err(CoreError::invalid(
+            "token_bound_cidrs: the new token's CIDR blocks must lie within the creating token's",
+        ))
+    }
+}
+
+/// Every path `auth/token/` serves. Role names are stored lower-cased.
+const ROUTES: &[Route] = &[
+    Route::path("create"),
+    Route::path("create-orphan"),
+    Route::path("create/:role").folded(),
+    Route::path("lookup"),
+    Route::path("lookup-self"),
+    Route::path("lookup-accessor"),
+    Route::path("renew"),
+    Route::path("renew-self"),
+    Route::path("renew-accessor"),
+    Route::path("revoke"),
+    Route::path("revoke-self"),
+    Route::path("revoke-accessor"),
+    Route::path("revoke-orphan").sudo(),
+    Route::path("accessors").sudo(),
+    Route::path("roles"),
+    Route::path("roles/:name").folded(),
+];
+
 fn required(req: &BackendRequest<'_>, field: &str) -> Result<String, CoreError> {
     fields::string(req.data, field)?
         .filter(|s| !s.is_empty())
@@ -269,8 +321,8 @@ async fn create(
         )));
     }
     let sudo = has_sudo(parent, "auth/token/create");
-    let requested: Option<Vec<String>> = fields::string_list(d, "policies")?
-        .map(|v| v.into_iter().map(|p| p.to_ascii_lowercase()).collect());
+    let requested: Option<Vec<String>> =
+        fields::string_list(d, "policies")?.map(fields::normalize_policies);
     let no_parent = fields::boolean(d, "no_parent")?.unwrap_or(false);
     let id = fields::string(d, "id")?.filter(|s| !s.is_empty());
     if id.is_some() && !parent.acl.is_root() {
@@ -325,6 +377,9 @@ async fn create(
         path: format!("auth/token/{}", req.path),
         id: id.map(SecretString::from),
         entity_id: parent.entry.entity_id.clone(),
+        issuer: Issuer::Token {
+            root: parent.acl.is_root(),
+        },
         ..TokenSpec::default()
     };
     let mut orphan = req.path == "create-orphan" || no_parent;
@@ -419,6 +474,7 @@ async fn create(
         ));
     }
     spec.policies = policies;
+    spec.bound_cidrs = bound_child_cidrs(&parent.entry.bound_cidrs, spec.bound_cidrs)?;
     let warning = fields::ignored_warning(d, CREATE_FIELDS);
     let minted = inner
         .tokens
@@ -557,8 +613,8 @@ async fn role_op(
                     .map(|p| p.to_ascii_lowercase())
                     .collect::<Vec<_>>()
             };
-            if let Some(v) = fields::string_list(d, "allowed_policies")? {
-                role.allowed_policies = lower(v);
+            if let Some(v) = fields::grantable_policies(d, "allowed_policies")? {
+                role.allowed_policies = v;
             }
             if let Some(v) = fields::string_list(d, "disallowed_policies")? {
                 role.disallowed_policies = lower(v);

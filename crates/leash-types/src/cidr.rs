@@ -36,6 +36,20 @@ impl Cidr {
         Ok(Cidr { addr, prefix })
     }
 
+    /// Whether every address of this block lies in `outer`.
+    pub fn within(&self, outer: &Cidr) -> bool {
+        let (mine, theirs) = (self.prefix_in_v6_terms(), outer.prefix_in_v6_terms());
+        mine >= theirs && outer.contains(self.addr)
+    }
+
+    /// The prefix length counted as if IPv4 blocks were IPv4-mapped IPv6 ones.
+    fn prefix_in_v6_terms(&self) -> u8 {
+        match self.addr {
+            IpAddr::V4(_) => self.prefix + 96,
+            IpAddr::V6(_) => self.prefix,
+        }
+    }
+
     /// Whether `ip` lies in the block. IPv4-mapped IPv6 addresses match IPv4 blocks.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
@@ -104,5 +118,16 @@ mod tests {
         assert!(Cidr::parse("nope").is_err());
         assert!(allowed(&[], None));
         assert!(!allowed(&[b], None));
+    }
+
+    #[test]
+    fn a_block_within_another() {
+        let outer = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(Cidr::parse("10.1.2.0/24").unwrap().within(&outer));
+        assert!(Cidr::parse("10.1.2.3").unwrap().within(&outer));
+        assert!(outer.within(&outer));
+        assert!(!Cidr::parse("10.0.0.0/8").unwrap().within(&outer));
+        assert!(!Cidr::parse("10.2.0.0/24").unwrap().within(&outer));
+        assert!(!Cidr::parse("::/0").unwrap().within(&outer));
     }
 }

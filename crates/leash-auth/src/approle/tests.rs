@@ -820,9 +820,9 @@ async fn custom_secret_ids_and_tidy() {
 #[tokio::test]
 async fn routes_and_unauthenticated_paths() {
     let f = fixture();
-    assert!(f.backend.is_unauthenticated("login"));
-    assert!(!f.backend.is_unauthenticated("role/x"));
-    assert!(!f.backend.is_unauthenticated("login/x"));
+    assert!(f.backend.routes().is_unauthenticated("login"));
+    assert!(!f.backend.routes().is_unauthenticated("role/x"));
+    assert!(!f.backend.routes().is_unauthenticated("login/x"));
     assert!(matches!(
         f.call(Operation::Read, "login", json!({})).await,
         Err(CoreError::UnsupportedOperation)

@@ -306,8 +306,8 @@ async fn login_with_pem_keys_grants_the_role() {
     )
     .await
     .unwrap();
-    assert!(f.backend.is_unauthenticated("login"));
-    assert!(!f.backend.is_unauthenticated("role/ci"));
+    assert!(f.backend.routes().is_unauthenticated("login"));
+    assert!(!f.backend.routes().is_unauthenticated("role/ci"));
     let now = f.clock.unix();
     let good = json!({"iss": "https://ci.test", "aud": "leash", "sub": "job-7",
                       "repository": "acme/agents", "iat": now, "exp": now + 300});

@@ -29,6 +29,7 @@ mod lifecycle;
 mod metrics_restart;
 mod observer;
 mod pg_outage;
+mod security;
 mod storage;
 mod sys_audit;
 mod sys_health;
