@@ -1,13 +1,12 @@
 //! The `leash` binary: `leash server` runs the broker, the other subcommands are the CLI
 //! that talks to a running server over its Vault-compatible HTTP API, and `leash bench`
-//! measures a running server.
+//! runs the benchmarks (a separate binary, `leash-bench`, so this one does not carry them).
 #![forbid(unsafe_code)]
 
 use clap::Parser;
 
 mod agent;
 mod bench;
-mod bench_leases;
 mod cli;
 mod config;
 mod server;
@@ -27,10 +26,14 @@ enum Command {
     /// Run the sidecar agent: log in, render credential files or a child's environment,
     /// renew and re-issue them, revoke them on exit.
     Agent(agent::AgentArgs),
-    /// Drive a running server over HTTP and print throughput and latency.
-    Bench(bench::BenchArgs),
-    /// Measure dynamic database credentials and leases in-process against PostgreSQL.
-    BenchLeases(bench_leases::BenchLeasesArgs),
+    /// Drive a running server over HTTP and print throughput and latency (runs the
+    /// `leash-bench` binary; `leash bench --help` lists its options).
+    #[command(disable_help_flag = true)]
+    Bench(bench::Forward),
+    /// Measure dynamic database credentials and leases in-process against PostgreSQL
+    /// (runs the `leash-bench` binary).
+    #[command(disable_help_flag = true)]
+    BenchLeases(bench::Forward),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -41,8 +44,8 @@ fn main() -> std::process::ExitCode {
     match args.command {
         Command::Server(a) => server::run(a),
         Command::Agent(a) => agent::run(a),
-        Command::Bench(a) => bench::run(a),
-        Command::BenchLeases(a) => bench_leases::run(a),
+        Command::Bench(a) => bench::forward("bench", a),
+        Command::BenchLeases(a) => bench::forward("bench-leases", a),
         Command::Client(c) => cli::run(c),
     }
 }

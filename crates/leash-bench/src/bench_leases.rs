@@ -47,7 +47,7 @@ use tokio::task::JoinSet;
 use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 
-use crate::cli::Format;
+use crate::Format;
 
 /// `--postgres` when neither the flag nor `LEASH_TEST_POSTGRES_URL` is given.
 const DEFAULT_POSTGRES: &str = "postgresql://postgres@127.0.0.1:5432/postgres";

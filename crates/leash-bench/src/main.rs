@@ -1,0 +1,53 @@
+//! `leash-bench`: the benchmarks, kept out of the production `leash` binary. `leash bench …`
+//! and `leash bench-leases …` run this binary (installed next to `leash`) with the same
+//! arguments, so both spellings work:
+//!
+//! * `leash-bench bench` drives a running server over HTTP and prints throughput and
+//!   latency ([`bench`]);
+//! * `leash-bench bench-leases` measures dynamic database credentials and leases
+//!   in-process against PostgreSQL, next to a raw-SQL baseline ([`bench_leases`]).
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+mod bench;
+mod bench_leases;
+
+/// leash-bench — benchmarks of the leash credential broker.
+#[derive(Parser, Debug)]
+#[command(name = "leash-bench", version, about, propagate_version = true)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Drive a running server over HTTP and print throughput and latency.
+    Bench(bench::BenchArgs),
+    /// Measure dynamic database credentials and leases in-process against PostgreSQL.
+    BenchLeases(bench_leases::BenchLeasesArgs),
+}
+
+/// Output format of every benchmark.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Aligned tables for people.
+    #[default]
+    Table,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// The process environment, as the client configuration reads it.
+pub(crate) fn real_env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Command::Bench(a) => bench::run(a),
+        Command::BenchLeases(a) => bench_leases::run(a),
+    }
+}
