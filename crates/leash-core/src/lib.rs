@@ -2,9 +2,10 @@
 //! built-in backends (`sys/`, `auth/token/`).
 //!
 //! Pipeline, in order (no handler can skip a step, because no handler does them):
-//! route by mount → authenticate the token → existence check (create vs update) → ACL →
-//! audit the request (fail closed) → spend a token use → backend → audit the response
-//! (fail closed) → answer.
+//! canonical path → route by mount and the backend's path table → authenticate the token
+//! → existence check (create vs update) → ACL (with `sudo` from the path table) → approval
+//! gate (a `control_group` needs an open grant) → audit the request (fail closed) → spend
+//! a token use → backend → audit the response (fail closed) → answer.
 //!
 //! What it is not: it knows no HTTP types (the `leash-http` crate parses and wraps), and
 //! engines live in their own crates behind [`leash_backend::Backend`].
