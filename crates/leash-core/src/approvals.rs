@@ -631,14 +631,11 @@ async fn create(
         closed_at: None,
         closed_reason: None,
     };
-    let rule = rules(inner)
-        .await?
-        .into_iter()
-        .find(|x| {
-            r.grant_operations()
-                .iter()
-                .all(|op| x.matches(&r.target_resource, op, minutes, now))
-        });
+    let rule = rules(inner).await?.into_iter().find(|x| {
+        r.grant_operations()
+            .iter()
+            .all(|op| x.matches(&r.target_resource, op, minutes, now))
+    });
     // Audited before it exists: a request that cannot be audited is never stored.
     audit(
         inner,
