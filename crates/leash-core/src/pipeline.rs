@@ -57,7 +57,12 @@ async fn handle_in_scope(inner: &Arc<Inner>, req: Request) -> Result<Response, C
     };
 
     if !unauthenticated && caller.is_none() {
-        return deny(inner, &ctx).await;
+        // Same refusal, with the reason clients show (no token / not a valid one).
+        let presented = req.token.is_some();
+        return deny(inner, &ctx).await.map_err(|e| match e {
+            CoreError::PermissionDenied => CoreError::InvalidToken { presented },
+            e => e,
+        });
     }
     let Some(mounted) = mounted else {
         // Unknown path: a token that may not touch it learns nothing (403, as if it
