@@ -58,6 +58,21 @@ pub struct Requester {
     pub display_name: String,
     /// Hex of the keyed hash of the token: the grant is bound to this token.
     pub token_hash: String,
+    /// The agent's readable name: login role or user name, else the display name
+    /// (empty for requests stored before it; then the display name stands in).
+    #[serde(default)]
+    pub name: String,
+}
+
+impl Requester {
+    /// The agent's readable name (see `name`).
+    pub fn agent_name(&self) -> &str {
+        if self.name.is_empty() {
+            &self.display_name
+        } else {
+            &self.name
+        }
+    }
 }
 
 /// One approver's decision.
@@ -523,6 +538,7 @@ impl AccessRequest {
             "agent_id": self.agent_id,
             "requester_entity_id": self.requester.entity_id,
             "requester_name": self.requester.display_name,
+            "agent_name": self.requester.agent_name(),
             "operation": self.operation,
             "granted_operations": self.grant_operations(),
             "target_resource": self.target_resource,
@@ -569,6 +585,7 @@ mod tests {
                 accessor: "acc-agent".into(),
                 display_name: "approle".into(),
                 token_hash: "00".into(),
+                name: String::new(),
             },
             operation: "read".into(),
             granted_operations: Vec::new(),

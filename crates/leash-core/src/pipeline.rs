@@ -297,6 +297,7 @@ async fn token_event(inner: &Inner, kind: Kind, a: &leash_backend::AuthInfo) {
         agent: events::Agent {
             entity_id: a.entity_id.clone(),
             accessor: a.accessor.clone(),
+            name: events::agent_name(&a.metadata, &a.display_name),
         },
         credential_type: "token".to_owned(),
         credential_scope: serde_json::json!({ "policies": a.policies }),

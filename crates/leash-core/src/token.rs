@@ -702,6 +702,7 @@ impl TokenStore {
             policies: m.entry.policies.clone(),
             token_policies: m.entry.policies.clone(),
             metadata: m.entry.meta.clone(),
+            display_name: m.entry.display_name.clone(),
             lease_duration: m
                 .entry
                 .expire_time

@@ -512,6 +512,7 @@ async fn renew(
         policies: entry.policies.clone(),
         token_policies: entry.policies.clone(),
         metadata: entry.meta.clone(),
+        display_name: entry.display_name.clone(),
         lease_duration: entry
             .expire_time
             .map(|e| (e - now).max(0) as u64)

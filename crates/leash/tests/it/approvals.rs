@@ -1230,6 +1230,9 @@ async fn a_stated_intent_binds_the_grant_to_what_the_policy_gates() {
             .find(|e| e["event"] == "approval.requested" && e["request_id"] == id.as_str())
             .unwrap_or_else(|| panic!("no approval.requested for {id}"));
         assert_eq!(requested["operation"], intent, "{requested}");
+        // The agent's readable name beside the free-text agent_id (a token-store token:
+        // its display name).
+        assert_eq!(requested["agent_name"], "token-agent-7", "{requested}");
     }
     // A denied request reads approved: false with its status.
     let (s, b) = j
