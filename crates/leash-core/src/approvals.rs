@@ -530,7 +530,7 @@ async fn create(
     }
     // The stated operation is the agent's intent, kept as said; what the grant is bound
     // to is decided below from the policy.
-    let operation = required_str(data, "operation", 64)?.to_ascii_lowercase();
+    let operation = required_str(data, "operation", 64)?;
     let target = normalise_path(&required_str(data, "target_resource", 512)?).map_err(err)?;
     let justification = required_str(data, "justification", 4096)?;
     let minutes = match data.get("requested_duration_minutes") {
