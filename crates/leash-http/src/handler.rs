@@ -228,6 +228,13 @@ async fn handle(
         Ok(r) => success(&logical, &request_id, r),
         Err(e) => error_response_at(&logical, operation, &e),
     };
+    tracing::debug!(
+        method = %method,
+        path = %logical,
+        status = resp.status().as_u16(),
+        request_id = %request_id,
+        "request"
+    );
     if let Some(v) = trace_header {
         resp.headers_mut().insert(TRACE_ID_HEADER, v);
     }

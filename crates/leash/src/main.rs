@@ -10,6 +10,7 @@ mod bench;
 mod bench_leases;
 mod cli;
 mod config;
+mod docs;
 mod server;
 
 /// leash — short-lived, narrowly scoped, audited credentials for AI agents.
@@ -33,6 +34,9 @@ enum Command {
     BenchLeases(bench_leases::BenchLeasesArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
+    /// Generate documentation (docs/cli.md) from the command definitions.
+    #[command(subcommand, hide = true)]
+    Docs(docs::DocsCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,5 +48,6 @@ fn main() -> std::process::ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::BenchLeases(a) => bench_leases::run(a),
         Command::Client(c) => cli::run(c),
+        Command::Docs(d) => docs::run(d),
     }
 }
