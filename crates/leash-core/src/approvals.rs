@@ -262,6 +262,7 @@ impl Entry for Audited<'_> {
             "entity_id": self.r.requester.entity_id,
             "accessor": accessor,
             "operation": self.r.operation,
+            "granted_operations": self.r.grant_operations(),
             "target_resource": self.r.target_resource,
             "justification": self.r.justification,
             "requested_duration_minutes": self.r.requested_duration_minutes,
