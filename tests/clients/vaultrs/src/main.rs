@@ -81,7 +81,11 @@ fn ensure(ok: bool, what: impl Into<String>) -> Result<(), String> {
 }
 
 /// The call failed with this status, and one error string contains `needle`.
-fn refused<T: std::fmt::Debug>(r: Result<T, ClientError>, code: u16, needle: &str) -> Result<(), String> {
+fn refused<T: std::fmt::Debug>(
+    r: Result<T, ClientError>,
+    code: u16,
+    needle: &str,
+) -> Result<(), String> {
     match r {
         Err(ClientError::APIError { code: c, errors }) if c == code => ensure(
             errors.iter().any(|e| e.contains(needle)),
@@ -113,7 +117,10 @@ async fn main() {
     let approle = format!("approle-{sfx}");
     let policy = format!("agent-config-{sfx}");
     let key = format!("agent/config-{sfx}");
-    let mut run = Run { passed: 0, failed: 0 };
+    let mut run = Run {
+        passed: 0,
+        failed: 0,
+    };
 
     run.check("sys::health", async {
         let h = sys::health(&root).await.map_err(err)?;
@@ -191,47 +198,61 @@ async fn main() {
     })
     .await;
     let agent = client(&addr, &agent_token);
-    run.check("least privilege: sys/internal/ui/mounts sees KV v2", async {
-        let m: UiMount = api::exec_with_result(
-            &agent,
-            UiMountRequest {
-                path: format!("secret/{key}"),
-            },
-        )
-        .await
-        .map_err(err)?;
-        let v2 = m.options.as_ref().and_then(|o| o.get("version")).map(String::as_str);
-        ensure(
-            m.kind == "kv" && m.path == "secret/" && v2 == Some("2"),
-            format!("{m:?}"),
-        )
-    })
+    run.check(
+        "least privilege: sys/internal/ui/mounts sees KV v2",
+        async {
+            let m: UiMount = api::exec_with_result(
+                &agent,
+                UiMountRequest {
+                    path: format!("secret/{key}"),
+                },
+            )
+            .await
+            .map_err(err)?;
+            let v2 = m
+                .options
+                .as_ref()
+                .and_then(|o| o.get("version"))
+                .map(String::as_str);
+            ensure(
+                m.kind == "kv" && m.path == "secret/" && v2 == Some("2"),
+                format!("{m:?}"),
+            )
+        },
+    )
     .await;
     run.check("least privilege: kv2::read", async {
         let v: Value = kv2::read(&agent, "secret", &key).await.map_err(err)?;
         ensure(v["model"] == "small", format!("{v}"))
     })
     .await;
-    run.check("least privilege: ui/mounts of a mount it has nothing under is 403", async {
-        let r: Result<UiMount, _> = api::exec_with_result(
-            &agent,
-            UiMountRequest {
-                path: format!("{db}/creds/x"),
-            },
-        )
-        .await;
-        refused(r, 403, "permission denied")
-    })
+    run.check(
+        "least privilege: ui/mounts of a mount it has nothing under is 403",
+        async {
+            let r: Result<UiMount, _> = api::exec_with_result(
+                &agent,
+                UiMountRequest {
+                    path: format!("{db}/creds/x"),
+                },
+            )
+            .await;
+            refused(r, 403, "permission denied")
+        },
+    )
     .await;
     run.check("least privilege: token::lookup_self", async {
         let t = token::lookup_self(&agent).await.map_err(err)?;
         ensure(t.accessor == agent_accessor, format!("{t:?}"))
     })
     .await;
-    run.check("least privilege: LIST auth/token/accessors is refused (sudo)", async {
-        let r = api::exec_with_result(&agent, ListAccessorRequest::builder().build().unwrap()).await;
-        refused(r, 403, "permission denied")
-    })
+    run.check(
+        "least privilege: LIST auth/token/accessors is refused (sudo)",
+        async {
+            let r = api::exec_with_result(&agent, ListAccessorRequest::builder().build().unwrap())
+                .await;
+            refused(r, 403, "permission denied")
+        },
+    )
     .await;
     run.check("LIST auth/token/accessors lists the live tokens", async {
         let r = api::exec_with_result(&root, ListAccessorRequest::builder().build().unwrap())
@@ -244,7 +265,10 @@ async fn main() {
         let t = token::lookup_accessor(&root, &agent_accessor)
             .await
             .map_err(err)?;
-        ensure(t.display_name == format!("token-agent-{sfx}"), t.display_name)
+        ensure(
+            t.display_name == format!("token-agent-{sfx}"),
+            t.display_name,
+        )
     })
     .await;
     run.check("token::revoke_accessor, then it is not listed", async {
@@ -278,7 +302,9 @@ async fn main() {
     })
     .await;
     run.check("clean up: delete, unmount, disable", async {
-        kv2::delete_metadata(&root, "secret", &key).await.map_err(err)?;
+        kv2::delete_metadata(&root, "secret", &key)
+            .await
+            .map_err(err)?;
         sys::mount::disable(&root, &db).await.map_err(err)?;
         sys::auth::disable(&root, &approle).await.map_err(err)?;
         sys::policy::delete(&root, &policy).await.map_err(err)?;
