@@ -62,3 +62,31 @@ def test_vaultrs(dev_server):
     last = out.strip().splitlines()[-1]
     assert last.startswith("vaultrs: ") and last.endswith(" passed, 0 failed"), out
     assert "FAIL" not in out, out
+
+
+def test_hvac_least_privilege_flows(root, dev_server, name, make_token):
+    """The same flows through hvac: list_accessors (sudo), the sys/auth fields, and the
+    KV-version probe a least-privilege token makes before reading."""
+    import hvac
+
+    root.sys.create_or_update_policy(
+        f"{name}-cfg", 'path "secret/data/agent/*" { capabilities = ["read"] }'
+    )
+    root.secrets.kv.v2.create_or_update_secret(path=f"agent/{name}", secret={"k": "v"})
+    token = make_token(policies=[f"{name}-cfg"])
+    agent = dev_server.client(token)
+    probe = agent.adapter.get(f"/v1/sys/internal/ui/mounts/secret/agent/{name}")
+    assert probe["data"]["type"] == "kv"
+    assert probe["data"]["options"]["version"] == "2"
+    read = agent.secrets.kv.v2.read_secret_version(
+        path=f"agent/{name}", raise_on_deleted_version=True
+    )
+    assert read["data"]["data"] == {"k": "v"}
+
+    accessor = agent.auth.token.lookup_self()["data"]["accessor"]
+    assert accessor in root.auth.token.list_accessors()["data"]["keys"]
+    with pytest.raises(hvac.exceptions.Forbidden):
+        agent.auth.token.list_accessors()
+
+    for path, entry in root.sys.list_auth_methods()["data"].items():
+        assert entry["config"]["token_type"] == "default-service", path
