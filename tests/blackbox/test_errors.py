@@ -19,10 +19,17 @@ def test_unknown_path_reads_as_none_and_404(root, http, dev_server):
     assert isinstance(r.json()["errors"], list)
 
 
-def test_missing_kv_key_is_404_with_empty_errors(http, dev_server, name):
+def test_missing_kv_key_is_404_saying_what_was_not_found(http, dev_server, name):
     r = http("GET", f"secret/data/{name}", token=dev_server.root_token)
     assert r.status_code == 404
-    assert r.json() == {"errors": []}
+    assert r.json() == {"errors": [f"no value found at secret/data/{name}"]}
+    r = http("LIST", f"secret/metadata/{name}", token=dev_server.root_token)
+    assert r.status_code == 404
+    assert r.json() == {"errors": [f"no keys found under secret/metadata/{name}/"]}
+    # No mount there at all: said so.
+    r = http("GET", "nosuchmount/x", token=dev_server.root_token)
+    assert r.status_code == 404
+    assert "nothing is mounted at or serves nosuchmount/x" in r.json()["errors"][1]
 
 
 @pytest.mark.parametrize("token", [None, "", "lsh.bogus", "hvs.bogus", "x" * 600])
@@ -35,7 +42,10 @@ def test_missing_or_bad_token_is_403_never_401(http, token):
     ):
         r = http(method, path, token=token)
         assert r.status_code == 403, (method, path, r.status_code, r.text)
-        assert r.json() == {"errors": ["permission denied"]}
+        # The reason, as Vault's second error string; an unknown, malformed, expired
+        # or revoked token all read the same.
+        reason = "no token presented" if not token else "token is not valid"
+        assert r.json() == {"errors": ["permission denied", reason]}
         assert r.headers["Content-Type"] == "application/json"
 
 

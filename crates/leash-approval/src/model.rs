@@ -58,6 +58,21 @@ pub struct Requester {
     pub display_name: String,
     /// Hex of the keyed hash of the token: the grant is bound to this token.
     pub token_hash: String,
+    /// The agent's readable name: login role or user name, else the display name
+    /// (empty for requests stored before it; then the display name stands in).
+    #[serde(default)]
+    pub name: String,
+}
+
+impl Requester {
+    /// The agent's readable name (see `name`).
+    pub fn agent_name(&self) -> &str {
+        if self.name.is_empty() {
+            &self.display_name
+        } else {
+            &self.name
+        }
+    }
 }
 
 /// One approver's decision.
@@ -136,8 +151,14 @@ pub struct AccessRequest {
     pub agent_id: String,
     /// Who asked.
     pub requester: Requester,
-    /// The capability asked for (`read`, `update`, …).
+    /// The operation as the agent stated it: its intent (`read`, `update`, or free text
+    /// such as `production write`), shown to approvers, in webhooks and in audit.
     pub operation: String,
+    /// The Vault operations the grant is bound to: the stated one when the policy
+    /// allows it on the target, else those the policy puts behind the control group
+    /// there. Empty for requests stored before this field: then `operation`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted_operations: Vec<String>,
     /// The leash path asked for (`database/creds/agent-readwrite`).
     pub target_resource: String,
     /// Why, in the agent's words.
@@ -424,12 +445,26 @@ impl AccessRequest {
         }
     }
 
+    /// The Vault operations the grant is bound to (see `granted_operations`).
+    pub fn grant_operations(&self) -> Vec<String> {
+        if self.granted_operations.is_empty() {
+            vec![self.operation.clone()]
+        } else {
+            self.granted_operations.clone()
+        }
+    }
+
     /// Whether this grant covers `operation` on `path` (create and update are both a
     /// write: which one a POST becomes depends on whether the target exists).
     pub fn covers(&self, path: &str, operation: &str) -> bool {
         let write = |o: &str| o == "create" || o == "update";
+        let bound = |o: &String| o == operation || (write(o) && write(operation));
         self.target_resource == path
-            && (self.operation == operation || (write(&self.operation) && write(operation)))
+            && if self.granted_operations.is_empty() {
+                bound(&self.operation)
+            } else {
+                self.granted_operations.iter().any(bound)
+            }
     }
 
     /// Spends one use of the grant at `now`.
@@ -503,7 +538,9 @@ impl AccessRequest {
             "agent_id": self.agent_id,
             "requester_entity_id": self.requester.entity_id,
             "requester_name": self.requester.display_name,
+            "agent_name": self.requester.agent_name(),
             "operation": self.operation,
+            "granted_operations": self.grant_operations(),
             "target_resource": self.target_resource,
             "justification": self.justification,
             "requested_duration_minutes": self.requested_duration_minutes,
@@ -548,8 +585,10 @@ mod tests {
                 accessor: "acc-agent".into(),
                 display_name: "approle".into(),
                 token_hash: "00".into(),
+                name: String::new(),
             },
             operation: "read".into(),
+            granted_operations: Vec::new(),
             target_resource: "database/creds/rw".into(),
             justification: "migrate".into(),
             requested_duration_minutes: 10,
@@ -722,5 +761,22 @@ mod tests {
         assert!(normalise_path("").is_err());
         assert!(normalise_path("a/../b").is_err());
         assert!(normalise_path("a b").is_err());
+    }
+
+    #[test]
+    fn a_stated_intent_is_bound_to_the_granted_operations() {
+        let mut r = request(Vec::new());
+        r.operation = "production write".into();
+        r.granted_operations = vec!["read".into()];
+        assert!(r.covers("database/creds/rw", "read"));
+        assert!(!r.covers("database/creds/rw", "update"));
+        assert!(!r.covers("database/creds/other", "read"));
+        assert_eq!(r.view(0)["operation"], "production write");
+        assert_eq!(r.view(0)["granted_operations"], json!(["read"]));
+        // Stored before the field existed: bound to `operation`.
+        r.operation = "update".into();
+        r.granted_operations = Vec::new();
+        assert!(r.covers("database/creds/rw", "create"));
+        assert!(!r.covers("database/creds/rw", "read"));
     }
 }

@@ -5,8 +5,10 @@
 //! The index of `<file>` is `<file>.qidx` (written through `<file>.qidx.tmp` and a
 //! rename). It holds, per entry, the byte offset and length of its line (in the
 //! decompressed stream for `.gz`), its time, and ids into a table of the strings the
-//! filters compare: `agent_id`, `auth.entity_id`, `trace_id`, `type`, `event`. These are
-//! already HMAC'd or non-secret ids, so the index holds no secret. It records how many
+//! filters compare: `agent_id`, `auth.entity_id`, the agent's readable name (an event's
+//! `agent_name`; for request and response entries the login role or user name in
+//! `auth.metadata`, else `auth.display_name`), `trace_id`, `type`, `event`. These are
+//! already HMAC'd or non-secret ids and names, so the index holds no secret. It records how many
 //! bytes of the file it covers and a SHA-256 of the first and last 4 KiB of them: an
 //! index whose file shrank or whose covered bytes changed is rebuilt; a plain file that
 //! grew (the current file) has only its new complete lines scanned, and the index is
@@ -30,7 +32,7 @@ pub const INDEX_SUFFIX: &str = ".qidx";
 /// Suffix of an index being written: `<file>.qidx.tmp`.
 pub const INDEX_TMP_SUFFIX: &str = ".qidx.tmp";
 
-const MAGIC: &[u8; 8] = b"LEASHQI1";
+const MAGIC: &[u8; 8] = b"LEASHQI2";
 /// "No such string" in a record.
 const NONE: u32 = u32::MAX;
 /// Bytes hashed at each end of the indexed prefix.
@@ -39,7 +41,8 @@ const EDGE: u64 = 4096;
 /// What [`query`] keeps: every given filter must match (they AND together).
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    /// Matches `agent_id`, or `auth.entity_id` of request and response entries.
+    /// Matches `agent_id` or `agent_name`, or `auth.entity_id` (or the agent's name:
+    /// login role, user name, else display name) of request and response entries.
     pub agent: Option<String>,
     /// Matches `trace_id`.
     pub trace: Option<String>,
@@ -151,9 +154,10 @@ struct Rec {
     trace: u32,
     ty: u32,
     event: u32,
+    name: u32,
 }
 
-const REC_LEN: usize = 8 + 4 + 8 + 4 * 5;
+const REC_LEN: usize = 8 + 4 + 8 + 4 * 6;
 
 #[derive(Debug, Default)]
 struct Index {
@@ -195,6 +199,7 @@ impl Index {
             if let Some(a) = agent
                 && r.agent != a
                 && r.entity != a
+                && r.name != a
             {
                 continue;
             }
@@ -236,7 +241,7 @@ impl Index {
             b.extend_from_slice(&r.offset.to_le_bytes());
             b.extend_from_slice(&r.len.to_le_bytes());
             b.extend_from_slice(&r.time.to_le_bytes());
-            for v in [r.agent, r.entity, r.trace, r.ty, r.event] {
+            for v in [r.agent, r.entity, r.trace, r.ty, r.event, r.name] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
         }
@@ -272,6 +277,7 @@ impl Index {
                 trace: c.u32()?,
                 ty: c.u32()?,
                 event: c.u32()?,
+                name: c.u32()?,
             });
         }
         Some(Index {
@@ -334,6 +340,8 @@ struct Probe<'a> {
     #[serde(borrow, default)]
     agent_id: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
+    agent_name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
     trace_id: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
     auth: Option<AuthProbe<'a>>,
@@ -343,6 +351,25 @@ struct Probe<'a> {
 struct AuthProbe<'a> {
     #[serde(borrow, default)]
     entity_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    display_name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    metadata: Option<HashMap<String, serde_json::Value>>,
+}
+
+impl AuthProbe<'_> {
+    /// The agent's readable name: login role or user name, else the display name.
+    fn name(&self) -> Option<&str> {
+        let meta = self.metadata.as_ref();
+        ["role_name", "role", "username"]
+            .iter()
+            .find_map(|k| {
+                meta.and_then(|m| m.get(*k))
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|v| !v.is_empty())
+            })
+            .or(self.display_name.as_deref())
+    }
 }
 
 /// Adds lines to an index, interning their strings.
@@ -407,6 +434,11 @@ impl Builder {
             trace: self.intern(p.trace_id.as_deref()),
             ty: self.intern(p.ty.as_deref()),
             event: self.intern(p.event.as_deref()),
+            name: self.intern(
+                p.agent_name
+                    .as_deref()
+                    .or_else(|| p.auth.as_ref().and_then(AuthProbe::name)),
+            ),
         };
         self.index.recs.push(rec);
     }
@@ -576,5 +608,28 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(j.select(&f), vec![0]);
+    }
+
+    #[test]
+    fn agents_are_found_by_readable_name_too() {
+        let mut b = Builder::new(Index::default());
+        b.add(0, br#"{"type":"lifecycle","timestamp":"1970-01-01T00:00:02Z","agent_id":"ent-uuid","agent_name":"agent-deployer"}"#);
+        b.add(1, br#"{"type":"request","time":"1970-01-01T00:00:02Z","auth":{"entity_id":"ent-uuid","display_name":"approle","metadata":{"role_name":"agent-deployer","n":1}}}"#);
+        b.add(2, br#"{"type":"request","time":"1970-01-01T00:00:02Z","auth":{"display_name":"token-ci"}}"#);
+        b.add(
+            3,
+            br#"{"type":"lifecycle","agent_id":"other","agent_name":"someone-else"}"#,
+        );
+        let j = Index::decode(&b.index.encode()).unwrap();
+        let by = |a: &str| {
+            j.select(&Filter {
+                agent: Some(a.into()),
+                ..Filter::default()
+            })
+        };
+        assert_eq!(by("agent-deployer"), vec![0, 1]);
+        assert_eq!(by("ent-uuid"), vec![0, 1]);
+        assert_eq!(by("token-ci"), vec![2]);
+        assert_eq!(by("nobody"), Vec::<usize>::new());
     }
 }

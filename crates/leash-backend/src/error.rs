@@ -11,6 +11,15 @@ pub enum CoreError {
     /// nothing about which.
     #[error("permission denied")]
     PermissionDenied,
+    /// A request to an authenticated path without a usable token: none presented
+    /// (`presented: false`), or one that is unknown, expired, revoked, used up or
+    /// bound elsewhere (`presented: true`; which of those is never said). Audited and
+    /// shown as "permission denied", with the reason as Vault's second error string.
+    #[error("permission denied")]
+    InvalidToken {
+        /// Whether the request carried a token at all.
+        presented: bool,
+    },
     /// A login or check refused with a reason the caller may see (which check failed,
     /// never the credential): 403 with the message.
     #[error("{0}")]

@@ -78,6 +78,8 @@ pub struct AuthInfo {
     pub token_policies: Vec<String>,
     /// Metadata.
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// The token's display name (for events; not part of Vault's `auth` block).
+    pub display_name: String,
     /// TTL in seconds.
     pub lease_duration: u64,
     /// Whether the token can be renewed.

@@ -258,9 +258,11 @@ impl Entry for Audited<'_> {
             "trace_id": self.r.trace_id,
             "status": self.r.status.as_str(),
             "agent_id": self.r.agent_id,
+            "agent_name": self.r.requester.agent_name(),
             "entity_id": self.r.requester.entity_id,
             "accessor": accessor,
             "operation": self.r.operation,
+            "granted_operations": self.r.grant_operations(),
             "target_resource": self.r.target_resource,
             "justification": self.r.justification,
             "requested_duration_minutes": self.r.requested_duration_minutes,
@@ -522,8 +524,9 @@ async fn create(
     if let Some(w) = fields::ignored_warning(data, KNOWN) {
         warnings.push(w);
     }
-    let operation =
-        leash_approval::check_operation(&required_str(data, "operation", 16)?).map_err(err)?;
+    // The stated operation is the agent's intent, kept as said; what the grant is bound
+    // to is decided below from the policy.
+    let operation = required_str(data, "operation", 64)?;
     let target = normalise_path(&required_str(data, "target_resource", 512)?).map_err(err)?;
     let justification = required_str(data, "justification", 4096)?;
     let minutes = match data.get("requested_duration_minutes") {
@@ -567,24 +570,9 @@ async fn create(
         }
     };
 
-    // An approval never widens a policy: the token must be allowed the operation.
-    let decision = caller.acl.check(&AclRequest {
-        path: &target,
-        operation: op_of(&operation),
-        data: None,
-        needs_sudo: false,
-    });
-    if !decision.allowed {
-        return Err(CoreError::Forbidden(format!(
-            "your token's policies do not allow {operation} on {target}; an approval cannot grant more than the policies do"
-        )));
-    }
-    let Some(cg) = decision.control_group else {
-        return Err(CoreError::invalid(format!(
-            "{operation} on {target} does not need an approval for this token: call it directly"
-        )));
-    };
-
+    // An approval never widens a policy: the grant is bound to operations the token's
+    // policy allows on the target.
+    let (granted_operations, cg) = bind_operations(caller, &operation, &target)?;
     let now = inner.clock.unix();
     let cfg = config(inner).await?;
     let asked = minutes * 60;
@@ -607,8 +595,10 @@ async fn create(
             accessor: caller.entry.accessor.clone(),
             display_name: caller.entry.display_name.clone(),
             token_hash: hash_hex(caller),
+            name: crate::events::agent_name(&caller.entry.meta, &caller.entry.display_name),
         },
         operation,
+        granted_operations,
         target_resource: target,
         justification,
         requested_duration_minutes: minutes,
@@ -639,10 +629,11 @@ async fn create(
         closed_at: None,
         closed_reason: None,
     };
-    let rule = rules(inner)
-        .await?
-        .into_iter()
-        .find(|x| x.matches(&r.target_resource, &r.operation, minutes, now));
+    let rule = rules(inner).await?.into_iter().find(|x| {
+        r.grant_operations()
+            .iter()
+            .all(|op| x.matches(&r.target_resource, op, minutes, now))
+    });
     // Audited before it exists: a request that cannot be audited is never stored.
     audit(
         inner,
@@ -678,6 +669,78 @@ async fn create(
         notify(inner, "auto-approved", &r).await;
     }
     Ok(envelope(&r, now, warnings))
+}
+
+/// What an access request's grant is bound to, and the control group that gates it.
+///
+/// A stated operation that is a Vault operation the policy allows on `target` binds the
+/// grant to itself. Anything else (`"write"`, `"production write"`, or `"update"` on a
+/// path the policy only lets the token read) is the agent's intent: the grant is bound
+/// to the operations the policy puts behind a control group on `target`, never more
+/// than the policy allows. `403` when the policy allows nothing there, `400` when what
+/// it allows needs no approval.
+fn bind_operations(
+    caller: &Caller,
+    stated: &str,
+    target: &str,
+) -> Result<(Vec<String>, leash_policy::ControlGroup), CoreError> {
+    let decide = |op: &str| {
+        caller.acl.check(&AclRequest {
+            path: target,
+            operation: op_of(op),
+            data: None,
+            needs_sudo: false,
+        })
+    };
+    if let Ok(op) = leash_approval::check_operation(stated) {
+        let d = decide(&op);
+        if d.allowed {
+            return match d.control_group {
+                Some(cg) => Ok((vec![op], cg)),
+                None => Err(CoreError::invalid(format!(
+                    "{op} on {target} does not need an approval for this token: call it directly"
+                ))),
+            };
+        }
+    }
+    let mut granted = Vec::new();
+    let mut gate: Option<leash_policy::ControlGroup> = None;
+    let mut any_allowed = false;
+    for op in leash_approval::OPERATIONS {
+        let d = decide(op);
+        if !d.allowed {
+            continue;
+        }
+        any_allowed = true;
+        let Some(cg) = d.control_group else { continue };
+        granted.push((*op).to_owned());
+        // Several gated operations: every factor of each must approve, and the
+        // shortest window wins.
+        match &mut gate {
+            None => gate = Some(cg),
+            Some(g) => {
+                for f in cg.factors {
+                    if !g.factors.iter().any(|x| x.name == f.name) {
+                        g.factors.push(f);
+                    }
+                }
+                g.ttl = match (g.ttl, cg.ttl) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                g.self_auth_allowed &= cg.self_auth_allowed;
+            }
+        }
+    }
+    match gate {
+        Some(cg) => Ok((granted, cg)),
+        None if any_allowed => Err(CoreError::invalid(format!(
+            "nothing the token may do on {target} needs an approval (asked: {stated}): call it directly"
+        ))),
+        None => Err(CoreError::Forbidden(format!(
+            "your token's policies do not allow {stated} on {target}; an approval cannot grant more than the policies do"
+        ))),
+    }
 }
 
 /// Whether `caller` may see `r`: its requester, an approver it names, or root.

@@ -9,6 +9,9 @@
 //! * `agent_id` is the token's entity id when it has one (logins derive a stable one
 //!   per auth mount and identity), else the token's accessor, HMAC'd like every
 //!   accessor in the audit log.
+//! * `agent_name` is the agent's readable name: its login role (`role_name`, `role`) or
+//!   user name (`username`) from the token's metadata, else the token's display name.
+//!   Dashboards filter on it; `agent_id` stays the stable id.
 //! * Accessors are HMAC'd with each device's key (unless `log_raw`, or the device's
 //!   `hmac_accessor` is off); lease ids stay clear as in the request entries. No event
 //!   holds a token, password or any response data.
@@ -139,6 +142,9 @@ pub(crate) struct Agent {
     /// The token's accessor (clear here: the lease entry is sealed at rest).
     #[serde(default)]
     pub(crate) accessor: String,
+    /// The agent's readable name (see [`agent_name`]; "" for leases stored before it).
+    #[serde(default)]
+    pub(crate) name: String,
 }
 
 impl Agent {
@@ -146,8 +152,22 @@ impl Agent {
         Agent {
             entity_id: e.entity_id.clone(),
             accessor: e.accessor.clone(),
+            name: agent_name(&e.meta, &e.display_name),
         }
     }
+}
+
+/// The agent's readable name: the login role (`role_name` from AppRole, `role` from
+/// JWT/Kubernetes) or user name (`username` from userpass) in the token's metadata,
+/// else its display name.
+pub(crate) fn agent_name(
+    meta: &std::collections::BTreeMap<String, String>,
+    display_name: &str,
+) -> String {
+    ["role_name", "role", "username"]
+        .iter()
+        .find_map(|k| meta.get(*k).filter(|v| !v.is_empty()))
+        .map_or_else(|| display_name.to_owned(), Clone::clone)
 }
 
 /// One lifecycle event.
@@ -189,6 +209,7 @@ struct EventOut<'a> {
     timestamp: String,
     event: &'static str,
     agent_id: &'a str,
+    agent_name: &'a str,
     entity_id: &'a str,
     accessor: &'a str,
     credential_type: &'a str,
@@ -228,6 +249,7 @@ impl Entry for Built<'_> {
             timestamp: self.timestamp.clone(),
             event: ev.kind.as_str(),
             agent_id,
+            agent_name: &ev.agent.name,
             entity_id: &ev.agent.entity_id,
             accessor: &accessor,
             credential_type: &ev.credential_type,
@@ -319,6 +341,7 @@ mod tests {
             agent: Agent {
                 entity_id: entity_id.to_owned(),
                 accessor: "accessor-in-clear".to_owned(),
+                name: "agent-deployer".to_owned(),
             },
             credential_type: "token".to_owned(),
             credential_scope: json!({"policies": ["default"]}),
@@ -343,6 +366,7 @@ mod tests {
 
         let v = line(&event("ent-1"), &h, false);
         assert_eq!(v["agent_id"], "ent-1");
+        assert_eq!(v["agent_name"], "agent-deployer");
         let v = line(&event("ent-1"), &h, true);
         assert_eq!(v["accessor"], "accessor-in-clear", "log_raw");
     }

@@ -98,7 +98,12 @@ async fn handle_in_scope(inner: &Arc<Inner>, mut req: Request) -> Result<Respons
     }
 
     if !unauthenticated && caller.is_none() {
-        return deny(inner, &ctx).await;
+        // Same refusal, with the reason clients show (no token / not a valid one).
+        let presented = req.token.is_some();
+        return deny(inner, &ctx).await.map_err(|e| match e {
+            CoreError::PermissionDenied => CoreError::InvalidToken { presented },
+            e => e,
+        });
     }
     let Some(mounted) = mounted.as_ref() else {
         // Unknown path: a token that may not touch it learns nothing (403, as if it
@@ -359,6 +364,7 @@ async fn token_event(inner: &Inner, kind: Kind, a: &leash_backend::AuthInfo) {
         agent: events::Agent {
             entity_id: a.entity_id.clone(),
             accessor: a.accessor.clone(),
+            name: events::agent_name(&a.metadata, &a.display_name),
         },
         credential_type: "token".to_owned(),
         credential_scope: serde_json::json!({ "policies": a.policies }),

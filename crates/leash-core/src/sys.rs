@@ -276,10 +276,10 @@ impl SysBackend {
                 return Err(CoreError::PermissionDenied);
             };
             let prefix = m.entry.route_prefix();
-            if !caller.acl.is_root()
-                && caller.acl.capabilities(&format!("{prefix}*")).is_deny()
-                && !any_grant_under(caller, &prefix)
-            {
+            // As Vault: any capability on any rule under the mount (a read-only
+            // `secret/data/agent/*` included) shows the token the mount's type, so
+            // clients can tell KV v2 from v1.
+            if !caller.acl.grants_anything_under(&prefix) {
                 return Err(CoreError::PermissionDenied);
             }
             let mut d = mount_json(&m.entry);
@@ -310,21 +310,6 @@ const KNOWN_PATHS: &[&str] = &[
     "capabilities-accessor",
     "audit",
 ];
-
-fn any_grant_under(caller: &leash_backend::Caller, prefix: &str) -> bool {
-    // A token that can do anything somewhere under the mount may see the mount's type.
-    for probe in [
-        prefix.to_owned(),
-        format!("{prefix}data/"),
-        format!("{prefix}metadata/"),
-    ] {
-        let caps = caller.acl.capabilities(&probe);
-        if !caps.is_deny() && !caps.is_empty() {
-            return true;
-        }
-    }
-    false
-}
 
 fn split_tune(rest: &str) -> (&str, bool) {
     match rest.trim_end_matches('/').strip_suffix("/tune") {
@@ -376,18 +361,32 @@ fn seal_status(inner: &Inner) -> Value {
     })
 }
 
+/// One entry of `sys/mounts` or `sys/auth`, with every field Vault documents there
+/// (vaultrs and node-vault deserialize them): auth entries' `config` carries
+/// `token_type`, and a secrets mount's `options` is always an object.
 fn mount_json(m: &MountEntry) -> Value {
+    let auth = m.table == MountTable::Auth;
+    let mut config = json!({
+        "default_lease_ttl": m.config.default_lease_ttl,
+        "max_lease_ttl": m.config.max_lease_ttl,
+        "force_no_cache": false,
+    });
+    if auth {
+        config["token_type"] = json!("default-service");
+    }
+    let options = if m.options.is_empty() && auth {
+        Value::Null
+    } else {
+        json!(m.options)
+    };
     json!({
         "type": m.kind,
         "description": m.description,
         "accessor": m.accessor,
         "uuid": m.uuid,
-        "config": {
-            "default_lease_ttl": m.config.default_lease_ttl,
-            "max_lease_ttl": m.config.max_lease_ttl,
-            "force_no_cache": false,
-        },
-        "options": if m.options.is_empty() { Value::Null } else { json!(m.options) },
+        "config": config,
+        "options": options,
+        "deprecation_status": "supported",
         "local": m.local,
         "seal_wrap": false,
         "external_entropy_access": false,

@@ -670,6 +670,33 @@ impl TokenStore {
         Ok(n)
     }
 
+    /// The accessors of every live token, sorted (`LIST auth/token/accessors`): a walk
+    /// over the live tokens page by page, like [`TokenStore::rebuild_gauges`].
+    pub(crate) async fn live_accessors(&self) -> Result<Vec<String>, CoreError> {
+        const PAGE: usize = 1000;
+        let now = self.clock.unix();
+        let mut after = None;
+        let mut out = Vec::new();
+        loop {
+            let page = self.storage.tokens_live_page(now, after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.hash);
+            for t in &page {
+                if t.uses_left == Some(0) {
+                    continue;
+                }
+                if let Ok(e) = Self::decode(t) {
+                    out.push(e.accessor);
+                }
+            }
+            if page.len() < PAGE {
+                break;
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
     /// Revokes every token expired by now (and their subtrees); returns what ended, each
     /// expired token first and then the children revoked with it.
     pub async fn revoke_expired(&self, limit: usize) -> Result<Vec<Ended>, CoreError> {
@@ -711,6 +738,7 @@ impl TokenStore {
             policies: m.entry.policies.clone(),
             token_policies: m.entry.policies.clone(),
             metadata: m.entry.meta.clone(),
+            display_name: m.entry.display_name.clone(),
             lease_duration: m
                 .entry
                 .expire_time

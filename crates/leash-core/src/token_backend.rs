@@ -188,6 +188,7 @@ impl Backend for TokenBackend {
                     None => Err(CoreError::invalid("invalid accessor")),
                 }
             }
+            ("accessors" | "accessors/", Operation::List) => list_accessors(&inner, req).await,
             ("roles" | "roles/", Operation::List) => {
                 let keys = inner.storage.list(ROLES_NS, "").await?;
                 Ok((!keys.is_empty()).then(|| Response::keys(keys)))
@@ -220,6 +221,7 @@ impl Backend for TokenBackend {
                         | "revoke-accessor"
                         | "revoke-orphan"
                         | "roles"
+                        | "accessors"
                 ) {
                     return Err(CoreError::UnsupportedOperation);
                 }
@@ -279,6 +281,28 @@ const ROUTES: &[Route] = &[
     Route::path("roles"),
     Route::path("roles/:name").folded(),
 ];
+
+/// `LIST auth/token/accessors` (sudo, as in Vault): the accessors of the live tokens,
+/// sorted. Optional `after` (exclusive) and `limit` page through them; without them
+/// the whole list, as Vault answers.
+async fn list_accessors(
+    inner: &Inner,
+    req: &BackendRequest<'_>,
+) -> Result<Option<Response>, CoreError> {
+    let all = inner.tokens.live_accessors().await?;
+    let after = fields::string(req.data, "after")?.unwrap_or_default();
+    let limit = match fields::integer(req.data, "limit")? {
+        Some(n) if n <= 0 => return Err(CoreError::invalid("limit must be a positive number")),
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => usize::MAX,
+    };
+    let keys: Vec<String> = all
+        .into_iter()
+        .filter(|a| after.is_empty() || a.as_str() > after.as_str())
+        .take(limit)
+        .collect();
+    Ok(Some(Response::keys(keys)))
+}
 
 fn required(req: &BackendRequest<'_>, field: &str) -> Result<String, CoreError> {
     fields::string(req.data, field)?
@@ -544,6 +568,7 @@ async fn renew(
         policies: entry.policies.clone(),
         token_policies: entry.policies.clone(),
         metadata: entry.meta.clone(),
+        display_name: entry.display_name.clone(),
         lease_duration: entry
             .expire_time
             .map(|e| (e - now).max(0) as u64)

@@ -3,13 +3,14 @@
 //!
 //! Details clients depend on: `Content-Type: application/json` exactly; 204 with no
 //! body when there is nothing to say; a missing or bad token is 403, never 401; a
-//! not-found read is 404 with `{"errors": []}`.
+//! not-found read is 404 (with one error string saying what was not found; Vault's
+//! is empty).
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response as HttpResponse;
 use leash_core::{AuthInfo, CoreError, Response, ResponseKind};
-use leash_types::ExposeSecret;
+use leash_types::{ExposeSecret, Operation};
 use serde_json::{Map, Value, json};
 
 /// `sys/` paths whose `data` keys Vault also copies to the top level.
@@ -151,11 +152,49 @@ pub fn success(path: &str, request_id: &str, resp: Response) -> HttpResponse {
     json_response(status, &Value::Object(body))
 }
 
+/// [`error_response`] for a request to `path`: a 404 says what was not found (Vault
+/// answers `{"errors": []}`; clients read a 404 as "nothing there" either way).
+pub fn error_response_at(path: &str, operation: Operation, err: &CoreError) -> HttpResponse {
+    match err {
+        CoreError::NotFound => {
+            let path = path.trim_end_matches('/');
+            let what = match operation {
+                Operation::List => format!("no keys found under {path}/"),
+                Operation::Read => format!("no value found at {path}"),
+                _ => format!("nothing found at {path}"),
+            };
+            errors(StatusCode::NOT_FOUND, &[&what])
+        }
+        CoreError::UnknownPath(p) if p.trim_end_matches('/') == path.trim_end_matches('/') => {
+            // No mount or route serves the path at all (a mistyped mount, say).
+            errors(
+                StatusCode::NOT_FOUND,
+                &[
+                    &err.to_string(),
+                    &format!(
+                        "nothing is mounted at or serves {path} (GET /v1/sys/mounts lists the mounts)"
+                    ),
+                ],
+            )
+        }
+        _ => error_response(err),
+    }
+}
+
 /// The one table from core errors to HTTP. 5xx bodies never carry the cause; it is
 /// logged here instead.
 pub fn error_response(err: &CoreError) -> HttpResponse {
     match err {
         CoreError::PermissionDenied => errors(StatusCode::FORBIDDEN, &["permission denied"]),
+        // The same for a token that is unknown, expired or revoked: nothing says which.
+        CoreError::InvalidToken { presented: false } => errors(
+            StatusCode::FORBIDDEN,
+            &["permission denied", "no token presented"],
+        ),
+        CoreError::InvalidToken { presented: true } => errors(
+            StatusCode::FORBIDDEN,
+            &["permission denied", "token is not valid"],
+        ),
         CoreError::ApprovalRequired(m) => errors(StatusCode::FORBIDDEN, &["permission denied", m]),
         CoreError::Forbidden(m) => errors(StatusCode::FORBIDDEN, &["permission denied", m]),
         CoreError::InvalidRequest(m) => errors(StatusCode::BAD_REQUEST, &[m]),

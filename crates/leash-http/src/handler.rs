@@ -12,7 +12,7 @@ use leash_core::{Core, Request};
 use leash_types::{Operation, SecretString};
 use serde_json::{Map, Value};
 
-use crate::envelope::{error_response, errors, success};
+use crate::envelope::{error_response_at, errors, success};
 use crate::path::logical_path;
 
 /// HTTP settings.
@@ -226,8 +226,15 @@ async fn handle(
     let logical = req.path.clone();
     let mut resp = match st.core.handle(req).await {
         Ok(r) => success(&logical, &request_id, r),
-        Err(e) => error_response(&e),
+        Err(e) => error_response_at(&logical, operation, &e),
     };
+    tracing::debug!(
+        method = %method,
+        path = %logical,
+        status = resp.status().as_u16(),
+        request_id = %request_id,
+        "request"
+    );
     if let Some(v) = trace_header {
         resp.headers_mut().insert(TRACE_ID_HEADER, v);
     }

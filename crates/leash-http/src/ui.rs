@@ -227,7 +227,9 @@ fn message_of(e: &leash_core::CoreError) -> String {
         leash_core::CoreError::Forbidden(m)
         | leash_core::CoreError::InvalidRequest(m)
         | leash_core::CoreError::RateLimited(m) => m.clone(),
-        leash_core::CoreError::PermissionDenied => "permission denied".to_owned(),
+        leash_core::CoreError::PermissionDenied | leash_core::CoreError::InvalidToken { .. } => {
+            "permission denied".to_owned()
+        }
         leash_core::CoreError::NotFound => "no such request".to_owned(),
         _ => "the server could not do this; see its log".to_owned(),
     }
@@ -275,7 +277,10 @@ async fn page(
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default(),
         Err(leash_core::CoreError::NotFound) => Map::new(),
-        Err(e @ leash_core::CoreError::PermissionDenied) => {
+        Err(
+            e @ (leash_core::CoreError::PermissionDenied
+            | leash_core::CoreError::InvalidToken { .. }),
+        ) => {
             ui.end(&sid);
             return html(
                 StatusCode::OK,

@@ -393,6 +393,20 @@ impl Acl {
         names
     }
 
+    /// Whether some rule grants a capability (anything but `deny`) on some path under
+    /// `prefix` (a mount's route prefix such as `secret/`): the test Vault applies
+    /// before `sys/internal/ui/mounts/<path>` tells a token about a mount. A rule
+    /// counts when a path it matches can start with `prefix` — `secret/data/agent/*`
+    /// and `secret*` both count for `secret/`, `+/data/*` too; `kv/*` does not.
+    pub fn grants_anything_under(&self, prefix: &str) -> bool {
+        if self.root {
+            return true;
+        }
+        self.rules.iter().any(|r| {
+            !r.capabilities.is_deny() && !r.capabilities.is_empty() && rule_reaches_under(r, prefix)
+        })
+    }
+
     fn select(&self, path: &str, is_list: bool) -> Option<&Compiled> {
         let path = path.trim_start_matches('/');
         if let Some(&id) = self.exact.get(path) {
@@ -424,6 +438,44 @@ impl Acl {
         if self.has_segment_rules {
             let parts: Vec<&str> = path.split('/').collect();
             self.segment.for_each_match(&parts, consider);
+        }
+    }
+}
+
+/// Whether some path the rule matches starts with `prefix`.
+fn rule_reaches_under(r: &Compiled, prefix: &str) -> bool {
+    match r.kind {
+        Kind::Exact => r.path.starts_with(prefix),
+        // `wc_path` then anything: either it already lies under the prefix, or the
+        // prefix continues it.
+        Kind::Prefix => r.wc_path.starts_with(prefix) || prefix.starts_with(&r.wc_path),
+        Kind::Segment => {
+            // Segment by segment, `+` matching any one; the last prefix segment is
+            // empty (`secret/`) or a partial segment.
+            let rule: Vec<&str> = r.wc_path.split('/').collect();
+            let want: Vec<&str> = prefix.split('/').collect();
+            for (i, w) in want.iter().enumerate() {
+                let last = i + 1 == want.len();
+                let Some(seg) = rule.get(i) else {
+                    return false;
+                };
+                let is_rule_last = i + 1 == rule.len();
+                let ok = if *seg == "+" {
+                    true
+                } else if last {
+                    // The prefix's last piece must start this segment; a trailing
+                    // `*` on the rule's last segment also reaches a longer piece.
+                    seg.starts_with(w) || (is_rule_last && r.is_glob && w.starts_with(seg))
+                } else if is_rule_last && r.is_glob {
+                    return w.starts_with(seg);
+                } else {
+                    seg == w
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            true
         }
     }
 }

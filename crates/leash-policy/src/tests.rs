@@ -658,3 +658,32 @@ fn parser_never_panics_on_token_soup() {
         let _ = parse_policy("soup", &json);
     }
 }
+
+// `sys/internal/ui/mounts/<path>`: any grant under the mount lets a token see it.
+#[test]
+fn grants_anything_under_a_mount() {
+    let a = acl(&[r#"path "secret/data/agent/*" { capabilities = ["read"] }"#]);
+    assert!(a.grants_anything_under("secret/"));
+    assert!(!a.grants_anything_under("kv/"));
+    assert!(!a.grants_anything_under("secretive/"));
+
+    let exact = acl(&[r#"path "database/creds/agent-readwrite" { capabilities = ["read"] }"#]);
+    assert!(exact.grants_anything_under("database/"));
+    assert!(!exact.grants_anything_under("secret/"));
+
+    let broad = acl(&[r#"path "secret*" { capabilities = ["list"] }"#]);
+    assert!(broad.grants_anything_under("secret/"));
+    assert!(broad.grants_anything_under("secret2/"));
+    assert!(!broad.grants_anything_under("kv/"));
+
+    let seg = acl(&[r#"path "+/data/agent/*" { capabilities = ["read"] }"#]);
+    assert!(seg.grants_anything_under("secret/"));
+    assert!(seg.grants_anything_under("kv/"));
+    let seg2 = acl(&[r#"path "secret/+/x" { capabilities = ["read"] }"#]);
+    assert!(seg2.grants_anything_under("secret/"));
+    assert!(!seg2.grants_anything_under("kv/"));
+
+    let denied = acl(&[r#"path "secret/data/agent/*" { capabilities = ["deny"] }"#]);
+    assert!(!denied.grants_anything_under("secret/"));
+    assert!(Acl::root().grants_anything_under("anything/"));
+}

@@ -9,6 +9,7 @@ mod agent;
 mod bench;
 mod cli;
 mod config;
+mod docs;
 mod server;
 
 /// leash — short-lived, narrowly scoped, audited credentials for AI agents.
@@ -36,6 +37,9 @@ enum Command {
     BenchLeases(bench::Forward),
     #[command(flatten)]
     Client(cli::ClientCommand),
+    /// Generate documentation (docs/cli.md) from the command definitions.
+    #[command(subcommand, hide = true)]
+    Docs(docs::DocsCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,5 +51,6 @@ fn main() -> std::process::ExitCode {
         Command::Bench(a) => bench::forward("bench", a),
         Command::BenchLeases(a) => bench::forward("bench-leases", a),
         Command::Client(c) => cli::run(c),
+        Command::Docs(d) => docs::run(d),
     }
 }

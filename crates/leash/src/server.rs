@@ -213,6 +213,10 @@ async fn serve(cfg: ServerConfig, args: ServerArgs) -> Result<(), String> {
         opened.root_token.as_ref(),
     );
 
+    tracing::info!(
+        address = %addr,
+        "ready: requests are recorded by the audit devices (sys/audit); this log has start-up, shutdown, warnings and errors"
+    );
     let background = core.start_background();
     let app = leash_http::app(
         core,
@@ -239,7 +243,7 @@ fn print_banner(addr: &str, dev: bool, storage: &str, root: Option<&SecretString
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "==> leash server started! Log data will stream in below:\n"
+        "==> leash server started! Log data will stream in below (on stderr; LEASH_LOG=debug adds a line per request):\n"
     );
     let _ = writeln!(out, "          Listening on: {addr}");
     let _ = writeln!(out, "               Storage: {storage}");

@@ -32,7 +32,8 @@ pub(crate) enum AuditCommand {
 /// Options of `leash audit query`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct QueryArgs {
-    /// Entries of this agent: `agent_id`, or `auth.entity_id` of request/response entries.
+    /// Entries of this agent, by id or readable name: `agent_id` or `agent_name`, or for
+    /// request/response entries `auth.entity_id` or the login role, user or display name.
     #[arg(long)]
     agent: Option<String>,
     /// Entries with this `trace_id`.

@@ -69,7 +69,9 @@ pub(crate) struct RequestArgs {
     /// The leash path (`database/creds/agent-readwrite`).
     #[arg(long, value_name = "PATH")]
     target: String,
-    /// The capability needed.
+    /// The operation, as you would state it: a Vault operation (`read`, `update`, …) or
+    /// free text (`production write`). Shown to approvers; the grant is bound to what the
+    /// policy puts behind the control group (`granted_operations`).
     #[arg(long, default_value = "read")]
     operation: String,
     /// Why.
@@ -200,6 +202,19 @@ fn summary(body: &Value) -> String {
         ("approved".to_owned(), d["approved"].to_string()),
         ("agent_id".to_owned(), s("agent_id")),
         ("operation".to_owned(), s("operation")),
+        (
+            "granted_operations".to_owned(),
+            d["granted_operations"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default(),
+        ),
+        ("agent_name".to_owned(), s("agent_name")),
         ("target_resource".to_owned(), s("target_resource")),
         ("justification".to_owned(), s("justification")),
         (

@@ -140,6 +140,46 @@ async fn resolve(client: &Client, at: &Location) -> Resolved {
     }
 }
 
+/// `GET` or `LIST` a KV path. A 404 (nothing there) is "No value found at …", as
+/// `vault kv` says, and names the mount when the server says nothing is mounted there
+/// (a soft-deleted version's 404 still carries its metadata and is returned).
+async fn read_or_explain(
+    client: &Client,
+    method: &str,
+    path: &str,
+    mount: &str,
+    action: &str,
+) -> Result<Value, Failure> {
+    let resp = client
+        .request(method, path, None)
+        .await
+        .map_err(|e| Failure::api(action, path, e))?;
+    if resp.status == 404 {
+        if let Some(b) = resp
+            .body
+            .as_ref()
+            .filter(|b| b.get("data").is_some_and(|d| !d.is_null()))
+        {
+            return Ok(b.clone());
+        }
+        let unmounted = resp
+            .errors()
+            .iter()
+            .any(|e| e.starts_with("nothing is mounted"));
+        return Err(Failure::Server(if unmounted {
+            format!(
+                "No value found at {path}: no secrets engine is mounted at {}/ (GET /v1/sys/mounts lists them)",
+                mount.trim_end_matches('/')
+            )
+        } else {
+            format!("No value found at {path}")
+        }));
+    }
+    resp.into_result()
+        .map_err(|e| Failure::api(action, path, e))?
+        .ok_or_else(|| Failure::Server(format!("No value found at {path}")))
+}
+
 pub(super) async fn run(cmd: KvCommand) -> Outcome {
     match cmd {
         KvCommand::Put(a) => put(a).await,
@@ -196,13 +236,7 @@ async fn get(a: GetArgs) -> Outcome {
     if let (Some(v), 2) = (a.version, loc.version) {
         path.push_str(&format!("?version={v}"));
     }
-    let body = client
-        .read(&path)
-        .await
-        .map_err(|e| Failure::api("reading", &path, e))?;
-    let Some(body) = body else {
-        return Err(Failure::Server(format!("No value found at {path}")));
-    };
+    let body = read_or_explain(&client, "GET", &path, &loc.mount, "reading").await?;
     let (data, metadata) = split_kv_answer(&body, loc.version);
     if let Some(field) = &a.field {
         let v = data
@@ -275,13 +309,7 @@ async fn list(a: PathArgs) -> Outcome {
     if !path.ends_with('/') {
         path.push('/');
     }
-    let body = client
-        .list(&path)
-        .await
-        .map_err(|e| Failure::api("listing", &path, e))?;
-    let Some(body) = body else {
-        return Err(Failure::Server(format!("No value found at {path}")));
-    };
+    let body = read_or_explain(&client, "LIST", &path, &loc.mount, "listing").await?;
     match a.common.format {
         Format::Json => output::out(&output::json(&body)),
         Format::Table => output::out(&output::keys_table(&list_keys(&body))),

@@ -630,10 +630,21 @@ async fn an_approval_never_widens_a_policy_and_input_is_checked() {
     let (s, r) = ask(b).await;
     assert_eq!(s, 403, "{r}");
     assert!(error(&r).contains("cannot grant more"), "{r}");
-    // An operation the policy does not grant on the controlled path: refused too.
+    // An operation the policy does not grant on the controlled path is the agent's
+    // intent: the grant is bound to what the policy gates there (read), never more.
     let mut b = base.clone();
     b["operation"] = json!("delete");
-    assert_eq!(ask(b).await.0, 403);
+    let (s, r) = ask(b).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["operation"], "delete");
+    assert_eq!(r["granted_operations"], json!(["read"]));
+    // On a path the policy does not allow at all, an intent gets nothing either.
+    let mut b = base.clone();
+    b["operation"] = json!("production write");
+    b["target_resource"] = json!("database/creds/admin");
+    let (s, r) = ask(b).await;
+    assert_eq!(s, 403, "{r}");
+    assert!(error(&r).contains("production write"), "{r}");
     // A path that needs no approval: told to call it directly.
     let mut b = base.clone();
     b["target_resource"] = json!("secret/data/free");
@@ -641,7 +652,8 @@ async fn an_approval_never_widens_a_policy_and_input_is_checked() {
     assert_eq!(s, 400, "{r}");
     assert!(error(&r).contains("does not need an approval"), "{r}");
     for (field, value, needle) in [
-        ("operation", json!("fly"), "unknown operation"),
+        ("operation", json!("x".repeat(65)), "operation is longer"),
+        ("operation", json!(" "), "operation"),
         (
             "requested_duration_minutes",
             json!(0),
@@ -1177,5 +1189,78 @@ async fn a_request_that_cannot_be_audited_is_not_created() {
     let mut listed = listed;
     listed.sort();
     assert_eq!(listed, created, "the refused request was not stored: {b}");
+    j.done().await;
+}
+
+/// The design's JIT script sends its stated intent (`update`, `write`, `production
+/// write`) while obtaining the credential is a `read`: the request keeps the intent for
+/// approvers and audit, the grant is bound to `read` (what the policy gates), and the
+/// credential read succeeds once approved — and only that read.
+#[tokio::test]
+async fn a_stated_intent_binds_the_grant_to_what_the_policy_gates() {
+    let j = Jit::new(1, "1h").await;
+    for intent in ["update", "write", "production write"] {
+        let (s, b) = j
+            .srv
+            .call(
+                "POST",
+                "sys/control-group/request",
+                Some(&j.agent),
+                Some(json!({
+                    "agent_id": "agent-deployer", "operation": intent,
+                    "target_resource": j.target, "justification": "production database writes",
+                    "requested_duration_minutes": 5, "timestamp": "2026-11-29T10:00:00Z",
+                })),
+            )
+            .await;
+        assert_eq!(s, 200, "{intent}: {b}");
+        assert_eq!(b["operation"], intent, "the intent is kept as stated");
+        assert_eq!(b["granted_operations"], json!(["read"]));
+        assert_eq!(b["approved"], false);
+        let id = b["request_id"].as_str().unwrap().to_owned();
+        // The approvers see the intent.
+        let alice = j.login("alice").await;
+        let seen = j.status(&alice, &id).await;
+        assert_eq!(seen["data"]["operation"], intent);
+        let (s, b) = j.decide("alice", &id, "approve", "ok").await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(j.status(&j.agent, &id).await["approved"], true);
+        let (s, b) = j.creds(&j.agent).await;
+        assert_eq!(s, 200, "{intent}: {b}");
+        assert!(b["data"]["username"].is_string(), "{b}");
+        // Single use: a second read needs a new approval.
+        assert_eq!(j.creds(&j.agent).await.0, 403);
+        // The audit trail names the intent.
+        let requested = j
+            .audit()
+            .into_iter()
+            .find(|e| e["event"] == "approval.requested" && e["request_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no approval.requested for {id}"));
+        assert_eq!(requested["operation"], intent, "{requested}");
+        // The agent's readable name beside the free-text agent_id (a token-store token:
+        // its display name).
+        assert_eq!(requested["agent_name"], "token-agent-7", "{requested}");
+    }
+    // A denied request reads approved: false with its status.
+    let (s, b) = j
+        .srv
+        .call(
+            "POST",
+            "sys/control-group/request",
+            Some(&j.agent),
+            Some(json!({
+                "operation": "write", "target_resource": j.target,
+                "justification": "j", "requested_duration_minutes": 5,
+            })),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let id = b["request_id"].as_str().unwrap().to_owned();
+    let (s, b) = j.decide("alice", &id, "deny", "not now").await;
+    assert_eq!(s, 200, "{b}");
+    let b = j.status(&j.agent, &id).await;
+    assert_eq!(b["approved"], false, "{b}");
+    assert_eq!(b["status"], "denied", "{b}");
+    assert_eq!(j.creds(&j.agent).await.0, 403);
     j.done().await;
 }

@@ -36,7 +36,10 @@ async fn alive(srv: &TestServer, t: &str) -> bool {
     match lookup_self(srv, t).await {
         (200, _) => true,
         (403, b) => {
-            assert_eq!(b, json!({"errors": ["permission denied"]}));
+            assert_eq!(
+                b,
+                json!({"errors": ["permission denied", "token is not valid"]})
+            );
             false
         }
         (s, b) => panic!("lookup-self answered {s}: {b}"),

@@ -212,10 +212,16 @@ async fn errors_carry_the_exact_content_type() {
     let srv = TestServer::start().await;
     let r = raw(srv.addr, "GET", "/v1/secret/data/x", &[], b"").await;
     assert_json_error(&r, 403);
-    assert_eq!(r.json(), json!({"errors": ["permission denied"]}));
+    assert_eq!(
+        r.json(),
+        json!({"errors": ["permission denied", "no token presented"]})
+    );
     let r = send(&srv, "GET", "/v1/secret/data/missing", b"").await;
     assert_json_error(&r, 404);
-    assert_eq!(r.json(), json!({"errors": []}));
+    assert_eq!(
+        r.json(),
+        json!({"errors": ["no value found at secret/data/missing"]})
+    );
     let r = send(&srv, "PUT", "/v1/secret/data/x", b"{").await;
     assert_json_error(&r, 400);
 }
@@ -239,4 +245,58 @@ async fn unsupported_operations_on_known_sys_paths_are_405() {
     assert_json_error(&r, 404);
     let r = send(&srv, "GET", "/v1/Secret/data/x", b"").await;
     assert_json_error(&r, 404);
+}
+
+fn leash_cli(srv: &TestServer, token: Option<&str>, args: &[&str]) -> (i32, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_leash"));
+    c.args(args)
+        .env("LEASH_ADDR", srv.url())
+        .env_remove("LEASH_TOKEN")
+        .env_remove("VAULT_ADDR")
+        .env_remove("VAULT_TOKEN")
+        .env("HOME", srv.dir.as_os_str());
+    if let Some(t) = token {
+        c.env("LEASH_TOKEN", t);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// The hints a new user needs: a missing mount is named as such, a missing key says
+/// where, and a refused token says why (without telling unknown from expired).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_errors_say_what_was_not_found_and_why_a_token_was_refused() {
+    let srv = TestServer::start().await;
+    let root = srv.root_token.clone();
+    let s = &srv;
+    let (code, out) =
+        tokio::task::block_in_place(|| leash_cli(s, Some(&root), &["kv", "get", "nosuchmount/x"]));
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("no secrets engine is mounted at nosuchmount/"),
+        "{out}"
+    );
+    let (code, out) =
+        tokio::task::block_in_place(|| leash_cli(s, Some(&root), &["kv", "get", "secret/missing"]));
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("No value found at secret/data/missing"),
+        "{out}"
+    );
+    assert!(!out.contains("mounted"), "{out}");
+    let (code, out) = tokio::task::block_in_place(|| {
+        leash_cli(s, Some("lsh.not-a-token"), &["kv", "get", "secret/x"])
+    });
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("permission denied") && out.contains("token is not valid"),
+        "{out}"
+    );
+    let (code, out) =
+        tokio::task::block_in_place(|| leash_cli(s, None, &["kv", "get", "secret/x"]));
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("no token presented"), "{out}");
 }

@@ -72,7 +72,10 @@ async fn kv2_write_read_and_versions() {
     assert_eq!(s, 404, "{b}");
     let (s, b) = srv.root("GET", "secret/data/missing", None).await;
     assert_eq!(s, 404);
-    assert_eq!(b, json!({"errors": []}));
+    assert_eq!(
+        b,
+        json!({"errors": ["no value found at secret/data/missing"]})
+    );
 
     // Bad input changes nothing.
     let (s, b) = put(&srv, "app", json!({"nodata": 1})).await;
@@ -248,14 +251,17 @@ async fn kv2_metadata_and_lists() {
     assert_eq!(keys(&b), ["sub/", "x", "y"]);
     let (s, b) = srv.root("LIST", "secret/metadata/nothing-here", None).await;
     assert_eq!(s, 404, "{b}");
-    assert_eq!(b, json!({"errors": []}));
+    assert_eq!(
+        b,
+        json!({"errors": ["no keys found under secret/metadata/nothing-here/"]})
+    );
 
     // Deleting metadata deletes every version.
     let (s, _) = srv.root("DELETE", "secret/metadata/app", None).await;
     assert_eq!(s, 204);
     let (s, b) = srv.root("GET", "secret/data/app", None).await;
     assert_eq!(s, 404);
-    assert_eq!(b, json!({"errors": []}));
+    assert_eq!(b, json!({"errors": ["no value found at secret/data/app"]}));
     let (s, b) = srv.root("LIST", "secret/metadata", None).await;
     assert_eq!(s, 200);
     assert_eq!(keys(&b), ["dir/"]);
@@ -350,7 +356,7 @@ async fn kv1_mount_via_sys_mounts() {
     assert_eq!(s, 204);
     let (s, b) = srv.root("GET", "kv1/app/config", None).await;
     assert_eq!(s, 404);
-    assert_eq!(b, json!({"errors": []}));
+    assert_eq!(b, json!({"errors": ["no value found at kv1/app/config"]}));
     let (s, b) = srv.root("PUT", "kv1/empty", Some(json!({}))).await;
     assert_eq!(s, 400, "{b}");
 

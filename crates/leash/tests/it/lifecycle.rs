@@ -243,6 +243,8 @@ path "auth/token/revoke-self" {{ capabilities = ["update"] }}"#,
     for e in &mine {
         assert!(is_rfc3339_utc(e["timestamp"].as_str().unwrap()), "{e}");
         assert_eq!(e["agent_id"], entity.as_str(), "{e}");
+        // The readable name beside the stable id: the user name it logged in as.
+        assert_eq!(e["agent_name"], "ai-agent", "{e}");
         assert_eq!(e["entity_id"], entity.as_str(), "{e}");
         let acc = e["accessor"].as_str().unwrap();
         assert!(acc.starts_with("hmac-sha256:"), "accessor is HMAC'd: {e}");
@@ -289,6 +291,26 @@ path "auth/token/revoke-self" {{ capabilities = ["update"] }}"#,
             .all(|v| v["agent_id"] == entity.as_str()),
         "{entries:#?}"
     );
+
+    // `leash audit query --agent` takes the name or the id alike.
+    for who in ["ai-agent", entity.as_str()] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_leash"))
+            .args(["audit", "query", "--format", "json", "--agent", who])
+            .arg(&log)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let found: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(&l[l.find('{').unwrap()..]).unwrap())
+            .collect();
+        let lifecycle = found.iter().filter(|v| v["type"] == "lifecycle").count();
+        assert_eq!(lifecycle, mine.len(), "--agent {who}: {found:#?}");
+        assert!(
+            found.iter().any(|v| v["type"] == "request"),
+            "--agent {who}: request entries too"
+        );
+    }
 
     // Nothing secret in the audit file.
     let text = std::fs::read_to_string(&log).unwrap();

@@ -19,6 +19,7 @@ mod auth_kubernetes;
 mod auth_token;
 mod auth_userpass;
 mod cli_lease;
+mod clients_compat;
 mod crash;
 mod database;
 mod database_mysql;

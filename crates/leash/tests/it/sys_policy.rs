@@ -213,7 +213,10 @@ async fn sys_policy_crud_and_list_shapes() {
     assert_eq!(s, 204, "{b}");
     let (s, b) = srv.root("GET", "sys/policy/reader", None).await;
     assert_eq!(s, 404);
-    assert_eq!(b, json!({"errors": []}));
+    assert_eq!(
+        b,
+        json!({"errors": ["no value found at sys/policy/reader"]})
+    );
     // Deleting what does not exist succeeds, as in Vault.
     let (s, _) = srv.root("DELETE", "sys/policy/reader", None).await;
     assert_eq!(s, 204);

@@ -140,7 +140,10 @@ async fn role_bound_cidrs_are_checked_against_the_peer_address() {
     let far = client_token(&b["auth"]);
     let (s, b) = lookup_self(&srv, &far).await;
     assert_eq!(s, 403, "used from 127.0.0.1: {b}");
-    assert_eq!(b, json!({"errors": ["permission denied"]}));
+    assert_eq!(
+        b,
+        json!({"errors": ["permission denied", "token is not valid"]})
+    );
     // A forwarded-for header changes nothing.
     let r = raw(
         srv.addr,
