@@ -267,7 +267,23 @@ fn go_dsn_parsing() {
         o.setup(),
         ["SET sql_mode='ANSI_QUOTES', time_zone='+00:00'".to_owned()]
     );
-    assert!(o.enable_cleartext_plugin());
+    // The URL cannot turn on mysql_clear_password: only allow_cleartext_password can.
+    assert!(!o.enable_cleartext_plugin());
+    for url in [
+        "mysql://u@h/?enable_cleartext_plugin=true",
+        "u@tcp(h)/?allowCleartextPasswords=1",
+    ] {
+        assert!(
+            !opts(url, "", "").unwrap().enable_cleartext_plugin(),
+            "{url}"
+        );
+        let mut c = MySqlConfig::new(url, "", secret(""));
+        c.allow_cleartext_password = true;
+        assert!(
+            connection_opts(&c).unwrap().enable_cleartext_plugin(),
+            "{url}"
+        );
+    }
 
     let mut config = MySqlConfig::new("{{username}}@tcp(h)/", "vault", secret(""));
     config.max_open_connections = 7;
