@@ -37,6 +37,9 @@ pub enum ApprovalError {
     /// The caller may not do this (not an approver, approving their own request).
     #[error("{0}")]
     Forbidden(String),
+    /// The notifier could not be set up (its HTTP client failed to build).
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl ApprovalError {

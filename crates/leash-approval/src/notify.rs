@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::model::AccessRequest;
-use crate::{Config, rfc3339};
+use crate::{ApprovalError, Config, rfc3339};
 
 /// Queue length; beyond it deliveries are dropped (and logged).
 const QUEUE: usize = 1024;
@@ -47,14 +47,11 @@ pub struct Notifier {
 impl Notifier {
     /// Starts the delivery task (on the current tokio runtime). `first_retry` is the
     /// delay before the second attempt; it doubles per attempt, capped at one minute.
-    pub fn start(first_retry: Duration) -> Notifier {
+    /// Fails (at start-up) when the HTTP client cannot be built, rather than falling back
+    /// to a default client that would follow redirects and wait forever.
+    pub fn start(first_retry: Duration) -> Result<Notifier, ApprovalError> {
         let (tx, mut rx) = mpsc::channel::<Delivery>(QUEUE);
-        let http = reqwest::Client::builder()
-            .timeout(ATTEMPT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("leash/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+        let http = http_client(concat!("leash/", env!("CARGO_PKG_VERSION")))?;
         let slots = Arc::new(Semaphore::new(PARALLEL));
         tokio::spawn(async move {
             while let Some(d) = rx.recv().await {
@@ -68,7 +65,7 @@ impl Notifier {
                 });
             }
         });
-        Notifier { tx }
+        Ok(Notifier { tx })
     }
 
     /// Enqueues `payload` for each URL; never waits.
@@ -83,6 +80,17 @@ impl Notifier {
             }
         }
     }
+}
+
+/// The webhook client: one attempt's timeout, no redirects (a webhook that redirects is
+/// misconfigured, and following it could carry the payload elsewhere).
+fn http_client(user_agent: &str) -> Result<reqwest::Client, ApprovalError> {
+    reqwest::Client::builder()
+        .timeout(ATTEMPT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(user_agent)
+        .build()
+        .map_err(|e| ApprovalError::Setup(format!("cannot build the webhook HTTP client: {e}")))
 }
 
 async fn deliver(http: &reqwest::Client, d: &Delivery, first_retry: Duration) {
@@ -210,5 +218,12 @@ mod tests {
         let s = super::shown("https://hooks.slack.com/services/T000/B000/secretsecret");
         assert_eq!(s, "https://hooks.slack.com/…");
         assert!(!super::shown("not a url").contains("not"));
+    }
+
+    #[test]
+    fn a_client_that_cannot_be_built_is_an_error_not_a_default_client() {
+        assert!(super::http_client("leash/test").is_ok());
+        let e = super::http_client("bad\nagent").unwrap_err();
+        assert!(matches!(e, crate::ApprovalError::Setup(_)), "{e}");
     }
 }

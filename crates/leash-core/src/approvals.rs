@@ -72,11 +72,12 @@ pub(crate) struct Approvals {
 }
 
 impl Approvals {
-    pub(crate) fn new() -> Approvals {
-        Approvals {
-            notifier: Notifier::start(Duration::from_secs(1)),
+    /// Fails when the webhook client cannot be built (the server then refuses to start).
+    pub(crate) fn new() -> Result<Approvals, CoreError> {
+        Ok(Approvals {
+            notifier: Notifier::start(Duration::from_secs(1)).map_err(err)?,
             last_prune: std::sync::atomic::AtomicI64::new(0),
-        }
+        })
     }
 }
 
@@ -84,6 +85,7 @@ fn err(e: ApprovalError) -> CoreError {
     match e {
         ApprovalError::Invalid(m) => CoreError::InvalidRequest(m),
         ApprovalError::Forbidden(m) => CoreError::Forbidden(m),
+        ApprovalError::Setup(m) => CoreError::internal(m),
     }
 }
 
@@ -132,6 +134,7 @@ async fn change<T: Send + 'static>(
                 let t = f(&mut r).map_err(|e| match e {
                     ApprovalError::Invalid(m) => format!("invalid:{m}"),
                     ApprovalError::Forbidden(m) => format!("forbidden:{m}"),
+                    ApprovalError::Setup(m) => format!("internal:{m}"),
                 })?;
                 let bytes = serde_json::to_vec(&r).map_err(|e| format!("internal:{e}"))?;
                 if let Ok(mut s) = slot.lock() {

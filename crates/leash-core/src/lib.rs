@@ -158,7 +158,7 @@ impl Core {
             cluster_id,
             lease_wake,
             logins: login::LoginGuard::default(),
-            approvals: approvals::Approvals::new(),
+            approvals: approvals::Approvals::new()?,
             lease_claims: leases::Claims::default(),
         });
         let core = Core(inner);
