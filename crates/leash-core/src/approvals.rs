@@ -532,7 +532,10 @@ async fn create(
     }
     let operation =
         leash_approval::check_operation(&required_str(data, "operation", 16)?).map_err(err)?;
-    let target = normalise_path(&required_str(data, "target_resource", 512)?).map_err(err)?;
+    required_str(data, "target_resource", 512)?;
+    // Checked as written (not trimmed): a spelling no request uses is refused.
+    let target = normalise_path(&fields::string(data, "target_resource")?.unwrap_or_default())
+        .map_err(err)?;
     let justification = required_str(data, "justification", 4096)?;
     let minutes = match data.get("requested_duration_minutes") {
         None => {

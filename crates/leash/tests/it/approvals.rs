@@ -646,7 +646,46 @@ async fn an_approval_never_widens_a_policy_and_input_is_checked() {
             "requested_duration_minutes",
         ),
         ("justification", json!(""), "justification"),
-        ("target_resource", json!("a/../b"), "not a valid path"),
+        (
+            "target_resource",
+            json!("a/../b"),
+            "not a valid request path",
+        ),
+        (
+            "target_resource",
+            json!("secret//data/x"),
+            "not a valid request path",
+        ),
+        (
+            "target_resource",
+            json!("secret/data/x?version=1"),
+            "not a valid request path",
+        ),
+        (
+            "target_resource",
+            json!("secret/dat%61/x"),
+            "not a valid request path",
+        ),
+        (
+            "target_resource",
+            json!("secret/data/x/"),
+            "not a valid request path",
+        ),
+        (
+            "target_resource",
+            json!("/secret/data/x"),
+            "not a valid request path",
+        ),
+        (
+            "target_resource",
+            json!(" secret/data/x"),
+            "not a valid request path",
+        ),
+        (
+            "target_resource",
+            json!("secret/data/\nAPPROVED"),
+            "not a valid request path",
+        ),
     ] {
         let mut b = base.clone();
         b[field] = value;
