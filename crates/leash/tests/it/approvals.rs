@@ -868,6 +868,83 @@ async fn webhooks_announce_requests_and_decisions_retry_and_escalate() {
 }
 
 #[tokio::test]
+async fn chat_markup_written_by_an_agent_reaches_the_webhook_inert() {
+    let j = Jit::new(1, "1h").await;
+    let rx = Receiver::start(0).await;
+    let (s, b) = j
+        .srv
+        .root(
+            "POST",
+            "sys/control-group/config",
+            Some(json!({"webhook_urls": [format!("{}/hook", rx.url)]})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = j
+        .srv
+        .call(
+            "POST",
+            "sys/control-group/request",
+            Some(&j.agent),
+            Some(json!({
+                "agent_id": "<!channel> <@U123>",
+                "operation": "read",
+                "target_resource": j.target,
+                "justification": "see <http://evil.example/x|the runbook> & co\n*APPROVED by dba*\r\n> quoted",
+                "requested_duration_minutes": 5,
+            })),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let id = b["request_id"].as_str().unwrap().to_owned();
+    eventually(
+        "the request is announced",
+        Duration::from_secs(30),
+        || async { rx.events("/hook").contains(&"requested".to_owned()) },
+    )
+    .await;
+    let p = rx.payload("/hook", "requested");
+    let (s, b) = j
+        .decide("alice", &id, "approve", "<!here> ok\n*DENIED*")
+        .await;
+    assert_eq!(s, 200, "{b}");
+    eventually(
+        "the decision is announced",
+        Duration::from_secs(30),
+        || async { rx.events("/hook").contains(&"approved".to_owned()) },
+    )
+    .await;
+    let d = rx.payload("/hook", "approved");
+    for p in [&p, &d] {
+        assert_eq!(p["mrkdwn"], false, "{p}");
+        let mut shown = vec![p["text"].as_str().unwrap().to_owned()];
+        for f in p["attachments"][0]["fields"].as_array().unwrap() {
+            shown.push(f["value"].as_str().unwrap().to_owned());
+        }
+        for t in &shown {
+            assert!(!t.contains('<') && !t.contains('>'), "{t}");
+            assert!(!t.contains('\n') && !t.contains('\r'), "{t}");
+        }
+    }
+    let text = p["text"].as_str().unwrap();
+    assert!(text.contains("&lt;!channel&gt; &lt;@U123&gt;"), "{text}");
+    assert!(
+        text.contains("&lt;http://evil.example/x|the runbook&gt; &amp; co *APPROVED by dba*"),
+        "{text}"
+    );
+    assert!(
+        d["text"]
+            .as_str()
+            .unwrap()
+            .contains("(&lt;!here&gt; ok *DENIED*)"),
+        "{d}"
+    );
+    // Machines get the values as written.
+    assert_eq!(p["leash"]["agent_id"], "<!channel> <@U123>");
+    j.done().await;
+}
+
+#[tokio::test]
 async fn identity_groups_crud_and_entity_lookup_matches_logins() {
     let srv = TestServer::start().await;
     let (s, _) = srv
