@@ -61,7 +61,7 @@ pub fn check_operation(op: &str) -> Result<String, ApprovalError> {
         Ok(op)
     } else {
         Err(ApprovalError::invalid(format!(
-            "unknown operation {op:?}: expected one of {}",
+            "unknown operation: expected one of {}",
             OPERATIONS.join(", ")
         )))
     }

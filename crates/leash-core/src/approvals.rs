@@ -728,10 +728,10 @@ async fn list(
         "pending" => inner.storage.list(NS, "pending/").await?,
         "approved" => inner.storage.list(NS, "open/").await?,
         "all" => inner.storage.list(NS, "req/").await?,
-        other => {
-            return Err(CoreError::invalid(format!(
-                "status {other:?}: expected pending, approved or all"
-            )));
+        _ => {
+            return Err(CoreError::invalid(
+                "status: expected pending, approved or all",
+            ));
         }
     }
     .into_iter()

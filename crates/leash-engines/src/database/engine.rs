@@ -49,10 +49,10 @@ impl Plugin {
             "postgresql-database-plugin" => Plugin::Postgres,
             "mysql-database-plugin" | "mysql-aurora-database-plugin" => Plugin::MySql(32),
             "mysql-rds-database-plugin" | "mysql-legacy-database-plugin" => Plugin::MySql(16),
-            other => {
-                return Err(CoreError::invalid(format!(
-                    "unsupported plugin_name {other:?}; leash supports postgresql-database-plugin, mysql-database-plugin, mysql-aurora-database-plugin, mysql-rds-database-plugin and mysql-legacy-database-plugin"
-                )));
+            _ => {
+                return Err(CoreError::invalid(
+                    "unsupported plugin_name; leash supports postgresql-database-plugin, mysql-database-plugin, mysql-aurora-database-plugin, mysql-rds-database-plugin and mysql-legacy-database-plugin",
+                ));
             }
         })
     }
@@ -309,8 +309,36 @@ pub fn new_backend(
     })
 }
 
+/// A database error as a client (and the audit log) may see it: what failed and the
+/// server's code, with every quoted value of the driver's or server's message (user
+/// names, role names, database names, literals: `role "v-…" already exists`, `Access
+/// denied for user 'root'@'10.0.0.5'`) replaced by `"…"`. The whole message goes to the
+/// server log only.
+fn public_error(e: &DbError) -> String {
+    let text = e.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if matches!(c, '"' | '\'' | '`') {
+            // Skip to the matching close quote; an unmatched quote hides the rest.
+            for d in chars.by_ref() {
+                if d == c {
+                    break;
+                }
+            }
+            out.push(c);
+            out.push('…');
+            out.push(c);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn upstream(db: &str, e: &DbError) -> CoreError {
-    CoreError::Upstream(format!("database {db:?}: {e}"))
+    tracing::warn!(database = %db, error = %e, "database operation failed");
+    CoreError::Upstream(format!("database {db:?}: {}", public_error(e)))
 }
 
 fn check_name(kind: &str, name: &str) -> Result<(), CoreError> {
@@ -705,10 +733,10 @@ impl DatabaseBackend {
         };
         let max_open_connections = match fields::integer(data, "max_open_connections")? {
             Some(n) if (1..=1000).contains(&n) => usize::try_from(n).unwrap_or(4),
-            Some(n) => {
-                return Err(CoreError::invalid(format!(
-                    "max_open_connections must be between 1 and 1000, got {n}"
-                )));
+            Some(_) => {
+                return Err(CoreError::invalid(
+                    "max_open_connections must be between 1 and 1000",
+                ));
             }
             None => existing.as_ref().map_or(4, |e| e.max_open_connections),
         };
@@ -728,10 +756,10 @@ impl DatabaseBackend {
         let password_authentication = match fields::string(data, "password_authentication")? {
             Some(p) if p == "password" || p == "scram-sha-256" => p,
             Some(p) if p.is_empty() => "scram-sha-256".to_owned(),
-            Some(p) => {
-                return Err(CoreError::invalid(format!(
-                    "password_authentication must be \"scram-sha-256\" or \"password\", got {p:?}"
-                )));
+            Some(_) => {
+                return Err(CoreError::invalid(
+                    "password_authentication must be \"scram-sha-256\" or \"password\"",
+                ));
             }
             None => existing.as_ref().map_or_else(
                 || "scram-sha-256".to_owned(),
@@ -748,10 +776,10 @@ impl DatabaseBackend {
         }
         let scram_iterations = match fields::integer(data, "scram_iterations")? {
             Some(n) if (1..=10_000_000).contains(&n) => u32::try_from(n).unwrap_or(4096),
-            Some(n) => {
-                return Err(CoreError::invalid(format!(
-                    "scram_iterations must be between 1 and 10000000, got {n}"
-                )));
+            Some(_) => {
+                return Err(CoreError::invalid(
+                    "scram_iterations must be between 1 and 10000000",
+                ));
             }
             None => existing
                 .as_ref()
@@ -788,9 +816,13 @@ impl DatabaseBackend {
             allow_cleartext_password,
         };
         let target = if verify_connection {
-            let t = connect(&config, &config.password)
-                .await
-                .map_err(|e| CoreError::invalid(format!("error creating database object: {e}")))?;
+            let t = connect(&config, &config.password).await.map_err(|e| {
+                tracing::warn!(database = %name, error = %e, "database connection check failed");
+                CoreError::invalid(format!(
+                    "error creating database object: {}",
+                    public_error(&e)
+                ))
+            })?;
             Some(Arc::new(t))
         } else {
             None
@@ -914,9 +946,9 @@ impl DatabaseBackend {
             && !t.is_empty()
             && t != "password"
         {
-            return Err(CoreError::invalid(format!(
-                "credential_type {t:?} is not supported; leash issues \"password\" credentials"
-            )));
+            return Err(CoreError::invalid(
+                "credential_type is not supported: leash issues \"password\" credentials",
+            ));
         }
         let role = DbRole {
             db_name,
@@ -1398,6 +1430,47 @@ mod tests {
             redact_url("root:pw@tcp(127.0.0.1:3306)/"),
             "root:[redacted]@tcp(127.0.0.1:3306)/"
         );
+    }
+
+    #[test]
+    fn driver_errors_lose_quoted_values() {
+        let cases = [
+            (
+                DbError::Connect {
+                    message: "db error: FATAL: password authentication failed for user \"postgres\"".into(),
+                },
+                "cannot connect to database: db error: FATAL: password authentication failed for user \"…\"",
+            ),
+            (
+                DbError::Connect {
+                    message: "ERROR 1045 (28000): Access denied for user 'root'@'10.1.2.3' (using password: YES)".into(),
+                },
+                "cannot connect to database: ERROR 1045 (28000): Access denied for user '…'@'…' (using password: YES)",
+            ),
+            (
+                DbError::Statement {
+                    index: 1,
+                    sqlstate: "42710".into(),
+                    message: "role \"v-token-ro-abc\" already exists".into(),
+                },
+                "statement 1 failed: 42710: role \"…\" already exists",
+            ),
+            (
+                DbError::Connect {
+                    message: "Connection refused (os error 111)".into(),
+                },
+                "cannot connect to database: Connection refused (os error 111)",
+            ),
+            (
+                DbError::Connect {
+                    message: "unterminated \"secret".into(),
+                },
+                "cannot connect to database: unterminated \"…\"",
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(public_error(&e), want);
+        }
     }
 
     #[test]
