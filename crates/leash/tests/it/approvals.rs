@@ -1206,7 +1206,9 @@ async fn a_failed_issuance_does_not_spend_the_grant() {
     let (s, b) = j.decide("alice", &id, "approve", "ok").await;
     assert_eq!(s, 200, "{b}");
     // The database is unreachable for a moment: the read fails (502)...
-    let broken = j.pg.url().replace("5432", "1");
+    let broken =
+        j.pg.url()
+            .replace(&crate::database::pg_host_port(), "127.0.0.1:1");
     let (s, b) = j
         .srv
         .root(

@@ -26,6 +26,30 @@ pub(crate) fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// `host:port` of the test PostgreSQL (from `LEASH_TEST_POSTGRES_URL`), for URLs the
+/// tests build.
+pub(crate) fn pg_host_port() -> String {
+    let c: tokio_postgres::Config = pg_admin_url()
+        .parse()
+        .expect("LEASH_TEST_POSTGRES_URL is a PostgreSQL URL");
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    format!("{host}:{}", c.get_ports().first().copied().unwrap_or(5432))
+}
+
+/// `key=value` connection string to database `name` as the admin user.
+pub(crate) fn pg_db_conn(name: &str) -> String {
+    let c: tokio_postgres::Config = pg_admin_url().parse().unwrap();
+    let hp = pg_host_port();
+    let (host, port) = hp.rsplit_once(':').unwrap();
+    format!(
+        "host={host} port={port} user={} dbname={name}",
+        c.get_user().unwrap_or("postgres")
+    )
+}
+
 pub(crate) async fn pg_connect(url: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
         .await
@@ -55,10 +79,7 @@ impl PgScratch {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap();
-        let db = pg_connect(&format!(
-            "host=127.0.0.1 port=5432 user=postgres dbname={name}"
-        ))
-        .await;
+        let db = pg_connect(&pg_db_conn(&name)).await;
         db.batch_execute(
             "CREATE TABLE public.t1 (x int); INSERT INTO public.t1 VALUES (1);
              CREATE TABLE public.t2 (y text);
@@ -77,11 +98,7 @@ impl PgScratch {
     /// The same scratch database over new connections (after a server restart).
     pub(crate) async fn reconnect(self) -> PgScratch {
         let admin = pg_connect(&pg_admin_url()).await;
-        let db = pg_connect(&format!(
-            "host=127.0.0.1 port=5432 user=postgres dbname={}",
-            self.name
-        ))
-        .await;
+        let db = pg_connect(&pg_db_conn(&self.name)).await;
         PgScratch {
             admin,
             db,
@@ -92,7 +109,8 @@ impl PgScratch {
 
     pub(crate) fn url(&self) -> String {
         format!(
-            "postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:5432/{}?sslmode=disable",
+            "postgresql://{{{{username}}}}:{{{{password}}}}@{}/{}?sslmode=disable",
+            pg_host_port(),
             self.name
         )
     }
@@ -166,7 +184,8 @@ impl PgScratch {
 
     pub(crate) async fn login(&self, user: &str, password: &str) -> Client {
         pg_connect(&format!(
-            "postgresql://{user}:{password}@127.0.0.1:5432/{}?sslmode=disable",
+            "postgresql://{user}:{password}@{}/{}?sslmode=disable",
+            pg_host_port(),
             self.name
         ))
         .await
@@ -839,7 +858,8 @@ pub(crate) struct Outage {
 }
 
 impl Outage {
-    pub(crate) async fn start(target: &'static str) -> Outage {
+    pub(crate) async fn start(target: &str) -> Outage {
+        let target = target.to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
@@ -851,8 +871,9 @@ impl Outage {
                     drop(inbound);
                     continue;
                 }
+                let target = target.clone();
                 let h = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target.as_str()).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
                     }
                 });
@@ -883,7 +904,7 @@ impl Outage {
 async fn revocation_survives_a_target_outage_and_never_drops_a_lease() {
     let srv = TestServer::start().await;
     let pg = PgScratch::new().await;
-    let proxy = Outage::start("127.0.0.1:5432").await;
+    let proxy = Outage::start(&pg_host_port()).await;
     let log = srv.dir.join("audit.log");
     let (s, b) = srv
         .root(
