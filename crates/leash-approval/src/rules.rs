@@ -57,9 +57,7 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), ApprovalError> {
 /// Parses `"HH:MM-HH:MM"`.
 fn parse_window(s: &str) -> Result<(u16, u16), ApprovalError> {
     let bad = || {
-        ApprovalError::invalid(format!(
-            "time_window must be \"HH:MM-HH:MM\" in UTC, e.g. \"09:00-17:00\""
-        ))
+        ApprovalError::invalid("time_window must be \"HH:MM-HH:MM\" in UTC, e.g. \"09:00-17:00\"")
     };
     let (a, b) = s.trim().split_once('-').ok_or_else(bad)?;
     let hm = |t: &str| -> Result<u16, ApprovalError> {
@@ -73,9 +71,9 @@ fn parse_window(s: &str) -> Result<(u16, u16), ApprovalError> {
     };
     let (start, end) = (hm(a)?, hm(b)?);
     if start == end {
-        return Err(ApprovalError::invalid(format!(
-            "time_window is empty (start equals end)"
-        )));
+        return Err(ApprovalError::invalid(
+            "time_window is empty (start equals end)",
+        ));
     }
     Ok((start, end))
 }
