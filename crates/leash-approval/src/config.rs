@@ -44,10 +44,10 @@ impl Default for Config {
 fn check_url(field: &str, u: &str) -> Result<String, ApprovalError> {
     let u = u.trim();
     let parsed = reqwest::Url::parse(u)
-        .map_err(|e| ApprovalError::invalid(format!("{field}: {u:?} is not a URL: {e}")))?;
+        .map_err(|e| ApprovalError::invalid(format!("{field}: not a URL ({e})")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(ApprovalError::invalid(format!(
-            "{field}: {u:?} must be an http:// or https:// URL with a host"
+            "{field}: must be an http:// or https:// URL with a host"
         )));
     }
     Ok(u.to_owned())
@@ -179,5 +179,22 @@ mod tests {
         }
         // A refused update changes nothing.
         assert_eq!(c.request_ttl, 120);
+    }
+
+    #[test]
+    fn refused_urls_are_not_echoed() {
+        // Chat webhook URLs carry their secret in the path.
+        let mut c = Config::default();
+        for bad in [
+            json!({"webhook_urls": ["ftp://hooks.example/services/T0/B0/s3cr3tpath"]}),
+            json!({"escalation_url": "hooks.example/services/T0/B0/s3cr3tpath"}),
+        ] {
+            let e = c.update(bad.as_object().unwrap()).unwrap_err().to_string();
+            assert!(!e.contains("s3cr3tpath"), "{e}");
+            assert!(
+                e.contains("webhook_urls") || e.contains("escalation_url"),
+                "{e}"
+            );
+        }
     }
 }

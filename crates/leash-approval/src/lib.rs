@@ -37,6 +37,9 @@ pub enum ApprovalError {
     /// The caller may not do this (not an approver, approving their own request).
     #[error("{0}")]
     Forbidden(String),
+    /// The notifier could not be set up (its HTTP client failed to build).
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl ApprovalError {
@@ -58,7 +61,7 @@ pub fn check_operation(op: &str) -> Result<String, ApprovalError> {
         Ok(op)
     } else {
         Err(ApprovalError::invalid(format!(
-            "unknown operation {op:?}: expected one of {}",
+            "unknown operation: expected one of {}",
             OPERATIONS.join(", ")
         )))
     }

@@ -225,24 +225,59 @@ pub enum ApproveOutcome {
     Approved,
 }
 
-/// Normalises a target path as agents write it (`/v1/database/creds/x` →
-/// `database/creds/x`) and checks it is a plausible leash path.
+/// Checks a target path as agents write it and returns it in the form request paths
+/// have: `database/creds/x`. The one accepted variation is a leading `/v1/` (the HTTP
+/// spelling, stripped). Anything no request could match is refused rather than stored
+/// as a grant nobody can use (or that reads as something else in a notification): a
+/// leading `/`, empty segments (`//`), a trailing `/`, `.` and `..` segments, query
+/// strings and fragments (`?`, `#`), percent-encoding (`%61`), backslashes, control
+/// characters and whitespace. Errors name the field and the rule, never the value.
 pub fn normalise_path(p: &str) -> Result<String, ApprovalError> {
-    let t = p.trim();
-    let t = t.trim_start_matches('/');
-    let t = t.strip_prefix("v1/").unwrap_or(t);
+    let bad = |why: &str| {
+        ApprovalError::invalid(format!(
+            "target_resource is not a valid request path: {why}"
+        ))
+    };
+    let t = p.strip_prefix("/v1/").unwrap_or(p);
     if t.is_empty() {
         return Err(ApprovalError::invalid(
             "target_resource must name a leash path, e.g. \"database/creds/agent-readwrite\"",
         ));
     }
-    if t.len() > 512
-        || t.split('/').any(|s| s == ".." || s == ".")
-        || t.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        return Err(ApprovalError::invalid(format!(
-            "target_resource {t:?} is not a valid path"
-        )));
+    if t.len() > 512 {
+        return Err(bad("longer than 512 bytes"));
+    }
+    if let Some(c) = t.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad(if c.is_control() {
+            "it contains a control character"
+        } else {
+            "it contains whitespace"
+        }));
+    }
+    if t.contains(['?', '#']) {
+        return Err(bad("no query string or fragment ('?', '#') is allowed"));
+    }
+    if t.contains('%') {
+        return Err(bad(
+            "no percent-encoding ('%') is allowed; write the path as it is",
+        ));
+    }
+    if t.contains('\\') {
+        return Err(bad("no backslash is allowed"));
+    }
+    if t.starts_with('/') {
+        return Err(bad(
+            "it must not start with '/' (write database/creds/x or /v1/database/creds/x)",
+        ));
+    }
+    if t.ends_with('/') {
+        return Err(bad("it must not end with '/'"));
+    }
+    if t.split('/').any(str::is_empty) {
+        return Err(bad("empty segments ('//') are not allowed"));
+    }
+    if t.split('/').any(|s| s == ".." || s == ".") {
+        return Err(bad("'.' and '..' segments are not allowed"));
     }
     Ok(t.to_owned())
 }
@@ -759,8 +794,37 @@ mod tests {
             "database/creds/x"
         );
         assert!(normalise_path("").is_err());
-        assert!(normalise_path("a/../b").is_err());
-        assert!(normalise_path("a b").is_err());
+        assert_eq!(
+            normalise_path("secret/data/a-b_c.d@e").unwrap(),
+            "secret/data/a-b_c.d@e"
+        );
+        for bad in [
+            "a/../b",
+            "../a",
+            "a/./b",
+            "a b",
+            " a/b",
+            "a/b ",
+            "a/b\n",
+            "a/\u{7}b",
+            "a\tb",
+            "a//b",
+            "/a/b",
+            "//v1/a/b",
+            "/v1//a/b",
+            "/v1/",
+            "a/b/",
+            "secret/data/x?version=1",
+            "secret/data/x#frag",
+            "secret/dat%61/x",
+            "a\\b",
+            "v1/../sys/x",
+        ] {
+            let e = normalise_path(bad).expect_err(bad).to_string();
+            assert!(e.starts_with("target_resource "), "{bad:?}: {e}");
+            // The message names the field, never the value.
+            assert!(!e.contains(bad.trim()), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::model::AccessRequest;
-use crate::{Config, rfc3339};
+use crate::{ApprovalError, Config, rfc3339};
 
 /// Queue length; beyond it deliveries are dropped (and logged).
 const QUEUE: usize = 1024;
@@ -47,14 +47,11 @@ pub struct Notifier {
 impl Notifier {
     /// Starts the delivery task (on the current tokio runtime). `first_retry` is the
     /// delay before the second attempt; it doubles per attempt, capped at one minute.
-    pub fn start(first_retry: Duration) -> Notifier {
+    /// Fails (at start-up) when the HTTP client cannot be built, rather than falling back
+    /// to a default client that would follow redirects and wait forever.
+    pub fn start(first_retry: Duration) -> Result<Notifier, ApprovalError> {
         let (tx, mut rx) = mpsc::channel::<Delivery>(QUEUE);
-        let http = reqwest::Client::builder()
-            .timeout(ATTEMPT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("leash/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+        let http = http_client(concat!("leash/", env!("CARGO_PKG_VERSION")))?;
         let slots = Arc::new(Semaphore::new(PARALLEL));
         tokio::spawn(async move {
             while let Some(d) = rx.recv().await {
@@ -68,7 +65,7 @@ impl Notifier {
                 });
             }
         });
-        Notifier { tx }
+        Ok(Notifier { tx })
     }
 
     /// Enqueues `payload` for each URL; never waits.
@@ -83,6 +80,17 @@ impl Notifier {
             }
         }
     }
+}
+
+/// The webhook client: one attempt's timeout, no redirects (a webhook that redirects is
+/// misconfigured, and following it could carry the payload elsewhere).
+fn http_client(user_agent: &str) -> Result<reqwest::Client, ApprovalError> {
+    reqwest::Client::builder()
+        .timeout(ATTEMPT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(user_agent)
+        .build()
+        .map_err(|e| ApprovalError::Setup(format!("cannot build the webhook HTTP client: {e}")))
 }
 
 async fn deliver(http: &reqwest::Client, d: &Delivery, first_retry: Duration) {
@@ -109,75 +117,100 @@ async fn deliver(http: &reqwest::Client, d: &Delivery, first_retry: Duration) {
     }
 }
 
+/// `s` made safe to show in a chat message (Slack's message-formatting rules, which
+/// Mattermost and Rocket.Chat share): `&`, `<` and `>` become `&amp;`, `&lt;`, `&gt;`,
+/// so no `<!channel>`, `<@user>` or disguised `<http://evil|text>` link can form; line
+/// breaks and other control characters become spaces, so the text cannot fake further
+/// lines (a bold `*APPROVED*` line, a quoted `>` line). Every agent-written value goes
+/// through this before it reaches `text` or an attachment field; the message also sets
+/// `"mrkdwn": false` so `*bold*`, `_italic_` and `~strike~` in those values stay literal.
+/// The machine-readable `leash` section keeps the values as they are.
+pub fn chat_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}') => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The payload for `event` (`requested`, `auto-approved`, `approved`, `denied`,
 /// `expired`, `escalated`, `completed`) about `r`.
 pub fn payload(event: &str, r: &AccessRequest, cfg: &Config, now: i64) -> Value {
     let (have, need) = r.tally();
     let mins = r.window_seconds / 60;
-    let who = if r.agent_id.is_empty() {
+    // Everything below that an agent (or an approver) wrote is escaped for chat.
+    let who = chat_escape(if r.agent_id.is_empty() {
         r.requester.display_name.as_str()
     } else {
         r.agent_id.as_str()
-    };
+    });
+    let operation = chat_escape(&r.operation);
+    let target = chat_escape(&r.target_resource);
+    let justification = chat_escape(&r.justification);
+    let rule = chat_escape(r.rule.as_deref().unwrap_or(""));
+    let decided_by = chat_escape(r.decision.as_ref().map_or("", |d| d.by.as_str()));
+    let comment = chat_escape(r.decision.as_ref().map_or("", |d| d.comment.as_str()));
+    let r_op = &operation;
+    let r_target = &target;
     let mut text = match event {
         "requested" => format!(
-            "Access request from {who}: {} on {} for {mins} min ({have}/{need} approvals). Justification: {}",
-            r.operation, r.target_resource, r.justification
+            "Access request from {who}: {r_op} on {r_target} for {mins} min ({have}/{need} approvals). Justification: {justification}"
         ),
         "escalated" => format!(
-            "ESCALATION: access request from {who} ({} on {}) has waited {} min without a decision.",
-            r.operation,
-            r.target_resource,
+            "ESCALATION: access request from {who} ({r_op} on {r_target}) has waited {} min without a decision.",
             r.age(now) / 60
         ),
         "auto-approved" => format!(
-            "Access request from {who}: {} on {} auto-approved by rule {} for {mins} min.",
-            r.operation,
-            r.target_resource,
-            r.rule.as_deref().unwrap_or("")
+            "Access request from {who}: {r_op} on {r_target} auto-approved by rule {rule} for {mins} min."
         ),
-        "approved" | "denied" => {
-            let d = r.decision.as_ref();
-            format!(
-                "Access request from {who}: {} on {} was {event} by {}{}",
-                r.operation,
-                r.target_resource,
-                d.map_or("", |d| d.by.as_str()),
-                d.filter(|d| !d.comment.is_empty())
-                    .map(|d| format!(" ({})", d.comment))
-                    .unwrap_or_default()
-            )
+        "approved" | "denied" => format!(
+            "Access request from {who}: {r_op} on {r_target} was {event} by {decided_by}{}",
+            if comment.is_empty() {
+                String::new()
+            } else {
+                format!(" ({comment})")
+            }
+        ),
+        "expired" => {
+            format!("Access request from {who}: {r_op} on {r_target} expired without a decision.")
         }
-        "expired" => format!(
-            "Access request from {who}: {} on {} expired without a decision.",
-            r.operation, r.target_resource
-        ),
         other => format!(
-            "Access request from {who}: {} on {}: {other}.",
-            r.operation, r.target_resource
+            "Access request from {who}: {r_op} on {r_target}: {}.",
+            chat_escape(other)
         ),
     };
     if !cfg.ui_base_url.is_empty() && matches!(event, "requested" | "escalated") {
-        text.push_str(&format!(" Decide at {}/ui/approvals", cfg.ui_base_url));
+        text.push_str(&format!(
+            " Decide at {}/ui/approvals",
+            chat_escape(&cfg.ui_base_url)
+        ));
     }
     let field = |title: &str, value: String, short: bool| json!({"title": title, "value": value, "short": short});
     json!({
         "text": text,
+        "mrkdwn": false,
         "attachments": [{
             "fallback": text,
+            "mrkdwn_in": [],
             "color": match event {
                 "approved" | "auto-approved" => "good",
                 "denied" | "escalated" => "danger",
                 _ => "warning",
             },
             "fields": [
-                field("Request", r.id.clone(), false),
-                field("Agent", who.to_owned(), true),
-                field("Operation", r.operation.clone(), true),
-                field("Target", r.target_resource.clone(), false),
+                field("Request", chat_escape(&r.id), false),
+                field("Agent", who.clone(), true),
+                field("Operation", operation.clone(), true),
+                field("Target", target.clone(), false),
                 field("Duration", format!("{mins} min"), true),
                 field("Approvals", format!("{have}/{need}"), true),
-                field("Justification", r.justification.clone(), false),
+                field("Justification", justification.clone(), false),
             ],
         }],
         "leash": {
@@ -210,5 +243,30 @@ mod tests {
         let s = super::shown("https://hooks.slack.com/services/T000/B000/secretsecret");
         assert_eq!(s, "https://hooks.slack.com/…");
         assert!(!super::shown("not a url").contains("not"));
+    }
+
+    #[test]
+    fn chat_markup_in_agent_text_is_neutralised() {
+        use super::chat_escape;
+        assert_eq!(chat_escape("<!channel> hi"), "&lt;!channel&gt; hi");
+        assert_eq!(
+            chat_escape("<http://evil.example|docs.internal>"),
+            "&lt;http://evil.example|docs.internal&gt;"
+        );
+        assert_eq!(chat_escape("a & b"), "a &amp; b");
+        assert_eq!(chat_escape("&lt;"), "&amp;lt;");
+        assert_eq!(
+            chat_escape("ok\n*APPROVED* by dba\r\n> quote"),
+            "ok *APPROVED* by dba  &gt; quote"
+        );
+        assert_eq!(chat_escape("x\u{2028}y\u{85}z\tw"), "x y z w");
+        assert_eq!(chat_escape("plain text"), "plain text");
+    }
+
+    #[test]
+    fn a_client_that_cannot_be_built_is_an_error_not_a_default_client() {
+        assert!(super::http_client("leash/test").is_ok());
+        let e = super::http_client("bad\nagent").unwrap_err();
+        assert!(matches!(e, crate::ApprovalError::Setup(_)), "{e}");
     }
 }

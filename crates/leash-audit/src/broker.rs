@@ -15,6 +15,7 @@
 //! table or device keys across restarts (the core re-enables devices at startup).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -70,6 +71,8 @@ pub type BuildEntry<'a> = dyn Entry + 'a;
 pub struct Broker {
     deadline: Duration,
     queue_capacity: usize,
+    /// Directories file devices may write in (the server's `audit_dir`); empty = any.
+    allowed_dirs: Vec<PathBuf>,
     devices: RwLock<BTreeMap<String, Arc<Device>>>,
 }
 
@@ -123,8 +126,18 @@ impl Broker {
         Broker {
             deadline,
             queue_capacity,
+            allowed_dirs: Vec::new(),
             devices: RwLock::new(BTreeMap::new()),
         }
+    }
+
+    /// This broker, with file devices restricted to files under `dirs` (the server's
+    /// `audit_dir`): a `file_path` elsewhere, with `..`, or reaching outside through a
+    /// symbolic link is refused when the device is enabled (and when it is re-enabled at
+    /// start-up). Empty: no restriction.
+    pub fn with_allowed_dirs(mut self, dirs: Vec<PathBuf>) -> Broker {
+        self.allowed_dirs = dirs;
+        self
     }
 
     /// Validates `cfg` and opens the device (on its own thread, bounded by the deadline).
@@ -180,7 +193,10 @@ impl Broker {
                 let dest = match opts.target {
                     Target::Discard => None,
                     Target::Stdout => Some(Destination::Stdout),
-                    Target::File(p) => Some(Destination::File(p)),
+                    Target::File(p) => Some(Destination::File(config::allowed_file(
+                        &p,
+                        &self.allowed_dirs,
+                    )?)),
                 };
                 match dest {
                     None => Sink::Discard,

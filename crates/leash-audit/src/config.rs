@@ -5,12 +5,12 @@
 //! kept exactly as given so a listing shows what was enabled. [`FileOptions`] is the
 //! parsed form the file device runs on — parse, don't validate: a `FileOptions` value is
 //! always usable. Unknown option keys and unsupported values are errors that name the key
-//! and the value (DESIGN invariant 7); nothing is enabled when parsing fails.
+//! and what is expected, never the value given; nothing is enabled when parsing fails.
 //!
 //! Not here: opening the file (`file`), storing the audit table (the core does).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -57,7 +57,9 @@ pub const OPT_FILE_PATH: &str = "file_path";
 pub const OPT_LOG_RAW: &str = "log_raw";
 /// `hmac_accessor`: hash token accessors. Default `true`.
 pub const OPT_HMAC_ACCESSOR: &str = "hmac_accessor";
-/// `mode`: octal file mode the file is created with and set to; `0000` leaves it alone.
+/// `mode`: octal file mode a new file is created with; an existing file's mode is only
+/// ever tightened to it (bits it does not grant are removed, none are added); `0000`
+/// leaves it alone.
 pub const OPT_MODE: &str = "mode";
 /// `format`: only `json` is supported.
 pub const OPT_FORMAT: &str = "format";
@@ -184,22 +186,87 @@ fn parse_shared(
                 "option {OPT_FORMAT:?}: \"jsonx\" is not supported; use \"json\""
             )));
         }
-        Some(other) => {
+        Some(_) => {
             return Err(AuditError::InvalidConfig(format!(
-                "option {OPT_FORMAT:?}: unknown format {other:?}; use \"json\""
+                "option {OPT_FORMAT:?}: unknown format; use \"json\""
             )));
         }
+    }
+    let prefix = options.get(OPT_PREFIX).cloned().unwrap_or_default();
+    // A newline in the prefix would start lines of the operator's choosing (shell, fake
+    // entries) before every entry; no control character has a place there.
+    if prefix
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
+        return Err(AuditError::InvalidConfig(format!(
+            "option {OPT_PREFIX:?} must not contain control characters (newlines, tabs, escapes)"
+        )));
     }
     Ok(Shared {
         log_raw: parse_bool(OPT_LOG_RAW, get(OPT_LOG_RAW), false)?,
         hmac_accessor: parse_bool(OPT_HMAC_ACCESSOR, get(OPT_HMAC_ACCESSOR), true)?,
-        prefix: options.get(OPT_PREFIX).cloned().unwrap_or_default(),
+        prefix,
         elide_list_responses: parse_bool(
             OPT_ELIDE_LIST_RESPONSES,
             get(OPT_ELIDE_LIST_RESPONSES),
             false,
         )?,
     })
+}
+
+/// Checks a file device's path against the server's allow-list of audit directories
+/// (`audit_dir`; empty = no restriction) and returns the path to open: the canonical
+/// one, so a symlink swapped in later is not followed from the name given. Refused: a
+/// relative path, a `..` component, a path whose directory does not exist, and anything
+/// that (symlinks resolved) lies outside every allowed directory.
+pub(crate) fn allowed_file(path: &Path, allowed: &[PathBuf]) -> Result<PathBuf, AuditError> {
+    if allowed.is_empty() {
+        return Ok(path.to_path_buf());
+    }
+    let refuse = |why: &str| {
+        AuditError::InvalidConfig(format!(
+            "option {OPT_FILE_PATH:?} {why}; the server's audit_dir allows files under: {}",
+            allowed
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    };
+    if !path.is_absolute() {
+        return Err(refuse("must be an absolute path"));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(refuse("must not contain '..'"));
+    }
+    let canonical = match std::fs::canonicalize(path) {
+        Ok(p) => p,
+        Err(_) => {
+            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+                return Err(refuse("must name a file"));
+            };
+            let parent = std::fs::canonicalize(parent)
+                .map_err(|_| refuse("must be in an existing directory"))?;
+            // A dangling symlink would be created through; refuse it.
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err(refuse("must not be a dangling symbolic link"));
+            }
+            parent.join(name)
+        }
+    };
+    let inside = allowed.iter().any(|dir| {
+        std::fs::canonicalize(dir).is_ok_and(|d| canonical.starts_with(&d) && canonical != d)
+    });
+    if !inside {
+        return Err(refuse(
+            "is outside the allowed audit directories (symbolic links resolved)",
+        ));
+    }
+    Ok(canonical)
 }
 
 /// Where a file device writes.
@@ -270,7 +337,7 @@ impl FileOptions {
                 None => DEFAULT_ROTATE_BYTES,
                 Some(raw) => raw.parse::<u64>().map_err(|_| {
                     AuditError::InvalidConfig(format!(
-                        "option {OPT_ROTATE_BYTES:?}: {raw:?} is not a whole number of bytes (0 turns rotation by size off)"
+                        "option {OPT_ROTATE_BYTES:?}: not a whole number of bytes (0 turns rotation by size off)"
                     ))
                 })?,
             },
@@ -346,7 +413,7 @@ impl SocketOptions {
                         .any(|c| c.is_whitespace() || c.is_control())
                 {
                     return Err(AuditError::InvalidConfig(format!(
-                        "option {OPT_ADDRESS:?}: {raw_address:?} is not \"host:port\" (e.g. \"127.0.0.1:9090\" or \"[::1]:9090\")"
+                        "option {OPT_ADDRESS:?}: not \"host:port\" (e.g. \"127.0.0.1:9090\" or \"[::1]:9090\")"
                     )));
                 }
                 SocketAddress::Tcp(raw_address.to_owned())
@@ -357,9 +424,9 @@ impl SocketOptions {
                     "option {OPT_SOCKET_TYPE:?}: \"udp\" is not supported (a datagram can be lost without an error, so an entry could not count as recorded); use \"tcp\" or \"unix\""
                 )));
             }
-            Some(other) => {
+            Some(_) => {
                 return Err(AuditError::InvalidConfig(format!(
-                    "option {OPT_SOCKET_TYPE:?}: unknown socket type {other:?}; use \"tcp\" or \"unix\""
+                    "option {OPT_SOCKET_TYPE:?}: unknown socket type; use \"tcp\" or \"unix\""
                 )));
             }
         };
@@ -379,7 +446,7 @@ impl SocketOptions {
                 Ok(n) if (1..=MAX_BUFFER_SIZE).contains(&n) => n,
                 _ => {
                     return Err(AuditError::InvalidConfig(format!(
-                        "option {OPT_BUFFER_SIZE:?}: {raw:?} is not a number of entries from 1 to {MAX_BUFFER_SIZE}"
+                        "option {OPT_BUFFER_SIZE:?}: not a number of entries from 1 to {MAX_BUFFER_SIZE}"
                     )));
                 }
             },
@@ -418,8 +485,8 @@ fn parse_bool(key: &str, raw: Option<&str>, default: bool) -> Result<bool, Audit
         None => Ok(default),
         Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
         Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
-        Some(other) => Err(AuditError::InvalidConfig(format!(
-            "option {key:?}: {other:?} is not a boolean; use \"true\" or \"false\""
+        Some(_) => Err(AuditError::InvalidConfig(format!(
+            "option {key:?}: not a boolean; use \"true\" or \"false\""
         ))),
     }
 }
@@ -428,7 +495,7 @@ fn parse_bool(key: &str, raw: Option<&str>, default: bool) -> Result<bool, Audit
 fn parse_mode(raw: &str) -> Result<u32, AuditError> {
     let bad = || {
         AuditError::InvalidConfig(format!(
-            "option {OPT_MODE:?}: {raw:?} is not an octal file mode such as \"0600\""
+            "option {OPT_MODE:?}: not an octal file mode such as \"0600\""
         ))
     };
     if !raw.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
@@ -481,6 +548,80 @@ mod tests {
         match FileOptions::parse(&opts(pairs)) {
             Err(AuditError::InvalidConfig(m)) => m,
             other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn prefix_refuses_control_characters() {
+        for bad in [
+            "x\n",
+            "\nrm -rf /;",
+            "a\rb",
+            "tab\there",
+            "\u{1b}[31m",
+            "a\u{2028}b",
+            "nul\0",
+        ] {
+            let m = invalid(&[("file_path", "stdout"), ("prefix", bad)]);
+            assert!(
+                m.contains("\"prefix\"") && m.contains("control"),
+                "{bad:?}: {m}"
+            );
+            assert!(!m.contains(bad), "the value is not echoed: {m}");
+        }
+        let o =
+            FileOptions::parse(&opts(&[("file_path", "stdout"), ("prefix", "leash: ")])).unwrap();
+        assert_eq!(o.prefix, "leash: ");
+    }
+
+    #[test]
+    fn file_paths_stay_inside_the_allowed_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let allowed = root.path().join("audit");
+        let outside = root.path().join("elsewhere");
+        std::fs::create_dir_all(allowed.join("sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("victim"), b"").unwrap();
+        std::os::unix::fs::symlink(&outside, allowed.join("link-dir")).unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), allowed.join("link-file")).unwrap();
+        std::os::unix::fs::symlink(outside.join("new"), allowed.join("dangling")).unwrap();
+        let dirs = vec![allowed.clone()];
+        let real = std::fs::canonicalize(&allowed).unwrap();
+
+        // No allow-list: anything goes (as before).
+        assert_eq!(
+            allowed_file(&outside.join("x"), &[]).unwrap(),
+            outside.join("x")
+        );
+        assert_eq!(
+            allowed_file(&allowed.join("a.log"), &dirs).unwrap(),
+            real.join("a.log")
+        );
+        assert_eq!(
+            allowed_file(&allowed.join("sub/b.log"), &dirs).unwrap(),
+            real.join("sub/b.log")
+        );
+        for bad in [
+            outside.join("x.log"),
+            allowed.join("../elsewhere/x.log"),
+            allowed.join("sub/../a.log"),
+            allowed.join("link-dir/x.log"),
+            allowed.join("link-file"),
+            allowed.join("dangling"),
+            allowed.join("missing-dir/x.log"),
+            allowed.clone(),
+            PathBuf::from("relative.log"),
+            PathBuf::from("/etc/passwd"),
+        ] {
+            match allowed_file(&bad, &dirs) {
+                Err(AuditError::InvalidConfig(m)) => {
+                    assert!(
+                        m.contains("\"file_path\"") && m.contains("audit_dir"),
+                        "{m}"
+                    )
+                }
+                other => panic!("{}: {other:?}", bad.display()),
+            }
         }
     }
 

@@ -16,7 +16,7 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuditError {
     /// The device configuration is wrong (unknown type, unknown option key, bad value);
-    /// the message names the key and the value that is wrong. The caller's fault: a 400.
+    /// the message names the key and what is expected, never the value given. The caller's fault: a 400.
     #[error("invalid audit device configuration: {0}")]
     InvalidConfig(String),
 

@@ -251,19 +251,34 @@ fn open(dest: &Destination, mode: u32) -> Result<Output, String> {
     } else {
         mode
     };
-    let existed = path.exists();
-    let file = OpenOptions::new()
+    // Create the file only if it is new (so "did we create it" has no race with another
+    // process); otherwise open what is there.
+    let (file, existed) = match OpenOptions::new()
         .append(true)
-        .create(true)
+        .create_new(true)
         .mode(create_mode)
         .open(path)
-        .map_err(|e| describe_open_error(path, &e))?;
+    {
+        Ok(f) => (f, false),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
+            OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(|e| describe_open_error(path, &e))?,
+            true,
+        ),
+        Err(e) => return Err(describe_open_error(path, &e)),
+    };
     let meta = file.metadata().map_err(|e| e.to_string())?;
     let regular = meta.is_file();
-    // The creation mode went through the umask; set the exact mode on the open file.
-    if mode != 0 && regular && meta.permissions().mode() & 0o7777 != mode {
-        file.set_permissions(Permissions::from_mode(mode))
-            .map_err(|e| format!("cannot set mode {mode:04o}: {e}"))?;
+    let current = meta.permissions().mode() & 0o7777;
+    // A new file's creation mode went through the umask: set the exact mode. An
+    // existing file is never loosened (an audit device must not be a way to make any
+    // file the server can open world-writable): only bits `mode` lacks are removed.
+    let wanted = if existed { current & mode } else { mode };
+    if mode != 0 && regular && current != wanted {
+        file.set_permissions(Permissions::from_mode(wanted))
+            .map_err(|e| format!("cannot set mode {wanted:04o}: {e}"))?;
     }
     let opened = if existed {
         meta.created().unwrap_or_else(|_| SystemTime::now())
@@ -617,6 +632,33 @@ mod tests {
         let (n, r) = write_counting(&mut Short(100), b"0123456789");
         assert_eq!(n, 10);
         assert!(r.is_ok());
+    }
+
+    #[test]
+    fn an_existing_file_is_never_loosened_only_tightened() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode_of = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let path = dir.path().join("existing");
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, Permissions::from_mode(0o600)).unwrap();
+        drop(open(&Destination::File(path.clone()), 0o666).unwrap());
+        assert_eq!(
+            mode_of(&path),
+            0o600,
+            "0666 must not loosen an existing 0600 file"
+        );
+        std::fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+        drop(open(&Destination::File(path.clone()), 0o600).unwrap());
+        assert_eq!(mode_of(&path), 0o600, "tightened");
+        std::fs::set_permissions(&path, Permissions::from_mode(0o604)).unwrap();
+        drop(open(&Destination::File(path.clone()), 0o640).unwrap());
+        assert_eq!(mode_of(&path), 0o600, "only the bits both allow");
+        drop(open(&Destination::File(path.clone()), 0).unwrap());
+        assert_eq!(mode_of(&path), 0o600, "0000 leaves it alone");
+        // A file the device creates gets the exact mode asked for.
+        let new = dir.path().join("new");
+        drop(open(&Destination::File(new.clone()), 0o640).unwrap());
+        assert_eq!(mode_of(&new), 0o640);
     }
 
     #[test]

@@ -72,11 +72,12 @@ pub(crate) struct Approvals {
 }
 
 impl Approvals {
-    pub(crate) fn new() -> Approvals {
-        Approvals {
-            notifier: Notifier::start(Duration::from_secs(1)),
+    /// Fails when the webhook client cannot be built (the server then refuses to start).
+    pub(crate) fn new() -> Result<Approvals, CoreError> {
+        Ok(Approvals {
+            notifier: Notifier::start(Duration::from_secs(1)).map_err(err)?,
             last_prune: std::sync::atomic::AtomicI64::new(0),
-        }
+        })
     }
 }
 
@@ -84,6 +85,7 @@ fn err(e: ApprovalError) -> CoreError {
     match e {
         ApprovalError::Invalid(m) => CoreError::InvalidRequest(m),
         ApprovalError::Forbidden(m) => CoreError::Forbidden(m),
+        ApprovalError::Setup(m) => CoreError::internal(m),
     }
 }
 
@@ -132,6 +134,7 @@ async fn change<T: Send + 'static>(
                 let t = f(&mut r).map_err(|e| match e {
                     ApprovalError::Invalid(m) => format!("invalid:{m}"),
                     ApprovalError::Forbidden(m) => format!("forbidden:{m}"),
+                    ApprovalError::Setup(m) => format!("internal:{m}"),
                 })?;
                 let bytes = serde_json::to_vec(&r).map_err(|e| format!("internal:{e}"))?;
                 if let Ok(mut s) = slot.lock() {
@@ -527,7 +530,10 @@ async fn create(
     // The stated operation is the agent's intent, kept as said; what the grant is bound
     // to is decided below from the policy.
     let operation = required_str(data, "operation", 64)?;
-    let target = normalise_path(&required_str(data, "target_resource", 512)?).map_err(err)?;
+    required_str(data, "target_resource", 512)?;
+    // Checked as written (not trimmed): a spelling no request uses is refused.
+    let target = normalise_path(&fields::string(data, "target_resource")?.unwrap_or_default())
+        .map_err(err)?;
     let justification = required_str(data, "justification", 4096)?;
     let minutes = match data.get("requested_duration_minutes") {
         None => {
@@ -780,10 +786,10 @@ async fn list(
         "pending" => inner.storage.list(NS, "pending/").await?,
         "approved" => inner.storage.list(NS, "open/").await?,
         "all" => inner.storage.list(NS, "req/").await?,
-        other => {
-            return Err(CoreError::invalid(format!(
-                "status {other:?}: expected pending, approved or all"
-            )));
+        _ => {
+            return Err(CoreError::invalid(
+                "status: expected pending, approved or all",
+            ));
         }
     }
     .into_iter()

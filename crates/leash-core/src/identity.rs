@@ -132,9 +132,9 @@ async fn write_group(
         && !t.is_empty()
         && t != "internal"
     {
-        return Err(CoreError::invalid(format!(
-            "group type {t:?} is not supported: leash has internal groups only"
-        )));
+        return Err(CoreError::invalid(
+            "group type is not supported: leash has internal groups only",
+        ));
     }
     if fields::string_list(data, "member_group_ids")?.is_some_and(|l| !l.is_empty()) {
         return Err(CoreError::invalid(
@@ -166,9 +166,9 @@ async fn write_group(
                 continue;
             }
             if id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                return Err(CoreError::invalid(format!(
-                    "member_entity_ids: {id:?} is not an entity id (see identity/lookup/entity)"
-                )));
+                return Err(CoreError::invalid(
+                    "member_entity_ids: an element is not an entity id (see identity/lookup/entity)",
+                ));
             }
             if !m.contains(&id) {
                 m.push(id);

@@ -63,6 +63,9 @@ pub struct CoreConfig {
     /// `sys/metrics` answers without a token (`telemetry { unauthenticated_metrics_access
     /// = true }`).
     pub unauthenticated_metrics_access: bool,
+    /// Directories audit file devices may write in (the server's `audit_dir`); empty:
+    /// anywhere the server can write.
+    pub audit_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Default for CoreConfig {
@@ -73,6 +76,7 @@ impl Default for CoreConfig {
             cluster_name: "leash-cluster".to_owned(),
             dev: false,
             unauthenticated_metrics_access: false,
+            audit_dirs: Vec::new(),
         }
     }
 }
@@ -136,7 +140,7 @@ impl Core {
             config.token_limits,
             Arc::clone(&lease_wake),
         );
-        let audit = Broker::new(config.audit_deadline);
+        let audit = Broker::new(config.audit_deadline).with_allowed_dirs(config.audit_dirs.clone());
         let cluster_id = match storage.get(SYS_NS, "cluster_id").await? {
             Some(v) => String::from_utf8_lossy(&v).into_owned(),
             None => {
@@ -159,7 +163,7 @@ impl Core {
             cluster_id,
             lease_wake,
             logins: login::LoginGuard::default(),
-            approvals: approvals::Approvals::new(),
+            approvals: approvals::Approvals::new()?,
             lease_claims: leases::Claims::default(),
         });
         let core = Core(inner);
@@ -351,15 +355,13 @@ impl Core {
                 Arc::clone(&self.0.storage),
                 Arc::new(leases::Registry { inner: weak }),
             ),
-            (t, other) => {
+            (t, _) => {
                 let what = if t == MountTable::Auth {
                     "auth method"
                 } else {
                     "secrets engine"
                 };
-                return Err(CoreError::invalid(format!(
-                    "unknown {what} type: {other:?}"
-                )));
+                return Err(CoreError::invalid(format!("unknown {what} type")));
             }
         })
     }

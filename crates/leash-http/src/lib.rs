@@ -14,4 +14,4 @@ pub mod path;
 mod ui;
 
 pub use handler::{HttpConfig, app};
-pub use listener::{ListenError, TlsFiles, check_tls, serve};
+pub use listener::{Limits, ListenError, TlsFiles, check_tls, serve, serve_with};

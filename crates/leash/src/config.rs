@@ -37,6 +37,11 @@ pub(crate) struct ServerConfig {
     /// `telemetry { unauthenticated_metrics_access = true }` (top level, or in the
     /// listener as Vault has it): `sys/metrics` needs no token.
     pub(crate) unauthenticated_metrics_access: bool,
+    /// `audit_dir`: directories audit file devices may write in (empty: anywhere).
+    pub(crate) audit_dirs: Vec<PathBuf>,
+    /// The listener's `http_read_header_timeout`, `http_read_timeout`,
+    /// `http_idle_timeout` and `max_connections`.
+    pub(crate) http_limits: leash_http::Limits,
 }
 
 /// A configuration problem, with the key at fault.
@@ -56,6 +61,7 @@ const TOP_KEYS: &[&str] = &[
     "cluster_name",
     "log_level",
     "audit_deadline",
+    "audit_dir",
     "telemetry",
     "disable_mlock",
     "ui",
@@ -216,6 +222,10 @@ pub(crate) fn parse(
             "max_request_size",
             "telemetry",
             "cluster_address",
+            "http_read_header_timeout",
+            "http_read_timeout",
+            "http_idle_timeout",
+            "max_connections",
         ],
         "listener \"tcp\"",
         err,
@@ -248,6 +258,51 @@ pub(crate) fn parse(
             .ok_or_else(|| err("max_request_size must be a positive number of bytes".into()))?,
         Some(_) => return Err(err("max_request_size must be a number of bytes".into())),
     };
+
+    let defaults = leash_http::Limits::default();
+    let positive = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+        let d = duration(listener, key, default, err)?;
+        if d.is_zero() {
+            return Err(err(format!("{key} must be greater than 0")));
+        }
+        Ok(d)
+    };
+    let http_limits = leash_http::Limits {
+        header_read_timeout: positive("http_read_header_timeout", defaults.header_read_timeout)?,
+        read_timeout: positive("http_read_timeout", defaults.read_timeout)?,
+        idle_timeout: positive("http_idle_timeout", defaults.idle_timeout)?,
+        max_connections: match listener.get("max_connections") {
+            None => defaults.max_connections,
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| err("max_connections must be a positive number".into()))?,
+            Some(_) => return Err(err("max_connections must be a number".into())),
+        },
+    };
+
+    let audit_dirs = match top.get("audit_dir") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(d)) => vec![d.clone()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| err("audit_dir must be a path or a list of paths".into()))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(err("audit_dir must be a path or a list of paths".into())),
+    }
+    .into_iter()
+    .map(|d| {
+        if d.is_empty() {
+            return Err(err("audit_dir must not be empty".into()));
+        }
+        Ok(rel(d))
+    })
+    .collect::<Result<Vec<_>, _>>()?;
 
     let key_file = match labelled(top, "seal", err)? {
         None => None,
@@ -288,6 +343,8 @@ pub(crate) fn parse(
             d
         },
         unauthenticated_metrics_access,
+        audit_dirs,
+        http_limits,
     })
 }
 
@@ -365,6 +422,63 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("unauthenticated_metrics_access"), "{e}");
+    }
+
+    #[test]
+    fn audit_dir_and_http_limits_load() {
+        let base = "storage \"sqlite\" { path = \"d\" }\n";
+        let c = p(&format!("{base}listener \"tcp\" {{ tls_disable = true }}")).unwrap();
+        assert!(c.audit_dirs.is_empty());
+        assert_eq!(c.http_limits, leash_http::Limits::default());
+        assert_eq!(c.http_limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.http_limits.read_timeout, Duration::from_secs(30));
+        assert_eq!(c.http_limits.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.http_limits.max_connections, 4096);
+        let c = p(&format!(
+            "{base}listener \"tcp\" {{\n tls_disable = true\n http_read_header_timeout = \"2s\"\n http_read_timeout = \"1m\"\n http_idle_timeout = \"90s\"\n max_connections = 64\n}}\naudit_dir = \"/var/log/leash\""
+        ))
+        .unwrap();
+        assert_eq!(
+            c.http_limits,
+            leash_http::Limits {
+                header_read_timeout: Duration::from_secs(2),
+                read_timeout: Duration::from_secs(60),
+                idle_timeout: Duration::from_secs(90),
+                max_connections: 64,
+            }
+        );
+        assert_eq!(c.audit_dirs, vec![PathBuf::from("/var/log/leash")]);
+        let c = p(&format!(
+            "{base}listener \"tcp\" {{ tls_disable = true }}\naudit_dir = [\"/a\", \"logs\"]"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.audit_dirs,
+            vec![PathBuf::from("/a"), PathBuf::from("/etc/leash/logs")]
+        );
+        for (extra, needle) in [
+            ("audit_dir = 3", "audit_dir"),
+            ("audit_dir = \"\"", "audit_dir"),
+        ] {
+            let e = p(&format!(
+                "{base}listener \"tcp\" {{ tls_disable = true }}\n{extra}"
+            ))
+            .unwrap_err();
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+        for (key, value, needle) in [
+            ("http_read_header_timeout", "\"0s\"", "greater than 0"),
+            ("http_read_timeout", "\"soon\"", "http_read_timeout"),
+            ("max_connections", "0", "max_connections"),
+            ("max_connections", "\"many\"", "max_connections"),
+        ] {
+            let e = p(&format!(
+                "{base}listener \"tcp\" {{\n tls_disable = true\n {key} = {value}\n}}"
+            ))
+            .unwrap_err();
+            assert!(e.contains(needle), "{key}: {e}");
+            assert!(!e.contains("soon") && !e.contains("many"), "{e}");
+        }
     }
 
     #[test]

@@ -110,6 +110,8 @@ fn dev_config(args: &ServerArgs) -> Result<ServerConfig, String> {
         log_level: None,
         audit_deadline: std::time::Duration::from_secs(5),
         unauthenticated_metrics_access: false,
+        audit_dirs: Vec::new(),
+        http_limits: leash_http::Limits::default(),
     })
 }
 
@@ -180,6 +182,7 @@ async fn serve(cfg: ServerConfig, args: ServerArgs) -> Result<(), String> {
         cluster_name: cfg.cluster_name.clone(),
         dev,
         unauthenticated_metrics_access: cfg.unauthenticated_metrics_access,
+        audit_dirs: cfg.audit_dirs.clone(),
     };
     let dev_token = if dev {
         Some(SecretString::from(
@@ -224,7 +227,8 @@ async fn serve(cfg: ServerConfig, args: ServerArgs) -> Result<(), String> {
             max_body: cfg.max_request_size,
         },
     );
-    let result = leash_http::serve(listener, app, cfg.tls.clone(), shutdown).await;
+    let result =
+        leash_http::serve_with(listener, app, cfg.tls.clone(), cfg.http_limits, shutdown).await;
     background.shutdown().await;
     eprintln!("==> leash server stopped");
     result.map_err(|e| e.to_string())

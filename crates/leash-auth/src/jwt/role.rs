@@ -185,10 +185,8 @@ impl JwtRole {
                         "role_type \"oidc\" (the browser login flow) is not supported by leash; use role_type \"jwt\" and log in with the token at auth/<mount>/login",
                     ));
                 }
-                other => {
-                    return Err(CoreError::invalid(format!(
-                        "invalid role_type {other:?}: expected \"jwt\""
-                    )));
+                _ => {
+                    return Err(CoreError::invalid("invalid role_type: expected \"jwt\""));
                 }
             }
         }
@@ -205,10 +203,10 @@ impl JwtRole {
             self.bound_claims_type = match v.trim() {
                 "" | "string" => "string".to_owned(),
                 "glob" => "glob".to_owned(),
-                other => {
-                    return Err(CoreError::invalid(format!(
-                        "invalid bound_claims_type {other:?}: expected \"string\" or \"glob\""
-                    )));
+                _ => {
+                    return Err(CoreError::invalid(
+                        "invalid bound_claims_type: expected \"string\" or \"glob\"",
+                    ));
                 }
             };
         }

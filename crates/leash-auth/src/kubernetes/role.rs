@@ -71,10 +71,10 @@ impl KubeRole {
             self.alias_name_source = match s.trim() {
                 "" | "serviceaccount_uid" => uid_source(),
                 "serviceaccount_name" => "serviceaccount_name".to_owned(),
-                other => {
-                    return Err(CoreError::invalid(format!(
-                        "invalid alias_name_source {other:?}: expected \"serviceaccount_uid\" or \"serviceaccount_name\""
-                    )));
+                _ => {
+                    return Err(CoreError::invalid(
+                        "invalid alias_name_source: expected \"serviceaccount_uid\" or \"serviceaccount_name\"",
+                    ));
                 }
             };
         }

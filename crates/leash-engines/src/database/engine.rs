@@ -49,10 +49,10 @@ impl Plugin {
             "postgresql-database-plugin" => Plugin::Postgres,
             "mysql-database-plugin" | "mysql-aurora-database-plugin" => Plugin::MySql(32),
             "mysql-rds-database-plugin" | "mysql-legacy-database-plugin" => Plugin::MySql(16),
-            other => {
-                return Err(CoreError::invalid(format!(
-                    "unsupported plugin_name {other:?}; leash supports postgresql-database-plugin, mysql-database-plugin, mysql-aurora-database-plugin, mysql-rds-database-plugin and mysql-legacy-database-plugin"
-                )));
+            _ => {
+                return Err(CoreError::invalid(
+                    "unsupported plugin_name; leash supports postgresql-database-plugin, mysql-database-plugin, mysql-aurora-database-plugin, mysql-rds-database-plugin and mysql-legacy-database-plugin",
+                ));
             }
         })
     }
@@ -129,6 +129,10 @@ struct DbConfig {
     /// leash-made users (`pg_stat_activity`, `PROCESSLIST`). Off by default.
     #[serde(default)]
     observe_sessions: bool,
+    /// Whether the root password may be sent when the server asks for it in cleartext
+    /// (PostgreSQL `AuthenticationCleartextPassword`, MySQL `mysql_clear_password`).
+    #[serde(default)]
+    allow_cleartext_password: bool,
 }
 
 impl DbConfig {
@@ -224,6 +228,7 @@ async fn connect(config: &DbConfig, password: &SecretString) -> Result<Target, D
         Ok(Plugin::Postgres) => {
             let mut c = PgConfig::new(&config.connection_url, &config.username, password);
             c.max_open_connections = config.max_open_connections;
+            c.allow_cleartext_password = config.allow_cleartext_password;
             c.password_authentication = if config.password_authentication == "password" {
                 PasswordAuthentication::Password
             } else {
@@ -236,6 +241,7 @@ async fn connect(config: &DbConfig, password: &SecretString) -> Result<Target, D
         Ok(Plugin::MySql(_)) => {
             let mut c = MySqlConfig::new(&config.connection_url, &config.username, password);
             c.max_open_connections = config.max_open_connections;
+            c.allow_cleartext_password = config.allow_cleartext_password;
             Ok(Target::My(MySqlTarget::connect(c).await?))
         }
         Err(e) => Err(DbError::InvalidConnectionUrl {
@@ -303,8 +309,36 @@ pub fn new_backend(
     })
 }
 
+/// A database error as a client (and the audit log) may see it: what failed and the
+/// server's code, with every quoted value of the driver's or server's message (user
+/// names, role names, database names, literals: `role "v-…" already exists`, `Access
+/// denied for user 'root'@'10.0.0.5'`) replaced by `"…"`. The whole message goes to the
+/// server log only.
+fn public_error(e: &DbError) -> String {
+    let text = e.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if matches!(c, '"' | '\'' | '`') {
+            // Skip to the matching close quote; an unmatched quote hides the rest.
+            for d in chars.by_ref() {
+                if d == c {
+                    break;
+                }
+            }
+            out.push(c);
+            out.push('…');
+            out.push(c);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn upstream(db: &str, e: &DbError) -> CoreError {
-    CoreError::Upstream(format!("database {db:?}: {e}"))
+    tracing::warn!(database = %db, error = %e, "database operation failed");
+    CoreError::Upstream(format!("database {db:?}: {}", public_error(e)))
 }
 
 fn check_name(kind: &str, name: &str) -> Result<(), CoreError> {
@@ -427,6 +461,7 @@ const CONFIG_FIELDS: &[&str] = &[
     "plugin_version",
     "password_policy",
     "observe_sessions",
+    "allow_cleartext_password",
 ];
 
 const ROLE_FIELDS: &[&str] = &[
@@ -440,9 +475,116 @@ const ROLE_FIELDS: &[&str] = &[
     "credential_type",
 ];
 
-/// `connection_url` with a literal password (between `:` and `@` of the userinfo)
-/// replaced; placeholders are kept as written.
+/// Whether a connection-string key names a password (`password`, `pwd`,
+/// `sslpassword`, `passwd`, …), in any case and percent-encoding.
+fn is_password_key(key: &str) -> bool {
+    let key = percent_encoding::percent_decode_str(key.trim())
+        .decode_utf8_lossy()
+        .to_ascii_lowercase();
+    key.contains("password") || key.contains("passwd") || key == "pwd" || key == "pass"
+}
+
+/// Whether `s` is a libpq keyword/value string (`host=db password='x y' …`) rather than
+/// a URL or a Go DSN: it starts with a keyword followed by `=`.
+fn is_keyword_string(s: &str) -> bool {
+    let t = s.trim_start();
+    let key_len = t
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(t.len());
+    key_len > 0 && t[key_len..].trim_start().starts_with('=')
+}
+
+const REDACTED: &str = "[redacted]";
+
+/// A libpq keyword/value string with the value of every password-like keyword
+/// replaced (quoted values with `\'` and `\\` escapes included).
+fn redact_keywords(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    loop {
+        let trimmed = rest.trim_start();
+        out.push_str(&rest[..rest.len() - trimmed.len()]);
+        rest = trimmed;
+        if rest.is_empty() {
+            return out;
+        }
+        let Some(eq) = rest.find('=') else {
+            out.push_str(rest);
+            return out;
+        };
+        let key = &rest[..eq];
+        out.push_str(&rest[..=eq]);
+        rest = &rest[eq + 1..];
+        let spaces = rest.len() - rest.trim_start().len();
+        out.push_str(&rest[..spaces]);
+        rest = &rest[spaces..];
+        // The value: quoted up to the closing unescaped quote, else up to whitespace.
+        let end = if rest.starts_with('\'') {
+            let mut escaped = false;
+            let mut end = rest.len();
+            for (i, c) in rest.char_indices().skip(1) {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '\'' => {
+                        end = i + 1;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            end
+        } else {
+            rest.find(char::is_whitespace).unwrap_or(rest.len())
+        };
+        let value = &rest[..end];
+        if is_password_key(key) && value != "{{password}}" && value != "'{{password}}'" {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(value);
+        }
+        rest = &rest[end..];
+    }
+}
+
+/// `connection_url` with every literal password replaced, placeholders kept as
+/// written: the URL's or Go DSN's user-info password (between `:` and `@`), the value of
+/// any password-like query parameter (`?password=`, `&pwd=`, `sslpassword=`), and in a
+/// libpq keyword/value string the value of any password-like keyword.
 fn redact_url(url: &str) -> String {
+    if !url.contains("://") && is_keyword_string(url) {
+        return redact_keywords(url);
+    }
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = redact_userinfo(base);
+    if let Some(q) = query {
+        out.push('?');
+        let (q, fragment) = match q.split_once('#') {
+            Some((q, f)) => (q, Some(f)),
+            None => (q, None),
+        };
+        let pairs: Vec<String> = q
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, v)) if is_password_key(k) && v != "{{password}}" => {
+                    format!("{k}={REDACTED}")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+        if let Some(f) = fragment {
+            out.push('#');
+            out.push_str(f);
+        }
+    }
+    out
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(at) = url.rfind('@') else {
         return url.to_owned();
     };
@@ -454,7 +596,7 @@ fn redact_url(url: &str) -> String {
     match userinfo.split_once(':') {
         Some((_, pw)) if pw != "{{password}}" && !pw.is_empty() => {
             format!(
-                "{}{}:[redacted]{}",
+                "{}{}:{REDACTED}{}",
                 &url[..start],
                 &userinfo[..userinfo.len() - pw.len() - 1],
                 &url[at..]
@@ -550,9 +692,31 @@ impl DatabaseBackend {
             (None, Some(e)) => e.username.clone(),
             (None, None) => String::new(),
         };
+        let allow_cleartext_password = match fields::boolean(data, "allow_cleartext_password")? {
+            Some(v) => v,
+            None => existing
+                .as_ref()
+                .is_some_and(|e| e.allow_cleartext_password),
+        };
         let password = match (fields::string(data, "password")?, &existing) {
             (Some(p), _) => SecretString::from(p),
-            (None, Some(e)) => SecretString::from(e.password.expose_secret().to_owned()),
+            (None, Some(e)) => {
+                // The stored password only ever goes where it was sent with: a write
+                // that points the connection elsewhere (another host, port, database,
+                // user or plugin) or lets it travel in cleartext must carry it again, or
+                // a token that may update but not read the config could make leash hand
+                // the password to a server of its choosing.
+                let moved = e.plugin_name != plugin_name
+                    || e.connection_url != connection_url
+                    || e.username != username
+                    || (allow_cleartext_password && !e.allow_cleartext_password);
+                if moved && !e.password.expose_secret().is_empty() {
+                    return Err(CoreError::invalid(
+                        "missing required field \"password\": it must be given again when plugin_name, connection_url, username or allow_cleartext_password changes",
+                    ));
+                }
+                SecretString::from(e.password.expose_secret().to_owned())
+            }
             (None, None) => SecretString::from(String::new()),
         };
         let allowed_roles = match fields::string_list(data, "allowed_roles")? {
@@ -569,10 +733,10 @@ impl DatabaseBackend {
         };
         let max_open_connections = match fields::integer(data, "max_open_connections")? {
             Some(n) if (1..=1000).contains(&n) => usize::try_from(n).unwrap_or(4),
-            Some(n) => {
-                return Err(CoreError::invalid(format!(
-                    "max_open_connections must be between 1 and 1000, got {n}"
-                )));
+            Some(_) => {
+                return Err(CoreError::invalid(
+                    "max_open_connections must be between 1 and 1000",
+                ));
             }
             None => existing.as_ref().map_or(4, |e| e.max_open_connections),
         };
@@ -592,10 +756,10 @@ impl DatabaseBackend {
         let password_authentication = match fields::string(data, "password_authentication")? {
             Some(p) if p == "password" || p == "scram-sha-256" => p,
             Some(p) if p.is_empty() => "scram-sha-256".to_owned(),
-            Some(p) => {
-                return Err(CoreError::invalid(format!(
-                    "password_authentication must be \"scram-sha-256\" or \"password\", got {p:?}"
-                )));
+            Some(_) => {
+                return Err(CoreError::invalid(
+                    "password_authentication must be \"scram-sha-256\" or \"password\"",
+                ));
             }
             None => existing.as_ref().map_or_else(
                 || "scram-sha-256".to_owned(),
@@ -612,10 +776,10 @@ impl DatabaseBackend {
         }
         let scram_iterations = match fields::integer(data, "scram_iterations")? {
             Some(n) if (1..=10_000_000).contains(&n) => u32::try_from(n).unwrap_or(4096),
-            Some(n) => {
-                return Err(CoreError::invalid(format!(
-                    "scram_iterations must be between 1 and 10000000, got {n}"
-                )));
+            Some(_) => {
+                return Err(CoreError::invalid(
+                    "scram_iterations must be between 1 and 10000000",
+                ));
             }
             None => existing
                 .as_ref()
@@ -649,11 +813,16 @@ impl DatabaseBackend {
             scram_iterations,
             root_rotation_statements,
             observe_sessions,
+            allow_cleartext_password,
         };
         let target = if verify_connection {
-            let t = connect(&config, &config.password)
-                .await
-                .map_err(|e| CoreError::invalid(format!("error creating database object: {e}")))?;
+            let t = connect(&config, &config.password).await.map_err(|e| {
+                tracing::warn!(database = %name, error = %e, "database connection check failed");
+                CoreError::invalid(format!(
+                    "error creating database object: {}",
+                    public_error(&e)
+                ))
+            })?;
             Some(Arc::new(t))
         } else {
             None
@@ -686,6 +855,7 @@ impl DatabaseBackend {
             "max_open_connections": c.max_open_connections,
             "max_idle_connections": c.max_idle_connections,
             "max_connection_lifetime": format!("{}s", c.max_connection_lifetime),
+            "allow_cleartext_password": c.allow_cleartext_password,
         });
         if c.plugin_name == "postgresql-database-plugin" {
             details["password_authentication"] = json!(c.password_authentication);
@@ -776,9 +946,9 @@ impl DatabaseBackend {
             && !t.is_empty()
             && t != "password"
         {
-            return Err(CoreError::invalid(format!(
-                "credential_type {t:?} is not supported; leash issues \"password\" credentials"
-            )));
+            return Err(CoreError::invalid(
+                "credential_type is not supported: leash issues \"password\" credentials",
+            ));
         }
         let role = DbRole {
             db_name,
@@ -1263,6 +1433,116 @@ mod tests {
     }
 
     #[test]
+    fn driver_errors_lose_quoted_values() {
+        let cases = [
+            (
+                DbError::Connect {
+                    message: "db error: FATAL: password authentication failed for user \"postgres\"".into(),
+                },
+                "cannot connect to database: db error: FATAL: password authentication failed for user \"…\"",
+            ),
+            (
+                DbError::Connect {
+                    message: "ERROR 1045 (28000): Access denied for user 'root'@'10.1.2.3' (using password: YES)".into(),
+                },
+                "cannot connect to database: ERROR 1045 (28000): Access denied for user '…'@'…' (using password: YES)",
+            ),
+            (
+                DbError::Statement {
+                    index: 1,
+                    sqlstate: "42710".into(),
+                    message: "role \"v-token-ro-abc\" already exists".into(),
+                },
+                "statement 1 failed: 42710: role \"…\" already exists",
+            ),
+            (
+                DbError::Connect {
+                    message: "Connection refused (os error 111)".into(),
+                },
+                "cannot connect to database: Connection refused (os error 111)",
+            ),
+            (
+                DbError::Connect {
+                    message: "unterminated \"secret".into(),
+                },
+                "cannot connect to database: unterminated \"…\"",
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(public_error(&e), want);
+        }
+    }
+
+    #[test]
+    fn keyword_strings_and_query_parameters_lose_passwords() {
+        let cases = [
+            (
+                "host=db password=hunter2 user=root",
+                "host=db password=[redacted] user=root",
+            ),
+            ("host=db PASSWORD=hunter2", "host=db PASSWORD=[redacted]"),
+            (
+                "host=db password = hunter2 dbname=x",
+                "host=db password = [redacted] dbname=x",
+            ),
+            ("password='hunter 2' host=db", "password=[redacted] host=db"),
+            (
+                r"host=db password='it\'s a\\ secret' user=u",
+                "host=db password=[redacted] user=u",
+            ),
+            (
+                "host=db sslpassword=k3y pwd=x Pwd=y",
+                "host=db sslpassword=[redacted] pwd=[redacted] Pwd=[redacted]",
+            ),
+            (
+                "host=db password={{password}} user={{username}}",
+                "host=db password={{password}} user={{username}}",
+            ),
+            (
+                "host=db password='{{password}}'",
+                "host=db password='{{password}}'",
+            ),
+            (
+                "postgresql://db/x?password=hunter2&sslmode=disable",
+                "postgresql://db/x?password=[redacted]&sslmode=disable",
+            ),
+            (
+                "postgresql://db/x?sslmode=disable&PassWord=hunter2",
+                "postgresql://db/x?sslmode=disable&PassWord=[redacted]",
+            ),
+            (
+                "postgresql://db/x?pass%77ord=hunter2",
+                "postgresql://db/x?pass%77ord=[redacted]",
+            ),
+            (
+                "postgresql://u:pw@db/x?sslpassword=k&a=b",
+                "postgresql://u:[redacted]@db/x?sslpassword=[redacted]&a=b",
+            ),
+            (
+                "postgresql://db/x?password={{password}}",
+                "postgresql://db/x?password={{password}}",
+            ),
+            (
+                "mysql://u@h:3306/db?password=hunter2",
+                "mysql://u@h:3306/db?password=[redacted]",
+            ),
+            (
+                "u@tcp(h:3306)/db?pwd=hunter2&x=1",
+                "u@tcp(h:3306)/db?pwd=[redacted]&x=1",
+            ),
+            (
+                "u:pw@tcp(h:3306)/db?passwd=z",
+                "u:[redacted]@tcp(h:3306)/db?passwd=[redacted]",
+            ),
+        ];
+        for (url, want) in cases {
+            let got = redact_url(url);
+            assert_eq!(got, want, "{url}");
+            assert!(!got.contains("hunter") && !got.contains("secret"), "{got}");
+        }
+    }
+
+    #[test]
     fn allowed_roles_match_exact_star_and_prefix_globs() {
         let mut c = DbConfig {
             plugin_name: "postgresql-database-plugin".into(),
@@ -1279,6 +1559,7 @@ mod tests {
             scram_iterations: 4096,
             root_rotation_statements: Vec::new(),
             observe_sessions: false,
+            allow_cleartext_password: false,
         };
         assert!(c.allows("ro") && c.allows("agent-x") && !c.allows("rw"));
         c.allowed_roles = vec!["*".into()];

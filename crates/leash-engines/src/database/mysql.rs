@@ -119,6 +119,10 @@ pub struct MySqlConfig {
     pub password: SecretString,
     /// Upper bound on connections leash uses at once on this server.
     pub max_open_connections: usize,
+    /// Whether the root password may be sent with the `mysql_clear_password` plugin
+    /// (in cleartext). Off by default, whatever the URL's `allowCleartextPasswords` or
+    /// `enable_cleartext_plugin` say: the connection's configuration decides.
+    pub allow_cleartext_password: bool,
 }
 
 impl MySqlConfig {
@@ -133,6 +137,7 @@ impl MySqlConfig {
             username: username.into(),
             password,
             max_open_connections: DEFAULT_MAX_OPEN_CONNECTIONS,
+            allow_cleartext_password: false,
         }
     }
 }
@@ -144,6 +149,7 @@ impl fmt::Debug for MySqlConfig {
             .field("username", &self.username)
             .field("password", &"[redacted]")
             .field("max_open_connections", &self.max_open_connections)
+            .field("allow_cleartext_password", &self.allow_cleartext_password)
             .finish()
     }
 }
@@ -491,7 +497,11 @@ pub(super) fn connection_opts(config: &MySqlConfig) -> Result<Opts, DbError> {
     let pool_opts = PoolOpts::new()
         .with_constraints(constraints)
         .with_inactive_connection_ttl(IDLE_TTL);
-    Ok(Opts::from(builder.pool_opts(pool_opts)))
+    Ok(Opts::from(
+        builder
+            .enable_cleartext_plugin(config.allow_cleartext_password)
+            .pool_opts(pool_opts),
+    ))
 }
 
 /// The pool in use and the credentials it logs in with; replaced whole on rotation and

@@ -2,8 +2,8 @@
 //! `LEASH_TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`). Each database
 //! test makes its own database and users, named with a random tag (usernames start with
 //! `v-<tag>-`, the admin user of the rotation test is `ladm_<tag>`), and drops them at
-//! the end. When the server is unreachable the tests skip with a message — unless `CI`
-//! is set, where they fail.
+//! the end. When the server is unreachable a test prints `SKIPPED: <why>` to stderr and
+//! passes — unless `CI=true`, where it fails.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,11 +70,14 @@ impl TestDb {
         let admin_opts = OptsBuilder::from_opts(base.clone()).prefer_socket(false);
         let mut admin = match Conn::new(admin_opts).await {
             Ok(c) => c,
-            Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!("skipping: MySQL/MariaDB at {} unreachable: {e}", base_url());
+            Err(e) if !super::postgres_tests::in_ci() => {
+                super::postgres_tests::skipped(&format!(
+                    "MySQL/MariaDB at LEASH_TEST_MYSQL_URL ({}) unreachable: {e}",
+                    base_url()
+                ));
                 return None;
             }
-            Err(e) => panic!("MySQL/MariaDB unreachable under CI: {e}"),
+            Err(e) => panic!("MySQL/MariaDB unreachable under CI=true: {e}"),
         };
         let tag = random::base62(4).to_ascii_lowercase();
         let db = format!("leash_test_{tag}");
@@ -267,7 +270,23 @@ fn go_dsn_parsing() {
         o.setup(),
         ["SET sql_mode='ANSI_QUOTES', time_zone='+00:00'".to_owned()]
     );
-    assert!(o.enable_cleartext_plugin());
+    // The URL cannot turn on mysql_clear_password: only allow_cleartext_password can.
+    assert!(!o.enable_cleartext_plugin());
+    for url in [
+        "mysql://u@h/?enable_cleartext_plugin=true",
+        "u@tcp(h)/?allowCleartextPasswords=1",
+    ] {
+        assert!(
+            !opts(url, "", "").unwrap().enable_cleartext_plugin(),
+            "{url}"
+        );
+        let mut c = MySqlConfig::new(url, "", secret(""));
+        c.allow_cleartext_password = true;
+        assert!(
+            connection_opts(&c).unwrap().enable_cleartext_plugin(),
+            "{url}"
+        );
+    }
 
     let mut config = MySqlConfig::new("{{username}}@tcp(h)/", "vault", secret(""));
     config.max_open_connections = 7;

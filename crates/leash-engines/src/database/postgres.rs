@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
 use super::DbError;
+use super::pg_stream;
 use super::scram::{self, scram_sha256_verifier};
 use super::template::{Vars, render};
 
@@ -107,6 +108,10 @@ pub struct PgConfig {
     pub max_open_connections: usize,
     /// What `{{password}}` becomes in creation statements.
     pub password_authentication: PasswordAuthentication,
+    /// Whether the root password may be sent when the server asks for it in cleartext
+    /// (`AuthenticationCleartextPassword`). Off by default: such a request fails the
+    /// connection before the password is written.
+    pub allow_cleartext_password: bool,
 }
 
 impl PgConfig {
@@ -122,6 +127,7 @@ impl PgConfig {
             password,
             max_open_connections: DEFAULT_MAX_OPEN_CONNECTIONS,
             password_authentication: PasswordAuthentication::default(),
+            allow_cleartext_password: false,
         }
     }
 }
@@ -143,6 +149,7 @@ impl fmt::Debug for PgConfig {
             .field("password", &"[redacted]")
             .field("max_open_connections", &self.max_open_connections)
             .field("password_authentication", &self.password_authentication)
+            .field("allow_cleartext_password", &self.allow_cleartext_password)
             .finish()
     }
 }
@@ -254,6 +261,8 @@ pub struct PgTarget {
     idle: Mutex<Vec<Conn>>,
     permits: Arc<Semaphore>,
     auth: PasswordAuthentication,
+    /// See [`PgConfig::allow_cleartext_password`].
+    allow_cleartext: bool,
     /// Kept only to scrub it out of driver error messages.
     root_password: SecretString,
 }
@@ -306,6 +315,7 @@ impl PgTarget {
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(config.max_open_connections.max(1))),
             auth: config.password_authentication,
+            allow_cleartext: config.allow_cleartext_password,
             root_password: config.password,
         };
         // Verify now; the connection stays in the pool.
@@ -319,10 +329,29 @@ impl PgTarget {
     }
 
     async fn open(&self) -> Result<Conn, DbError> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
-            let (_, message) = parts(&e, &[self.root_password.expose_secret()]);
-            DbError::Connect { message }
-        })?;
+        let timeout = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT);
+        let stream = pg_stream::open(&self.config, timeout, self.allow_cleartext)
+            .await
+            .map_err(|e| DbError::Connect {
+                message: e.to_string(),
+            })?;
+        let (client, connection) =
+            match tokio::time::timeout(timeout, self.config.connect_raw(stream, NoTls)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    let (_, message) = parts(&e, &[self.root_password.expose_secret()]);
+                    return Err(DbError::Connect { message });
+                }
+                Err(_) => {
+                    return Err(DbError::Connect {
+                        message: "timed out logging in".to_owned(),
+                    });
+                }
+            };
         // The connection future ends when `client` is dropped; `Conn` aborts it too.
         let task = tokio::spawn(async move {
             if let Err(e) = connection.await {

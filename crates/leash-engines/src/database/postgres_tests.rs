@@ -1,7 +1,8 @@
-//! Tests of [`super::postgres`] against the real PostgreSQL at 127.0.0.1:5432 (user
-//! `postgres`, trust auth). Each test makes its own database and roles, named with a
-//! random tag, and drops them at the end. When PostgreSQL is unreachable the tests skip
-//! with a message — unless `CI` is set, where they fail.
+//! Tests of [`super::postgres`] against the real PostgreSQL at `LEASH_TEST_POSTGRES_URL`
+//! (default `postgresql://postgres@127.0.0.1:5432/postgres`; a superuser, trust auth).
+//! Each test makes its own database and roles, named with a random tag, and drops them at
+//! the end. When PostgreSQL is unreachable a test prints `SKIPPED: <why>` to stderr and
+//! passes — unless `CI=true`, where it fails.
 //!
 //! SCRAM: trust auth on 127.0.0.1 would accept any password, so logging in proves
 //! nothing about the verifier. Instead the tests check that `pg_authid.rolpassword`
@@ -25,6 +26,49 @@ const ISSUE_ROLE: [&str; 2] = [
     "GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{{name}}\";",
 ];
 
+/// The admin connection's URL (`LEASH_TEST_POSTGRES_URL`).
+pub(super) fn admin_url() -> String {
+    std::env::var("LEASH_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `host:port` of the test server, from [`admin_url`].
+pub(super) fn host_port() -> String {
+    let c: tokio_postgres::Config = admin_url()
+        .parse()
+        .expect("LEASH_TEST_POSTGRES_URL is a PostgreSQL URL");
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    format!("{host}:{}", c.get_ports().first().copied().unwrap_or(5432))
+}
+
+/// Whether a missing database must fail the test (`CI=true`) rather than skip it.
+pub(super) fn in_ci() -> bool {
+    ci_value_means_ci(std::env::var("CI").ok().as_deref())
+}
+
+/// Says on the real stderr (not the test harness's captured one, so it shows even for
+/// a passing test) that the test skipped, and why.
+pub(super) fn skipped(why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+}
+
+fn ci_value_means_ci(v: Option<&str>) -> bool {
+    v.is_some_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"))
+}
+
+#[test]
+fn ci_true_turns_a_skip_into_a_failure() {
+    assert!(ci_value_means_ci(Some("true")));
+    assert!(ci_value_means_ci(Some("1")));
+    assert!(!ci_value_means_ci(None));
+    assert!(!ci_value_means_ci(Some("false")));
+    assert!(!ci_value_means_ci(Some("")));
+}
+
 async fn connect(conn: &str) -> Result<Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(conn, NoTls).await?;
     tokio::spawn(async move {
@@ -46,13 +90,19 @@ struct TestDb {
 
 impl TestDb {
     async fn new() -> Option<TestDb> {
-        let admin = match connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres").await {
+        let admin = match connect(&admin_url()).await {
             Ok(c) => c,
-            Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!("skipping: PostgreSQL at 127.0.0.1:5432 unreachable: {e}");
+            Err(e) if !in_ci() => {
+                skipped(&format!(
+                    "PostgreSQL at {} (LEASH_TEST_POSTGRES_URL) unreachable: {e}",
+                    host_port()
+                ));
                 return None;
             }
-            Err(e) => panic!("PostgreSQL at 127.0.0.1:5432 unreachable under CI: {e}"),
+            Err(e) => panic!(
+                "PostgreSQL at {} unreachable under CI=true: {e}",
+                host_port()
+            ),
         };
         let tag = format!("lt{}", random::base62(6).to_ascii_lowercase());
         let name = format!("leash_test_{tag}");
@@ -60,11 +110,12 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap();
-        let db = connect(&format!(
-            "host=127.0.0.1 port=5432 user=postgres dbname={name}"
-        ))
-        .await
-        .unwrap();
+        let mut db_config: tokio_postgres::Config = admin_url().parse().unwrap();
+        db_config.dbname(&name);
+        let (db, connection) = db_config.connect(NoTls).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
         db.batch_execute(
             "CREATE TABLE public.t1 (x int); INSERT INTO public.t1 VALUES (1);
              CREATE TABLE public.t2 (y text);
@@ -92,7 +143,8 @@ impl TestDb {
     fn config(&self) -> PgConfig {
         PgConfig::new(
             format!(
-                "postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:5432/{}?sslmode=disable",
+                "postgresql://{{{{username}}}}:{{{{password}}}}@{}/{}?sslmode=disable",
+                host_port(),
                 self.name
             ),
             "postgres",
@@ -106,8 +158,9 @@ impl TestDb {
 
     async fn login(&self, user: &str, password: &SecretString) -> Client {
         connect(&format!(
-            "postgresql://{user}:{}@127.0.0.1:5432/{}?sslmode=disable",
+            "postgresql://{user}:{}@{}/{}?sslmode=disable",
             password.expose_secret(),
+            host_port(),
             self.name
         ))
         .await
@@ -504,8 +557,10 @@ async fn errors_name_the_statement_and_never_the_password() {
         Err(DbError::NoStatements { .. })
     ));
     let mut bad = t.config();
-    bad.connection_url =
-        "postgresql://{{username}}:{{password}}@127.0.0.1:5432/leash_no_such_db".to_owned();
+    bad.connection_url = format!(
+        "postgresql://{{{{username}}}}:{{{{password}}}}@{}/leash_no_such_db",
+        host_port()
+    );
     let e = PgTarget::connect(bad).await.unwrap_err();
     assert!(matches!(e, DbError::Connect { .. }), "{e:?}");
     assert!(!e.to_string().contains("root-pw"), "{e}");

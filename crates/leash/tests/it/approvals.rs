@@ -603,7 +603,8 @@ async fn pre_approval_rules_approve_low_risk_requests_at_once() {
         )
         .await;
     assert_eq!(s, 400);
-    assert!(error(&b).contains("fly"), "{b}");
+    assert!(error(&b).contains("unknown operation"), "{b}");
+    assert!(!error(&b).contains("fly"), "the value is not echoed: {b}");
     let (_, b) = j.srv.root("LIST", "sys/control-group/rules", None).await;
     assert_eq!(b["data"]["keys"], json!(["short-reads"]));
     j.done().await;
@@ -665,7 +666,46 @@ async fn an_approval_never_widens_a_policy_and_input_is_checked() {
             "requested_duration_minutes",
         ),
         ("justification", json!(""), "justification"),
-        ("target_resource", json!("a/../b"), "not a valid path"),
+        (
+            "target_resource",
+            json!("a/../b"),
+            "not a valid request path",
+        ),
+        (
+            "target_resource",
+            json!("secret//data/x"),
+            "not a valid request path",
+        ),
+        (
+            "target_resource",
+            json!("secret/data/x?version=1"),
+            "not a valid request path",
+        ),
+        (
+            "target_resource",
+            json!("secret/dat%61/x"),
+            "not a valid request path",
+        ),
+        (
+            "target_resource",
+            json!("secret/data/x/"),
+            "not a valid request path",
+        ),
+        (
+            "target_resource",
+            json!("/secret/data/x"),
+            "not a valid request path",
+        ),
+        (
+            "target_resource",
+            json!(" secret/data/x"),
+            "not a valid request path",
+        ),
+        (
+            "target_resource",
+            json!("secret/data/\nAPPROVED"),
+            "not a valid request path",
+        ),
     ] {
         let mut b = base.clone();
         b[field] = value;
@@ -844,6 +884,83 @@ async fn webhooks_announce_requests_and_decisions_retry_and_escalate() {
     .await;
     assert_eq!(rx.payload("/hook", "approved")["leash"]["comment"], "go");
     assert!(j.steps(&id).contains(&"approval.escalated".to_owned()));
+    j.done().await;
+}
+
+#[tokio::test]
+async fn chat_markup_written_by_an_agent_reaches_the_webhook_inert() {
+    let j = Jit::new(1, "1h").await;
+    let rx = Receiver::start(0).await;
+    let (s, b) = j
+        .srv
+        .root(
+            "POST",
+            "sys/control-group/config",
+            Some(json!({"webhook_urls": [format!("{}/hook", rx.url)]})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = j
+        .srv
+        .call(
+            "POST",
+            "sys/control-group/request",
+            Some(&j.agent),
+            Some(json!({
+                "agent_id": "<!channel> <@U123>",
+                "operation": "read",
+                "target_resource": j.target,
+                "justification": "see <http://evil.example/x|the runbook> & co\n*APPROVED by dba*\r\n> quoted",
+                "requested_duration_minutes": 5,
+            })),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let id = b["request_id"].as_str().unwrap().to_owned();
+    eventually(
+        "the request is announced",
+        Duration::from_secs(30),
+        || async { rx.events("/hook").contains(&"requested".to_owned()) },
+    )
+    .await;
+    let p = rx.payload("/hook", "requested");
+    let (s, b) = j
+        .decide("alice", &id, "approve", "<!here> ok\n*DENIED*")
+        .await;
+    assert_eq!(s, 200, "{b}");
+    eventually(
+        "the decision is announced",
+        Duration::from_secs(30),
+        || async { rx.events("/hook").contains(&"approved".to_owned()) },
+    )
+    .await;
+    let d = rx.payload("/hook", "approved");
+    for p in [&p, &d] {
+        assert_eq!(p["mrkdwn"], false, "{p}");
+        let mut shown = vec![p["text"].as_str().unwrap().to_owned()];
+        for f in p["attachments"][0]["fields"].as_array().unwrap() {
+            shown.push(f["value"].as_str().unwrap().to_owned());
+        }
+        for t in &shown {
+            assert!(!t.contains('<') && !t.contains('>'), "{t}");
+            assert!(!t.contains('\n') && !t.contains('\r'), "{t}");
+        }
+    }
+    let text = p["text"].as_str().unwrap();
+    assert!(text.contains("&lt;!channel&gt; &lt;@U123&gt;"), "{text}");
+    assert!(
+        text.contains("&lt;http://evil.example/x|the runbook&gt; &amp; co *APPROVED by dba*"),
+        "{text}"
+    );
+    assert!(
+        d["text"]
+            .as_str()
+            .unwrap()
+            .contains("(&lt;!here&gt; ok *DENIED*)"),
+        "{d}"
+    );
+    // Machines get the values as written.
+    assert_eq!(p["leash"]["agent_id"], "<!channel> <@U123>");
     j.done().await;
 }
 
@@ -1108,7 +1225,9 @@ async fn a_failed_issuance_does_not_spend_the_grant() {
     let (s, b) = j.decide("alice", &id, "approve", "ok").await;
     assert_eq!(s, 200, "{b}");
     // The database is unreachable for a moment: the read fails (502)...
-    let broken = j.pg.url().replace("5432", "1");
+    let broken =
+        j.pg.url()
+            .replace(&crate::database::pg_host_port(), "127.0.0.1:1");
     let (s, b) = j
         .srv
         .root(

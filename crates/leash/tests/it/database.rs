@@ -26,6 +26,30 @@ pub(crate) fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// `host:port` of the test PostgreSQL (from `LEASH_TEST_POSTGRES_URL`), for URLs the
+/// tests build.
+pub(crate) fn pg_host_port() -> String {
+    let c: tokio_postgres::Config = pg_admin_url()
+        .parse()
+        .expect("LEASH_TEST_POSTGRES_URL is a PostgreSQL URL");
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    format!("{host}:{}", c.get_ports().first().copied().unwrap_or(5432))
+}
+
+/// `key=value` connection string to database `name` as the admin user.
+pub(crate) fn pg_db_conn(name: &str) -> String {
+    let c: tokio_postgres::Config = pg_admin_url().parse().unwrap();
+    let hp = pg_host_port();
+    let (host, port) = hp.rsplit_once(':').unwrap();
+    format!(
+        "host={host} port={port} user={} dbname={name}",
+        c.get_user().unwrap_or("postgres")
+    )
+}
+
 pub(crate) async fn pg_connect(url: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
         .await
@@ -55,10 +79,7 @@ impl PgScratch {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap();
-        let db = pg_connect(&format!(
-            "host=127.0.0.1 port=5432 user=postgres dbname={name}"
-        ))
-        .await;
+        let db = pg_connect(&pg_db_conn(&name)).await;
         db.batch_execute(
             "CREATE TABLE public.t1 (x int); INSERT INTO public.t1 VALUES (1);
              CREATE TABLE public.t2 (y text);
@@ -77,11 +98,7 @@ impl PgScratch {
     /// The same scratch database over new connections (after a server restart).
     pub(crate) async fn reconnect(self) -> PgScratch {
         let admin = pg_connect(&pg_admin_url()).await;
-        let db = pg_connect(&format!(
-            "host=127.0.0.1 port=5432 user=postgres dbname={}",
-            self.name
-        ))
-        .await;
+        let db = pg_connect(&pg_db_conn(&self.name)).await;
         PgScratch {
             admin,
             db,
@@ -92,7 +109,8 @@ impl PgScratch {
 
     pub(crate) fn url(&self) -> String {
         format!(
-            "postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:5432/{}?sslmode=disable",
+            "postgresql://{{{{username}}}}:{{{{password}}}}@{}/{}?sslmode=disable",
+            pg_host_port(),
             self.name
         )
     }
@@ -166,7 +184,8 @@ impl PgScratch {
 
     pub(crate) async fn login(&self, user: &str, password: &str) -> Client {
         pg_connect(&format!(
-            "postgresql://{user}:{password}@127.0.0.1:5432/{}?sslmode=disable",
+            "postgresql://{user}:{password}@{}/{}?sslmode=disable",
+            pg_host_port(),
             self.name
         ))
         .await
@@ -839,7 +858,8 @@ pub(crate) struct Outage {
 }
 
 impl Outage {
-    pub(crate) async fn start(target: &'static str) -> Outage {
+    pub(crate) async fn start(target: &str) -> Outage {
+        let target = target.to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
@@ -851,8 +871,9 @@ impl Outage {
                     drop(inbound);
                     continue;
                 }
+                let target = target.clone();
                 let h = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target.as_str()).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
                     }
                 });
@@ -883,7 +904,7 @@ impl Outage {
 async fn revocation_survives_a_target_outage_and_never_drops_a_lease() {
     let srv = TestServer::start().await;
     let pg = PgScratch::new().await;
-    let proxy = Outage::start("127.0.0.1:5432").await;
+    let proxy = Outage::start(&pg_host_port()).await;
     let log = srv.dir.join("audit.log");
     let (s, b) = srv
         .root(
@@ -1051,5 +1072,178 @@ async fn revoke_force_drops_records_loudly_and_needs_sudo() {
     assert!(audit.contains("\"event\":\"force-revoked\""), "{audit}");
     let (s, b) = srv.root("PUT", "sys/leases/revoke-prefix/", None).await;
     assert_eq!(s, 400, "an empty prefix would be every lease: {b}");
+    pg.cleanup().await;
+}
+
+/// A fake PostgreSQL server that asks every client for its password in cleartext
+/// (`AuthenticationCleartextPassword`) and keeps every byte sent after the startup
+/// message: what a token holder who can repoint `connection_url` would run.
+struct CleartextFake {
+    addr: std::net::SocketAddr,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    received: Arc<std::sync::Mutex<Vec<u8>>>,
+    task: JoinHandle<()>,
+}
+
+impl CleartextFake {
+    async fn start() -> CleartextFake {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, r) = (Arc::clone(&connections), Arc::clone(&received));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = Arc::clone(&r);
+                tokio::spawn(async move {
+                    // Startup message (answering an SSLRequest with 'N' first).
+                    loop {
+                        let mut len = [0u8; 4];
+                        if sock.read_exact(&mut len).await.is_err() {
+                            return;
+                        }
+                        let mut body = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+                        if sock.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        if body[..4] == 80_877_103u32.to_be_bytes() {
+                            let _ = sock.write_all(b"N").await;
+                            continue;
+                        }
+                        break;
+                    }
+                    let _ = sock.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).await;
+                    let mut buf = [0u8; 512];
+                    while let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf)).await
+                    {
+                        if n == 0 {
+                            return;
+                        }
+                        r.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+        CleartextFake {
+            addr,
+            connections,
+            received,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "postgresql://{{{{username}}}}:{{{{password}}}}@{}/x?sslmode=disable",
+            self.addr
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_password_never_follows_the_connection_to_a_new_server() {
+    let srv = TestServer::start().await;
+    let pg = PgScratch::new().await;
+    pg.setup(&srv, "db", json!({})).await;
+    let fake = CleartextFake::start().await;
+    srv.write_policy(
+        "db-update",
+        r#"path "db/config/*" { capabilities = ["update"] }"#,
+    )
+    .await;
+    let token = srv.token_with(&["db-update"]).await;
+
+    // A writer without the password cannot point the connection anywhere new.
+    for change in [
+        json!({"connection_url": fake.url()}),
+        json!({"connection_url": pg.url().replace("127.0.0.1", "localhost")}),
+        json!({"connection_url": pg.url().replace(&pg.name, "postgres")}),
+        json!({"username": "someone_else"}),
+        json!({"plugin_name": "mysql-database-plugin", "connection_url": format!("{{{{username}}}}:{{{{password}}}}@tcp({})/", fake.addr)}),
+        json!({"allow_cleartext_password": true}),
+    ] {
+        let (s, b) = srv
+            .call("POST", "db/config/pg", Some(&token), Some(change.clone()))
+            .await;
+        assert_eq!(s, 400, "{change}: {b}");
+        let e = error(&b);
+        assert!(e.contains("\"password\""), "{change}: {e}");
+        assert!(!e.contains("root-password"), "{e}");
+    }
+    assert_eq!(fake.connections.load(Ordering::SeqCst), 0);
+    // Settings that keep the endpoint need no password; the connection still works.
+    let (s, b) = srv
+        .call(
+            "POST",
+            "db/config/pg",
+            Some(&token),
+            Some(json!({"max_open_connections": 3})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = srv.root("GET", "db/config/pg", None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["data"]["connection_details"]["connection_url"],
+        pg.url().as_str()
+    );
+    assert_eq!(
+        b["data"]["connection_details"]["allow_cleartext_password"],
+        false
+    );
+    let (s, b) = srv
+        .root("GET", &format!("db/creds/{}", pg.role), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    // Even with the password given, a server asking for it in cleartext never gets it.
+    let (s, b) = srv
+        .root(
+            "POST",
+            "db/config/pg",
+            Some(json!({"connection_url": fake.url(), "password": "fresh-root-secret"})),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(error(&b).contains("cleartext"), "{b}");
+    assert!(!b.to_string().contains("fresh-root-secret"), "{b}");
+    assert_eq!(fake.connections.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let got = String::from_utf8_lossy(&fake.received.lock().unwrap()).into_owned();
+    assert!(!got.contains("fresh-root-secret"), "{got:?}");
+    assert!(
+        !got.starts_with('p'),
+        "a password message was sent: {got:?}"
+    );
+
+    // Only when the configuration says so (and the fake is real enough to receive it).
+    let (s, b) = srv
+        .root(
+            "POST",
+            "db/config/pg",
+            Some(json!({
+                "connection_url": fake.url(),
+                "password": "fresh-root-secret",
+                "allow_cleartext_password": true,
+            })),
+        )
+        .await;
+    assert_eq!(s, 400, "the fake never completes a login: {b}");
+    eventually(
+        "the fake receives the cleartext password",
+        Duration::from_secs(5),
+        || {
+            let got = fake.received.lock().unwrap().clone();
+            async move { String::from_utf8_lossy(&got).contains("fresh-root-secret") }
+        },
+    )
+    .await;
+    fake.task.abort();
     pg.cleanup().await;
 }

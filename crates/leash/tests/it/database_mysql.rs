@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::{error, eventually};
 
-fn base() -> Opts {
+pub(crate) fn base() -> Opts {
     let url = std::env::var("LEASH_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
     Opts::from_url(&url).unwrap()
@@ -19,7 +19,7 @@ fn base() -> Opts {
 async fn admin_conn() -> Conn {
     Conn::new(OptsBuilder::from_opts(base()).prefer_socket(false))
         .await
-        .unwrap_or_else(|e| panic!("MariaDB at 127.0.0.1:3306 is needed for this test: {e}"))
+        .unwrap_or_else(|e| panic!("MariaDB at LEASH_TEST_MYSQL_URL is needed for this test: {e}"))
 }
 
 async fn login(user: &str, password: &str, db: &str) -> Result<Conn, mysql_async::Error> {

@@ -300,3 +300,78 @@ async fn cli_errors_say_what_was_not_found_and_why_a_token_was_refused() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("no token presented"), "{out}");
 }
+
+/// A value pasted into the wrong field (here a token-looking secret) is refused with a
+/// message naming the field; the value appears neither in the answer nor in the audit
+/// log.
+#[tokio::test]
+async fn rejected_values_are_never_echoed() {
+    const PASTED: &str = "hvs.PASTED-SECRET-4f9a";
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let (s, b) = srv
+        .root(
+            "PUT",
+            "sys/audit/file",
+            Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = srv
+        .root("POST", "sys/mounts/db", Some(json!({"type": "database"})))
+        .await;
+    assert_eq!(s, 204, "{b}");
+    for (method, path, body, field) in [
+        ("POST", "auth/token/create", json!({"ttl": PASTED}), "ttl"),
+        (
+            "POST",
+            "secret/config",
+            json!({"delete_version_after": PASTED}),
+            "delete_version_after",
+        ),
+        ("POST", "sys/mounts/x", json!({"type": PASTED}), "type"),
+        (
+            "POST",
+            "db/config/pg",
+            json!({"plugin_name": "postgresql-database-plugin", "connection_url": "postgresql://h/d",
+                   "password_authentication": PASTED, "verify_connection": false}),
+            "password_authentication",
+        ),
+        (
+            "POST",
+            "db/config/pg",
+            json!({"plugin_name": PASTED, "connection_url": "postgresql://h/d"}),
+            "plugin_name",
+        ),
+        (
+            "POST",
+            "sys/control-group/config",
+            json!({"escalation_url": format!("ftp://hooks.example/{PASTED}")}),
+            "escalation_url",
+        ),
+        (
+            "PUT",
+            "sys/audit/bad",
+            json!({"type": "file", "options": {"file_path": "discard", "mode": PASTED}}),
+            "mode",
+        ),
+    ] {
+        let (s, b) = srv.root(method, path, Some(body)).await;
+        assert_eq!(s, 400, "{path}: {b}");
+        let e = error(&b);
+        assert!(!e.contains("PASTED"), "{path} echoes the value: {e}");
+        assert!(
+            e.contains(field) || (field == "type" && e.contains("secrets engine type")),
+            "{path}: {e}"
+        );
+    }
+    let audit = std::fs::read_to_string(&log).unwrap();
+    for line in audit.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            !v["error"].as_str().unwrap_or("").contains("PASTED"),
+            "{line}"
+        );
+    }
+}

@@ -214,7 +214,11 @@ async fn mariadb_sessions_are_observed_too() {
             "mysql/config/maria",
             Some(json!({
                 "plugin_name": "mysql-database-plugin",
-                "connection_url": "{{username}}:{{password}}@tcp(127.0.0.1:3306)/",
+                "connection_url": format!(
+                    "{{{{username}}}}:{{{{password}}}}@tcp({}:{})/",
+                    crate::database_mysql::base().ip_or_hostname(),
+                    crate::database_mysql::base().tcp_port()
+                ),
                 "username": "root",
                 "password": "",
                 "allowed_roles": ["obs"],
@@ -251,8 +255,8 @@ async fn mariadb_sessions_are_observed_too() {
     let lease = b["lease_id"].as_str().unwrap().to_owned();
     let mut c = mysql_async::Conn::new(
         mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(3306)
+            .ip_or_hostname(crate::database_mysql::base().ip_or_hostname())
+            .tcp_port(crate::database_mysql::base().tcp_port())
             .user(Some(b["data"]["username"].as_str().unwrap()))
             .pass(Some(b["data"]["password"].as_str().unwrap()))
             .prefer_socket(false),

