@@ -63,6 +63,14 @@ pub struct TokenEntry {
     /// kept so the token gauges can be rebuilt after a restart. Not shown to clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_role: Option<String>,
+    /// The inline scope the token was created with (a policy in HCL or JSON): its
+    /// effective ACL is its policies ∩ this scope ∩ its parent's effective ACL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The token or one of its ancestors has a scope: its effective ACL is computed over
+    /// the delegation chain at each request (live: a parent that shrinks shrinks it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scoped: bool,
 }
 
 impl TokenEntry {
@@ -84,6 +92,9 @@ pub struct Caller {
     /// Uses left after this request (`None` = unlimited). `Some(0)` means the token is
     /// revoked once this request finishes.
     pub uses_left: Option<i64>,
+    /// For a scoped token: the accessors of the ancestors whose ACLs bound it, nearest
+    /// first (the delegation chain a reviewer needs). Empty otherwise.
+    pub chain: Vec<String>,
 }
 
 impl std::fmt::Debug for Caller {

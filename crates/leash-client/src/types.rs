@@ -50,6 +50,10 @@ pub struct TokenCreateRequest {
     /// Token type (`service`).
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
+    /// An inline scope (a policy in HCL or JSON): the new token can do only what both
+    /// this scope and the creating token allow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     /// Create through this token role (`auth/token/create/<role>`); not in the body.
     #[serde(skip)]
     pub role: Option<String>,

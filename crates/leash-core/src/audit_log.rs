@@ -282,6 +282,13 @@ struct AuthOut<'a> {
     token_issue_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     policy_results: Option<PolicyResults<'a>>,
+    /// A scoped token's scope fingerprint (see `token::scope_hash`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope_hash: Option<String>,
+    /// A scoped token's delegation chain: the accessors (HMAC'd like the token's own)
+    /// of the ancestors whose ACLs bounded the request, nearest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delegation_chain: Option<Vec<Cow<'a, str>>>,
 }
 
 #[derive(Serialize)]
@@ -384,6 +391,11 @@ fn auth_out<'a>(ctx: &'a AuditContext<'_>, hm: Hm<'a>) -> AuthOut<'a> {
             token_type: Some("service"),
             token_ttl: Some(c.entry.creation_ttl),
             token_issue_time: Some(crate::token::rfc3339(c.entry.creation_time)),
+            scope_hash: c.entry.scope.as_deref().map(crate::token::scope_hash),
+            delegation_chain: c
+                .entry
+                .scoped
+                .then(|| c.chain.iter().map(|a| hm.accessor(a)).collect()),
             policy_results: ctx
                 .policy_results
                 .as_ref()
@@ -411,6 +423,8 @@ fn auth_out<'a>(ctx: &'a AuditContext<'_>, hm: Hm<'a>) -> AuthOut<'a> {
             token_type: None,
             token_ttl: None,
             token_issue_time: None,
+            scope_hash: None,
+            delegation_chain: None,
             policy_results: ctx
                 .policy_results
                 .as_ref()

@@ -100,6 +100,8 @@ pub(crate) async fn complete(
         entity_id: entity_id(inner, mount, &grant.alias),
         bound_cidrs: grant.bound_cidrs,
         issuer: crate::token::Issuer::Login,
+        // A login may only be narrower than its role.
+        scope: crate::token_backend::scope_field(inner, &req.data)?,
         id: None,
     };
     let minted = inner

@@ -21,6 +21,8 @@ use leash_storage::Storage;
 const NS: &str = "sys/policy";
 /// Most distinct policy sets whose ACLs are cached.
 const ACL_CACHE_MAX: usize = 4096;
+/// Most compiled scopes kept (emptied when full).
+const SCOPE_CACHE_MAX: usize = 4096;
 
 /// A stored policy: its name and original text (returned verbatim on read).
 #[derive(Clone)]
@@ -41,6 +43,8 @@ pub struct PolicyStore {
     /// Bumped (under the `acls` lock) by every invalidation, so an ACL compiled from
     /// policies that changed meanwhile is never cached.
     generation: AtomicU64,
+    /// Compiled inline token scopes, by their text.
+    scopes: RwLock<HashMap<String, Arc<Acl>>>,
 }
 
 /// Checks and normalises a policy name.
@@ -69,6 +73,7 @@ impl PolicyStore {
             docs: RwLock::new(HashMap::new()),
             acls: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            scopes: RwLock::new(HashMap::new()),
         };
         if store.storage.get(NS, "default").await?.is_none() {
             store
@@ -174,6 +179,39 @@ impl PolicyStore {
             self.generation.fetch_add(1, Ordering::SeqCst);
             a.clear();
         }
+        if let Ok(mut s) = self.scopes.write() {
+            s.clear();
+        }
+    }
+
+    /// The compiled ACL of an inline token scope (policy text in HCL or JSON), cached by
+    /// its text. Errors name the line, as for `sys/policy`.
+    pub fn scope_acl(&self, text: &str) -> Result<Arc<Acl>, CoreError> {
+        if let Some(a) = self.scopes.read().ok().and_then(|m| m.get(text).cloned()) {
+            return Ok(a);
+        }
+        let doc = leash_policy::parse_policy("scope", text)
+            .map_err(|e| CoreError::invalid(format!("scope: {e}")))?;
+        // A scope narrows what the token may do with what it holds, never its hold on
+        // itself: the `default` policy's self-service paths (lookup-self, renew-self,
+        // revoke-self, capabilities-self, its own leases) stay reachable, as far as the
+        // token's other levels allow them.
+        let default = self
+            .docs
+            .read()
+            .ok()
+            .and_then(|d| d.get("default").map(|p| Arc::clone(&p.doc)));
+        let acl = match &default {
+            Some(d) => Arc::new(Acl::compile(&[&doc, d.as_ref()])),
+            None => Arc::new(Acl::compile(&[&doc])),
+        };
+        if let Ok(mut m) = self.scopes.write() {
+            if m.len() >= SCOPE_CACHE_MAX {
+                m.clear();
+            }
+            m.insert(text.to_owned(), Arc::clone(&acl));
+        }
+        Ok(acl)
     }
 
     /// The compiled ACL for a set of policy names. Unknown names grant nothing (a token

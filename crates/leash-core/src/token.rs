@@ -76,7 +76,21 @@ pub struct TokenSpec {
     pub id: Option<SecretString>,
     /// Who asks for the token: decides whether it may hold `root`.
     pub issuer: Issuer,
+    /// An inline scope (policy text, already validated): the token's effective ACL is
+    /// bounded by it and by its parent's.
+    pub scope: Option<String>,
 }
+
+/// A short, stable fingerprint of a scope's text (hex SHA-256), shown by token lookups
+/// and recorded in audit entries so a reviewer can match a request to its delegation.
+pub fn scope_hash(scope: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(scope.as_bytes());
+    hex::encode(&d[..16])
+}
+
+/// How many levels of scoped delegation an effective ACL is computed over.
+pub const MAX_SCOPE_DEPTH: usize = 32;
 
 /// Who asks for a token to be minted. Only [`Issuer::Bootstrap`] and a root
 /// [`Issuer::Token`] may mint a token holding the `root` policy; a login never can, and
@@ -355,13 +369,54 @@ impl TokenStore {
                 return Ok(None);
             }
         }
-        let acl = policies.acl(&entry.policies);
+        let (acl, chain) = if entry.scoped {
+            self.effective_acl(&entry, policies).await?
+        } else {
+            (policies.acl(&entry.policies), Vec::new())
+        };
         Ok(Some(Caller {
             entry,
             hash,
             acl,
             uses_left,
+            chain,
         }))
+    }
+
+    /// The effective ACL of a scoped token: its policies ∩ its scope ∩ its parent's
+    /// effective ACL, up the chain while the ancestors are scoped too (an unscoped
+    /// ancestor's effective ACL is its policies). Computed at every request, so a parent
+    /// whose policies shrink shrinks its descendants at once. Also returns the accessors
+    /// of the ancestors that bounded it, nearest first. A scope that no longer parses, or
+    /// an ancestor that is gone, grants nothing.
+    async fn effective_acl(
+        &self,
+        entry: &TokenEntry,
+        policies: &PolicyStore,
+    ) -> Result<(Arc<leash_policy::Acl>, Vec<String>), CoreError> {
+        let nothing = || Arc::new(leash_policy::Acl::default());
+        let mut levels = Vec::new();
+        let mut chain = Vec::new();
+        let mut current = entry.clone();
+        for _ in 0..MAX_SCOPE_DEPTH {
+            levels.push(policies.acl(&current.policies));
+            if let Some(scope) = &current.scope {
+                match policies.scope_acl(scope) {
+                    Ok(a) => levels.push(a),
+                    Err(_) => return Ok((nothing(), chain)),
+                }
+            }
+            let Some(parent) = current.parent_accessor.clone().filter(|_| current.scoped) else {
+                return Ok((leash_policy::Acl::intersection(levels), chain));
+            };
+            let Some((_, pe, _)) = self.lookup_accessor(&parent).await? else {
+                return Ok((nothing(), chain));
+            };
+            chain.push(parent);
+            current = pe;
+        }
+        // Deeper than any delegation leash lets one build: grant nothing.
+        Ok((nothing(), chain))
     }
 
     /// Spends one use of a counted token. Returns the uses left, or `PermissionDenied`
@@ -523,6 +578,8 @@ impl TokenStore {
             last_renewal: None,
             parent_accessor: parent.map(|p| p.entry.accessor.clone()),
             metrics_role: metrics_role.map(str::to_owned),
+            scoped: spec.scope.is_some() || parent.is_some_and(|p| p.entry.scoped),
+            scope: spec.scope,
         };
         let hash = self.hash(value.expose());
         let stored = StoredToken {
@@ -789,6 +846,13 @@ impl TokenStore {
             }
             if !entry.bound_cidrs.is_empty() {
                 obj.insert("bound_cidrs".into(), json!(entry.bound_cidrs));
+            }
+            if let Some(s) = &entry.scope {
+                obj.insert("scope".into(), json!(s));
+                obj.insert("scope_hash".into(), json!(scope_hash(s)));
+            }
+            if entry.scoped {
+                obj.insert("scoped".into(), json!(true));
             }
         }
         d

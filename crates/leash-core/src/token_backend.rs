@@ -100,6 +100,7 @@ const CREATE_FIELDS: &[&str] = &[
     "type",
     "entity_alias",
     "role_name",
+    "scope",
 ];
 
 #[async_trait]
@@ -260,6 +261,57 @@ fn bound_child_cidrs(creator: &[String], child: Vec<String>) -> Result<Vec<Strin
             "token_bound_cidrs: the new token's CIDR blocks must lie within the creating token's",
         ))
     }
+}
+
+/// Largest inline scope accepted, in bytes.
+const MAX_SCOPE: usize = 64 * 1024;
+
+/// The `scope` field of a token creation or a login: a policy in HCL or JSON (a string,
+/// or a JSON object), validated by compiling it. `None` when absent or empty.
+pub(crate) fn scope_field(
+    inner: &Inner,
+    data: &serde_json::Map<String, Value>,
+) -> Result<Option<String>, CoreError> {
+    let text = match data.get("scope") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::String(s)) => s.clone(),
+        Some(v @ Value::Object(_)) => v.to_string(),
+        Some(_) => {
+            return Err(CoreError::invalid(
+                "scope must be a policy in HCL or JSON (a string or an object)",
+            ));
+        }
+    };
+    if text.len() > MAX_SCOPE {
+        return Err(CoreError::invalid(format!(
+            "scope is larger than {MAX_SCOPE} bytes"
+        )));
+    }
+    inner.policies.scope_acl(&text)?;
+    Ok(Some(text))
+}
+
+/// Paths a scope's rules name that the creating token's effective ACL grants nothing
+/// on: the scope is accepted (it is an intersection), but those rules add nothing.
+fn scope_warnings(parent: &Caller, scope: &str) -> Vec<String> {
+    let Ok(doc) = leash_policy::parse_policy("scope", scope) else {
+        return Vec::new();
+    };
+    doc.rules
+        .iter()
+        .filter(|r| {
+            let probe = r.path.trim_end_matches('*');
+            parent.acl.capabilities(probe).is_deny() && !parent.acl.grants_anything_under(probe)
+        })
+        .map(|r| {
+            format!(
+                "scope path {:?} grants nothing: the creating token has no capability there",
+                r.path
+            )
+        })
+        .take(32)
+        .collect()
 }
 
 /// Every path `auth/token/` serves. Role names are stored lower-cased.
@@ -499,6 +551,12 @@ async fn create(
     }
     spec.policies = policies;
     spec.bound_cidrs = bound_child_cidrs(&parent.entry.bound_cidrs, spec.bound_cidrs)?;
+    spec.scope = scope_field(inner, d)?;
+    let scope_warns = spec
+        .scope
+        .as_deref()
+        .map(|s| scope_warnings(parent, s))
+        .unwrap_or_default();
     let warning = fields::ignored_warning(d, CREATE_FIELDS);
     let minted = inner
         .tokens
@@ -508,6 +566,7 @@ async fn create(
     resp.data = None;
     resp.auth = Some(inner.tokens.auth_info(&minted));
     resp.warnings = minted.warnings;
+    resp.warnings.extend(scope_warns);
     if let Some(w) = warning {
         resp.warnings.push(w);
     }

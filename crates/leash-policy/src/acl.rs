@@ -32,6 +32,7 @@
 use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use leash_types::{Capabilities, Capability, Operation};
@@ -237,6 +238,9 @@ pub struct Acl {
     prefix: PrefixTrie,
     segment: SegmentTrie,
     has_segment_rules: bool,
+    /// Non-empty for an intersection ([`Acl::intersection`]): the ACLs that must all
+    /// allow a request (this ACL's own rules are then empty).
+    levels: Vec<Arc<Acl>>,
 }
 
 impl Acl {
@@ -281,7 +285,34 @@ impl Acl {
         }
     }
 
-    /// Whether this is the root ACL.
+    /// The intersection of `levels`: a request passes only if every one of them allows it
+    /// (parameter constraints of each apply), a path's capabilities are those every level
+    /// grants, and a `control_group` of any level gates the request. This is how a scoped
+    /// child token is bounded by its own policies, its scope and each ancestor's effective
+    /// ACL; it can never allow more than any one level. One level is returned as is.
+    pub fn intersection(mut levels: Vec<Arc<Acl>>) -> Arc<Acl> {
+        if levels.len() == 1 {
+            return levels.remove(0);
+        }
+        // Nested intersections are flattened, so checks stay one level deep.
+        let flat: Vec<Arc<Acl>> = levels
+            .into_iter()
+            .flat_map(|a| {
+                if a.levels.is_empty() {
+                    vec![a]
+                } else {
+                    a.levels.clone()
+                }
+            })
+            .collect();
+        Arc::new(Acl {
+            root: !flat.is_empty() && flat.iter().all(|a| a.root),
+            levels: flat,
+            ..Acl::default()
+        })
+    }
+
+    /// Whether this is the root ACL (for an intersection: every level is root).
     pub fn is_root(&self) -> bool {
         self.root
     }
@@ -295,6 +326,9 @@ impl Acl {
     /// Decides a request whose response will be wrapped with `wrap_ttl` (from
     /// `X-Vault-Wrap-TTL`), or not wrapped (`None`).
     pub fn check_wrapped(&self, req: &AclRequest<'_>, wrap_ttl: Option<Duration>) -> AclDecision {
+        if !self.levels.is_empty() {
+            return self.check_levels(req, wrap_ttl);
+        }
         let mut d = AclDecision {
             allowed: false,
             capabilities: Capabilities::NONE,
@@ -376,6 +410,20 @@ impl Acl {
         if self.root {
             return Capabilities::root();
         }
+        if !self.levels.is_empty() {
+            let mut caps: Option<Capabilities> = None;
+            for l in &self.levels {
+                let c = l.capabilities(path);
+                if c.is_deny() {
+                    return Capabilities::of(Capability::Deny);
+                }
+                caps = Some(caps.map_or(c, |a| a.intersect(c)));
+            }
+            return match caps {
+                Some(c) if !c.is_empty() => c,
+                _ => Capabilities::of(Capability::Deny),
+            };
+        }
         match self.select(path, true) {
             Some(r) if !r.capabilities.is_empty() => r.capabilities,
             _ => Capabilities::of(Capability::Deny),
@@ -402,9 +450,47 @@ impl Acl {
         if self.root {
             return true;
         }
+        if !self.levels.is_empty() {
+            return self.levels.iter().all(|l| l.grants_anything_under(prefix));
+        }
         self.rules.iter().any(|r| {
             !r.capabilities.is_deny() && !r.capabilities.is_empty() && rule_reaches_under(r, prefix)
         })
+    }
+
+    /// [`Acl::check_wrapped`] of an intersection: the first level that refuses decides
+    /// the denial; otherwise the first level's decision (its granting policies), gated by
+    /// the control group of any level.
+    fn check_levels(&self, req: &AclRequest<'_>, wrap_ttl: Option<Duration>) -> AclDecision {
+        let mut first: Option<AclDecision> = None;
+        let mut control_group = None;
+        let mut caps: Option<Capabilities> = None;
+        for l in &self.levels {
+            let d = l.check_wrapped(req, wrap_ttl);
+            if !d.allowed {
+                return d;
+            }
+            caps = Some(caps.map_or(d.capabilities, |c| c.intersect(d.capabilities)));
+            if control_group.is_none() {
+                control_group.clone_from(&d.control_group);
+            }
+            if first.is_none() {
+                first = Some(d);
+            }
+        }
+        let mut d = first.unwrap_or_else(|| AclDecision {
+            allowed: false,
+            capabilities: Capabilities::NONE,
+            granting_policies: Vec::new(),
+            control_group: None,
+            denial: Some(Denial::NoMatchingRule),
+            matched_rule: None,
+        });
+        d.control_group = control_group;
+        if let Some(c) = caps {
+            d.capabilities = c;
+        }
+        d
     }
 
     fn select(&self, path: &str, is_list: bool) -> Option<&Compiled> {

@@ -30,6 +30,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use leash_policy::{Acl, AclRequest, DEFAULT_POLICY, PolicyDoc, parse_policy};
 use leash_types::{Operation, parse_duration};
@@ -118,8 +119,29 @@ fn vector_files() -> Vec<PathBuf> {
     files
 }
 
+/// How a file's policies are applied.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// As the token's own policies.
+    Plain,
+    /// As the inline scope of a child of a root token.
+    ScopeOfRootChild,
+    /// As the inline scope of a child of a broad (non-root, everything + sudo) parent.
+    ScopeOfBroadChild,
+}
+
+/// A parent that may do everything, sudo included, without being root.
+const BROAD: &str = r#"path "*" { capabilities = ["create", "read", "update", "patch", "delete", "list", "sudo"] }"#;
+
 /// Runs one file; returns one message per failing case.
 fn run_file(path: &Path) -> (usize, Vec<String>) {
+    run_file_as(path, Mode::Plain)
+}
+
+/// Runs one file with its policies applied as `mode` says. As a scope, a policy must
+/// decide exactly as it does on its own: the parent (root, or allowed everything) adds
+/// nothing and takes nothing away.
+fn run_file_as(path: &Path, mode: Mode) -> (usize, Vec<String>) {
     let file_name = path.file_name().unwrap().to_string_lossy().into_owned();
     let raw = fs::read_to_string(path).unwrap();
     let v: VectorFile = serde_json::from_str(&raw)
@@ -139,11 +161,20 @@ fn run_file(path: &Path) -> (usize, Vec<String>) {
                 .unwrap_or_else(|e| panic!("{file_name}: policy {:?} does not parse: {e}", p.name))
         })
         .collect();
-    let acl = if v.root {
+    let own = if v.root {
         Acl::root()
     } else {
         Acl::compile(&docs.iter().collect::<Vec<_>>())
     };
+    let acl = match mode {
+        Mode::Plain => Arc::new(own),
+        Mode::ScopeOfRootChild => Acl::intersection(vec![Arc::new(Acl::root()), Arc::new(own)]),
+        Mode::ScopeOfBroadChild => {
+            let broad = parse_policy("broad", BROAD).unwrap();
+            Acl::intersection(vec![Arc::new(Acl::compile(&[&broad])), Arc::new(own)])
+        }
+    };
+    let scoped = !matches!(mode, Mode::Plain);
 
     let mut failures = Vec::new();
     let mut count = 0;
@@ -175,7 +206,9 @@ fn run_file(path: &Path) -> (usize, Vec<String>) {
                 problems.push(format!("expected denial {code:?}, got {actual:?}"));
             }
         }
-        if let Some(g) = &c.granting_policies
+        // As a scope, the granting policies and the matched rule reported are the
+        // parent's (the first level); the decision is what must not change.
+        if let Some(g) = c.granting_policies.as_ref().filter(|_| !scoped)
             && &d.granting_policies != g
         {
             problems.push(format!(
@@ -183,7 +216,7 @@ fn run_file(path: &Path) -> (usize, Vec<String>) {
                 d.granting_policies
             ));
         }
-        if let Some(m) = &c.matched_rule
+        if let Some(m) = c.matched_rule.as_ref().filter(|_| !scoped)
             && d.matched_rule.as_ref() != Some(m)
         {
             problems.push(format!(
@@ -203,7 +236,7 @@ fn run_file(path: &Path) -> (usize, Vec<String>) {
         }
         if !problems.is_empty() {
             failures.push(format!(
-                "{file_name}: case {:?} ({} {}): {}",
+                "{file_name} [{mode:?}]: case {:?} ({} {}): {}",
                 c.name,
                 c.operation,
                 c.path,
@@ -212,6 +245,10 @@ fn run_file(path: &Path) -> (usize, Vec<String>) {
         }
     }
     for c in &v.capabilities {
+        // A root scope under a non-root parent is that parent: never `["root"]`.
+        if v.root && matches!(mode, Mode::ScopeOfBroadChild) {
+            continue;
+        }
         count += 1;
         let got = acl.capability_names(&c.path);
         if got != c.expect {
@@ -243,4 +280,29 @@ fn decision_vectors() {
         failures.join("\n")
     );
     eprintln!("{total} vector cases in {} files passed", files.len());
+}
+
+/// Every vector again with its policies used as the inline scope of a child token: the
+/// child of a root token, and the child of a broad non-root parent, must decide exactly
+/// as the policies do on their own (the intersection never widens, and a parent that
+/// allows everything takes nothing away).
+#[test]
+fn decision_vectors_as_scopes() {
+    let files = vector_files();
+    let mut total = 0;
+    let mut failures = Vec::new();
+    for mode in [Mode::ScopeOfRootChild, Mode::ScopeOfBroadChild] {
+        for f in &files {
+            let (n, mut fails) = run_file_as(f, mode);
+            total += n;
+            failures.append(&mut fails);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {total} scoped vector cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!("{total} scoped vector cases passed");
 }

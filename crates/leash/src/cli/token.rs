@@ -64,6 +64,11 @@ pub(crate) struct CreateArgs {
     /// Token type (`service`).
     #[arg(long = "type", value_name = "TYPE")]
     token_type: Option<String>,
+    /// Narrow the new token to this inline scope: a policy file in HCL or JSON (`-` reads
+    /// standard input). The token can do only what both the scope and the current token
+    /// allow.
+    #[arg(long, value_name = "FILE|-")]
+    scope: Option<String>,
     /// Print only this field of the answer (`token`, `token_accessor`, …).
     #[arg(long, value_name = "NAME")]
     field: Option<String>,
@@ -163,6 +168,13 @@ fn create_request(a: &CreateArgs) -> Result<TokenCreateRequest, Failure> {
         display_name: a.display_name.clone(),
         num_uses: a.num_uses,
         token_type: a.token_type.clone(),
+        scope: match &a.scope {
+            Some(f) => Some(
+                input::read_file_or_stdin(f, &mut std::io::stdin().lock())
+                    .map_err(Failure::local)?,
+            ),
+            None => None,
+        },
         role: a.role.clone(),
         orphan: a.orphan,
     })

@@ -30,6 +30,7 @@ mod lifecycle;
 mod metrics_restart;
 mod observer;
 mod pg_outage;
+mod scope;
 mod security;
 mod storage;
 mod sys_audit;
