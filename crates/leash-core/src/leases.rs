@@ -108,8 +108,15 @@ impl LeaseEntry {
         let issued = self.issued.clone().unwrap_or_default();
         // The scope of a database credential is its role and database; of anything
         // else, the lease path below the mount.
-        let scope = match (self.internal.get("role"), self.internal.get("db_name")) {
-            (Some(Value::String(r)), Some(Value::String(d))) => json!({"role": r, "db": d}),
+        // A credential narrowed at request time says what it was narrowed to
+        // (`SELECT on public.t1`), whatever its engine.
+        let scope = match (
+            self.internal.get("scope"),
+            self.internal.get("role"),
+            self.internal.get("db_name"),
+        ) {
+            (Some(Value::String(s)), _, _) => json!(s),
+            (_, Some(Value::String(r)), Some(Value::String(d))) => json!({"role": r, "db": d}),
             _ => json!({ "path": format!("{}{}", self.mount_path, self.path) }),
         };
         let credential_type = if issued.credential_type.is_empty() {
@@ -864,6 +871,9 @@ pub(crate) async fn lookup(inner: &Arc<Inner>, id: &str) -> Result<Value, CoreEr
         "max_expire_time": rfc(l.max_expire_at),
         "revocation_attempts": l.attempts,
     });
+    if let Some(Value::String(scope)) = entry.internal.get("scope") {
+        v["scope"] = json!(scope);
+    }
     if let Some(e) = &l.last_error {
         v["last_error"] = json!(e);
         v["next_attempt_time"] = json!(rfc(l.next_attempt_at));

@@ -31,6 +31,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::mysql::{MySqlConfig, MySqlTarget};
+use super::narrowing::{self, Dialect, Narrowing};
 use super::postgres::{PasswordAuthentication, PgConfig, PgTarget};
 use super::template::{Vars, render};
 use super::{DbError, generate_password, generate_username, scram};
@@ -158,6 +159,9 @@ struct DbRole {
     default_ttl: u64,
     /// Seconds; 0 = the mount's maximum.
     max_ttl: u64,
+    /// What a request may narrow the credential to (`{{grants}}` in the statements).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    narrowing: Option<Narrowing>,
 }
 
 /// What a lease remembers (no secret).
@@ -170,6 +174,9 @@ struct LeaseData {
     revocation_statements: Vec<String>,
     #[serde(default)]
     renew_statements: Vec<String>,
+    /// The narrowed scope (`SELECT on public.t1`), when the request narrowed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
 }
 
 /// A live connection to one configured database.
@@ -206,6 +213,13 @@ impl Target {
         match self {
             Target::Pg(t) => t.revoke_users(batch).await,
             Target::My(t) => t.revoke_users(batch).await,
+        }
+    }
+
+    async fn table_exists(&self, schema: &str, table: &str) -> Result<bool, DbError> {
+        match self {
+            Target::Pg(t) => t.table_exists(schema, table).await,
+            Target::My(t) => t.table_exists(schema, table).await,
         }
     }
 
@@ -467,6 +481,7 @@ const CONFIG_FIELDS: &[&str] = &[
 const ROLE_FIELDS: &[&str] = &[
     "db_name",
     "creation_statements",
+    "narrowing",
     "revocation_statements",
     "rollback_statements",
     "renew_statements",
@@ -920,7 +935,37 @@ impl DatabaseBackend {
             "renew_statements",
             existing.as_ref().map(|e| &e.renew_statements),
         )?;
-        check_templates("creation_statements", &creation_statements, true, true)?;
+        let dialect = match Plugin::parse(&config.plugin_name)? {
+            Plugin::Postgres => Dialect::Postgres,
+            Plugin::MySql(_) => Dialect::MySql,
+        };
+        let narrowing = match data.get("narrowing") {
+            None => existing.as_ref().and_then(|e| e.narrowing.clone()),
+            Some(Value::Null) => None,
+            Some(v) => Some(Narrowing::parse(v, dialect)?),
+        };
+        let has_grants = creation_statements
+            .iter()
+            .any(|s| s.trim() == narrowing::GRANTS_PLACEHOLDER);
+        match (&narrowing, has_grants) {
+            (Some(_), false) => {
+                return Err(CoreError::invalid(
+                    "creation_statements: a role with narrowing needs a \"{{grants}}\" statement where leash puts the GRANTs",
+                ));
+            }
+            (None, true) => {
+                return Err(CoreError::invalid(
+                    "creation_statements: \"{{grants}}\" needs the role's narrowing (schemas, tables, privileges)",
+                ));
+            }
+            _ => {}
+        }
+        let plain: Vec<String> = creation_statements
+            .iter()
+            .filter(|s| s.trim() != narrowing::GRANTS_PLACEHOLDER)
+            .cloned()
+            .collect();
+        check_templates("creation_statements", &plain, true, true)?;
         check_templates(
             "revocation_statements",
             &revocation_statements,
@@ -958,6 +1003,7 @@ impl DatabaseBackend {
             renew_statements,
             default_ttl,
             max_ttl,
+            narrowing,
         };
         self.save(&key, &role).await?;
         let mut warnings = Vec::new();
@@ -996,6 +1042,9 @@ impl DatabaseBackend {
             "credential_type": "password",
             "credential_config": {},
         }));
+        if let (Some(n), Some(d)) = (&role.narrowing, r.data.as_mut()) {
+            d["narrowing"] = json!(n);
+        }
         let is_pg = self
             .load::<DbConfig>(&format!("config/{}", role.db_name))
             .await?
@@ -1036,7 +1085,40 @@ impl DatabaseBackend {
             )));
         }
         let plugin = Plugin::parse(&config.plugin_name)?;
+        let dialect = match plugin {
+            Plugin::Postgres => Dialect::Postgres,
+            Plugin::MySql(_) => Dialect::MySql,
+        };
+        // Narrowing is checked completely — names, the role's set, the catalogue —
+        // before the lease or the user exists.
+        let narrowed = match &role.narrowing {
+            Some(n) => Some((n, n.narrow(req.data)?)),
+            None if req.data.contains_key("tables") || req.data.contains_key("privileges") => {
+                return Err(CoreError::invalid(format!(
+                    "role {role_name:?} has no narrowing: tables and privileges cannot be asked for"
+                )));
+            }
+            None => None,
+        };
         let target = self.target(&role.db_name).await?;
+        if let Some((_, nr)) = &narrowed {
+            for (i, (schema, table)) in nr.tables.iter().enumerate() {
+                if !target
+                    .table_exists(schema, table)
+                    .await
+                    .map_err(|e| upstream(&role.db_name, &e))?
+                {
+                    return Err(CoreError::invalid(format!(
+                        "tables[{i}] ({schema}.{table}): no such table in database {:?}",
+                        role.db_name
+                    )));
+                }
+            }
+        }
+        let creation_statements = match &narrowed {
+            Some((n, nr)) => narrowing::expand(&role.creation_statements, &n.grants(nr, dialect)),
+            None => role.creation_statements.clone(),
+        };
         let display = req
             .caller
             .map(|c| c.entry.display_name.as_str())
@@ -1049,6 +1131,7 @@ impl DatabaseBackend {
             username: username.clone(),
             revocation_statements: role.revocation_statements.clone(),
             renew_statements: role.renew_statements.clone(),
+            scope: narrowed.as_ref().map(|(n, nr)| n.describe(nr)),
         };
         let pending = self
             .leases
@@ -1069,7 +1152,7 @@ impl DatabaseBackend {
         let vars = Vars::new(username.clone())
             .with_password(SecretString::from(password.expose_secret().to_owned()))
             .with_expiration(expiration);
-        if let Err(e) = target.create_user(&role.creation_statements, &vars).await {
+        if let Err(e) = target.create_user(&creation_statements, &vars).await {
             if let Target::My(t) = &*target
                 && !role.rollback_statements.is_empty()
             {
@@ -1240,7 +1323,10 @@ impl Backend for DatabaseBackend {
         if let Some(c) = match_route("creds/:name", path) {
             check_name("role", c[0])?;
             return match op {
-                Operation::Read => self.issue(req, c[0]).await,
+                // POST carries narrowing parameters in a body (GET in the query).
+                Operation::Read | Operation::Update | Operation::Create => {
+                    self.issue(req, c[0]).await
+                }
                 _ => Err(CoreError::UnsupportedOperation),
             };
         }

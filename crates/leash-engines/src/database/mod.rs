@@ -16,6 +16,7 @@
 pub mod credentials;
 pub mod engine;
 pub mod mysql;
+mod narrowing;
 mod pg_stream;
 pub mod postgres;
 pub mod scram;

@@ -669,6 +669,21 @@ impl MySqlTarget {
 
     /// The sessions of users whose name starts with `prefix` (`PROCESSLIST`; needs the
     /// `PROCESS` privilege to see other users' sessions).
+    /// Whether `database.table` is a table or view (a catalogue lookup with bound
+    /// parameters).
+    pub async fn table_exists(&self, database: &str, table: &str) -> Result<bool, DbError> {
+        let mut checkout = self.checkout().await?;
+        let row: Option<u8> = checkout
+            .conn
+            .exec_first(
+                "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (database, table),
+            )
+            .await
+            .map_err(|e| db_error("table lookup", &e, &[]))?;
+        Ok(row.is_some())
+    }
+
     pub async fn sessions(&self, prefix: &str) -> Result<Vec<super::Session>, DbError> {
         let mut checkout = self.checkout().await?;
         let rows: Vec<(u64, String, String)> = checkout

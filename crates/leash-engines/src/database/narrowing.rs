@@ -110,7 +110,9 @@ impl Narrowing {
         }
         let schemas = list(o.get("schemas"), "narrowing.schemas")?;
         if schemas.is_empty() {
-            return Err(CoreError::invalid("narrowing.schemas must name at least one schema"));
+            return Err(CoreError::invalid(
+                "narrowing.schemas must name at least one schema",
+            ));
         }
         if let Some(i) = schemas.iter().position(|s| !is_ident(s)) {
             return Err(CoreError::invalid(format!(
@@ -159,11 +161,13 @@ impl Narrowing {
             Some(Value::String(h)) if dialect == Dialect::MySql => {
                 if h.is_empty()
                     || h.len() > 255
-                    || !h
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '%' | '_' | ':'))
+                    || !h.chars().all(|c| {
+                        c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '%' | '_' | ':')
+                    })
                 {
-                    return Err(CoreError::invalid("narrowing.host is not a MySQL host pattern"));
+                    return Err(CoreError::invalid(
+                        "narrowing.host is not a MySQL host pattern",
+                    ));
                 }
                 Some(h.clone())
             }
@@ -187,7 +191,8 @@ impl Narrowing {
             && self.tables.iter().any(|t| {
                 t == "*"
                     || t == table
-                    || t.split_once('.').is_some_and(|(s, n)| s == schema && n == table)
+                    || t.split_once('.')
+                        .is_some_and(|(s, n)| s == schema && n == table)
             })
     }
 
@@ -220,7 +225,7 @@ impl Narrowing {
                 return Err(named("not a plain schema.table name"));
             }
             if !self.covers(schema, table) {
-                return Err(named("outside this role's narrowing"));
+                return Err(named("outside the narrowing of this role"));
             }
             let pair = (schema.to_owned(), table.to_owned());
             if !tables.contains(&pair) {
@@ -410,7 +415,9 @@ mod tests {
     fn a_request_narrows_to_named_tables_and_privileges() {
         let r = role();
         let n = r
-            .narrow(&data(json!({"tables": "public.user_metrics,events", "privileges": "select"})))
+            .narrow(&data(
+                json!({"tables": "public.user_metrics,events", "privileges": "select"}),
+            ))
             .unwrap();
         assert_eq!(
             n.tables,
@@ -426,7 +433,10 @@ mod tests {
                 "GRANT SELECT ON TABLE \"public\".\"user_metrics\", \"public\".\"events\" TO \"{{name}}\";"
             ]
         );
-        assert_eq!(r.describe(&n), "SELECT on public.user_metrics, public.events");
+        assert_eq!(
+            r.describe(&n),
+            "SELECT on public.user_metrics, public.events"
+        );
         let whole = r.narrow(&Map::new()).unwrap();
         assert_eq!(
             r.grants(&whole, Dialect::Postgres)[1],
@@ -448,7 +458,10 @@ mod tests {
             "a.b.c",
             "public.t t",
         ] {
-            let e = r.narrow(&data(json!({"tables": [bad]}))).unwrap_err().to_string();
+            let e = r
+                .narrow(&data(json!({"tables": [bad]})))
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with("tables[0]"), "{bad}: {e}");
             assert!(!e.contains(';') && !e.contains('\''), "{bad}: {e}");
         }
@@ -487,7 +500,11 @@ mod tests {
 
     #[test]
     fn the_placeholder_expands_in_place() {
-        let s = vec!["CREATE".to_owned(), " {{grants}} ".to_owned(), "END".to_owned()];
+        let s = vec![
+            "CREATE".to_owned(),
+            " {{grants}} ".to_owned(),
+            "END".to_owned(),
+        ];
         assert_eq!(
             expand(&s, &["G1".to_owned(), "G2".to_owned()]),
             vec!["CREATE", "G1", "G2", "END"]

@@ -737,6 +737,21 @@ impl PgTarget {
             .collect())
     }
 
+    /// Whether `schema.table` is a table or view in the connected database (a
+    /// catalogue lookup with bound parameters).
+    pub async fn table_exists(&self, schema: &str, table: &str) -> Result<bool, DbError> {
+        let mut checkout = self.checkout().await?;
+        let row = checkout
+            .client()?
+            .query_opt(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| db_error("table lookup", &e, &[]))?;
+        Ok(row.is_some())
+    }
+
     async fn role_exists(&self, username: &str) -> Result<bool, DbError> {
         let mut checkout = self.checkout().await?;
         let row = checkout

@@ -28,6 +28,7 @@ mod kv;
 mod leaks;
 mod lifecycle;
 mod metrics_restart;
+mod narrowing;
 mod observer;
 mod pg_outage;
 mod scope;
