@@ -91,6 +91,10 @@ impl Authenticator {
                 });
             }
         };
+        let mut body = body;
+        if let Some(scope) = &self.cfg.scope {
+            body["scope"] = json!(scope);
+        }
         let auth = base.login(&path, &body).await?;
         tracing::info!(
             method = self.cfg.method.name(),

@@ -108,6 +108,9 @@ pub struct AutoAuth {
     pub mount_path: String,
     /// Token files to write after each login.
     pub sinks: Vec<FileSink>,
+    /// An inline scope (a policy in HCL or JSON) sent with each login, so the token the
+    /// agent holds — and hands the app through its sinks — is narrower than its role.
+    pub scope: Option<String>,
 }
 
 /// A login method and its settings.
@@ -441,11 +444,18 @@ fn auto_auth(mut b: Block) -> Result<AutoAuth, AgentError> {
         }
         s.done()?;
     }
+    let scope = b.string("scope")?.filter(|s| !s.trim().is_empty());
+    if scope.is_some() && matches!(method, AuthMethod::TokenFile { .. }) {
+        return Err(cfg(
+            "auto_auth: `scope` narrows a login; the token_file method does not log in",
+        ));
+    }
     b.done()?;
     Ok(AutoAuth {
         method,
         mount_path,
         sinks,
+        scope,
     })
 }
 
@@ -764,6 +774,7 @@ auto_auth {
     config = { role_id_file_path = "/r", secret_id_file_path = "/s", remove_secret_id_file_after_reading = false }
   }
   sink "file" { config = { path = "/tmp/token", mode = "0600" } }
+  scope = "path \"secret/data/x\" { capabilities = [\"read\"] }"
 }
 template {
   destination = "/tmp/db.json"
@@ -806,6 +817,13 @@ exec {
             }
         ));
         assert_eq!(c.auto_auth.sinks[0].mode, 0o600);
+        assert!(
+            c.auto_auth
+                .scope
+                .as_deref()
+                .unwrap()
+                .contains("secret/data/x")
+        );
         assert_eq!(c.templates.len(), 2);
         assert_eq!(c.templates[0].perms, 0o640);
         assert_eq!(c.templates[1].perms, 0o600);
