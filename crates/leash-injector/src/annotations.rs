@@ -414,10 +414,7 @@ pub fn decide(
             a.trim_end_matches('/').to_owned()
         }
         Some(_) => {
-            return Err(keys.deny(
-                "service",
-                "is not a URL like https://leash.leash.svc:8200",
-            ));
+            return Err(keys.deny("service", "is not a URL like https://leash.leash.svc:8200"));
         }
     };
     let ca_cert = match keys.value("ca-cert").map(str::trim) {
@@ -553,7 +550,11 @@ fn secrets(keys: &Keys) -> Result<Vec<SecretSpec>, Denial> {
             None => None,
             Some(k) => {
                 let v = keys.value(&k).unwrap_or("").trim();
-                if v.is_empty() { None } else { Some(v.to_owned()) }
+                if v.is_empty() {
+                    None
+                } else {
+                    Some(v.to_owned())
+                }
             }
         };
         out.push(SecretSpec {
@@ -569,7 +570,11 @@ fn secrets(keys: &Keys) -> Result<Vec<SecretSpec>, Denial> {
     files.sort_unstable();
     if let Some(w) = files.windows(2).find(|w| w[0] == w[1]) {
         let dup = w[0].to_owned();
-        let second = out.iter().filter(|s| s.file == dup).nth(1).map(|s| s.name.clone());
+        let second = out
+            .iter()
+            .filter(|s| s.file == dup)
+            .nth(1)
+            .map(|s| s.name.clone());
         return Err(keys.deny(
             &format!("agent-inject-file-{}", second.unwrap_or_default()),
             format!("two secrets write the file {dup}"),
@@ -582,7 +587,9 @@ fn secrets(keys: &Keys) -> Result<Vec<SecretSpec>, Denial> {
 /// key of its data.
 pub fn default_template(path: &str) -> String {
     let quoted = serde_json::to_string(path).unwrap_or_else(|_| format!("{path:?}"));
-    format!("{{{{ with secret {quoted} }}}}{{{{ range $k, $v := .Data }}}}{{{{ $k }}}}: {{{{ $v }}}}\n{{{{ end }}}}{{{{ end }}}}")
+    format!(
+        "{{{{ with secret {quoted} }}}}{{{{ range $k, $v := .Data }}}}{{{{ $k }}}}: {{{{ $v }}}}\n{{{{ end }}}}{{{{ end }}}}"
+    )
 }
 
 #[cfg(test)]
@@ -608,6 +615,9 @@ mod tests {
     #[test]
     fn default_template_parses() {
         let t = default_template("secret/data/a \"b\"");
-        assert!(leash_agent::template::Template::parse("x", &t).is_ok(), "{t}");
+        assert!(
+            leash_agent::template::Template::parse("x", &t).is_ok(),
+            "{t}"
+        );
     }
 }

@@ -75,8 +75,7 @@ pub fn parse_label_selector(s: &str) -> Result<Vec<LabelRequirement>, InjectorEr
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let ok_key = |k: &str| {
             !k.is_empty()
-                && k
-                    .chars()
+                && k.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
         };
         let req = if let Some((k, v)) = part.split_once("!=") {
@@ -105,6 +104,32 @@ pub fn parse_label_selector(s: &str) -> Result<Vec<LabelRequirement>, InjectorEr
 }
 
 impl Settings {
+    /// Checks the defaults the same way a pod's annotations are checked.
+    pub fn check(&self) -> Result<(), InjectorError> {
+        let r = &self.resources;
+        for (flag, v) in [
+            ("--agent-requests-cpu", &r.requests_cpu),
+            ("--agent-requests-mem", &r.requests_mem),
+            ("--agent-limits-cpu", &r.limits_cpu),
+            ("--agent-limits-mem", &r.limits_mem),
+        ] {
+            if !quantity::is_quantity(v) {
+                return Err(InjectorError::Settings(format!(
+                    "{flag} {v:?} is not a Kubernetes quantity (like 250m, 64Mi)"
+                )));
+            }
+        }
+        if self.run_as_user <= 0 {
+            return Err(InjectorError::Settings(
+                "--agent-run-as-user: must be a non-root user id".into(),
+            ));
+        }
+        if self.agent_image.trim().is_empty() {
+            return Err(InjectorError::Settings("--agent-image is empty".into()));
+        }
+        Ok(())
+    }
+
     /// Whether a pod in `namespace` with `labels` is within the selectors.
     pub fn selects(&self, namespace: &str, labels: Option<&Value>) -> bool {
         let ns_ok = self.namespaces.is_empty()

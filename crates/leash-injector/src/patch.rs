@@ -154,7 +154,13 @@ fn names(list: Option<&Vec<Value>>) -> Vec<Option<&str>> {
 
 /// Ops putting `items` into the array at `path` (which may be absent): an item whose
 /// name is already there replaces it; the others are added at `at` (an index or `-`).
-fn put_named(ops: &mut Vec<Value>, path: &str, list: Option<&Vec<Value>>, items: Vec<Value>, at: &str) {
+fn put_named(
+    ops: &mut Vec<Value>,
+    path: &str,
+    list: Option<&Vec<Value>>,
+    items: Vec<Value>,
+    at: &str,
+) {
     let existing = names(list);
     if list.is_none() {
         ops.push(json!({"op": "add", "path": path, "value": items}));
@@ -164,7 +170,9 @@ fn put_named(ops: &mut Vec<Value>, path: &str, list: Option<&Vec<Value>>, items:
     for item in items {
         let name = item.get("name").and_then(Value::as_str);
         match existing.iter().position(|n| n.is_some() && *n == name) {
-            Some(i) => ops.push(json!({"op": "replace", "path": format!("{path}/{i}"), "value": item})),
+            Some(i) => {
+                ops.push(json!({"op": "replace", "path": format!("{path}/{i}"), "value": item}))
+            }
             None => fresh.push(item),
         }
     }
@@ -214,14 +222,17 @@ pub fn patch(spec: &InjectSpec, pod: &Value, ca_bundle_pem: Option<&str>) -> Vec
             let has = mounts.is_some_and(|m| {
                 m.iter().any(|v| {
                     v.get("name").and_then(Value::as_str) == Some(SECRETS_VOLUME)
-                        || v.get("mountPath").and_then(Value::as_str).map(|p| p.trim_end_matches('/'))
+                        || v.get("mountPath")
+                            .and_then(Value::as_str)
+                            .map(|p| p.trim_end_matches('/'))
                             == Some(spec.volume_path.as_str())
                 })
             });
             if has {
                 continue;
             }
-            let mount = json!({"name": SECRETS_VOLUME, "mountPath": spec.volume_path, "readOnly": true});
+            let mount =
+                json!({"name": SECRETS_VOLUME, "mountPath": spec.volume_path, "readOnly": true});
             let path = format!("/spec/containers/{i}/volumeMounts");
             if mounts.is_some() {
                 ops.push(json!({"op": "add", "path": format!("{path}/-"), "value": mount}));
@@ -256,7 +267,10 @@ pub fn patch(spec: &InjectSpec, pod: &Value, ca_bundle_pem: Option<&str>) -> Vec
         .get("metadata")
         .and_then(|m| m.get("annotations"))
         .is_some_and(Value::is_object);
-    let mut notes = vec![(format!("{VAULT_PREFIX}agent-inject-status"), "injected".to_owned())];
+    let mut notes = vec![(
+        format!("{VAULT_PREFIX}agent-inject-status"),
+        "injected".to_owned(),
+    )];
     if let (true, Some(pem)) = (use_ca, ca_bundle_pem) {
         notes.push((CA_BUNDLE_ANNOTATION.to_owned(), pem.to_owned()));
     }
@@ -265,7 +279,10 @@ pub fn patch(spec: &InjectSpec, pod: &Value, ca_bundle_pem: Option<&str>) -> Vec
             ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{}", escape(&k)), "value": v}));
         }
     } else {
-        let m: Map<String, Value> = notes.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        let m: Map<String, Value> = notes
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
         ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": m}));
     }
     ops
@@ -277,7 +294,10 @@ mod tests {
 
     #[test]
     fn pointer_escaping() {
-        assert_eq!(escape("vault.hashicorp.com/agent-inject-status"), "vault.hashicorp.com~1agent-inject-status");
+        assert_eq!(
+            escape("vault.hashicorp.com/agent-inject-status"),
+            "vault.hashicorp.com~1agent-inject-status"
+        );
         assert_eq!(escape("a~b"), "a~0b");
     }
 }

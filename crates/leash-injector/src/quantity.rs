@@ -31,10 +31,14 @@ mod tests {
 
     #[test]
     fn kubernetes_quantities() {
-        for ok in ["250m", "0.5", "1", "64Mi", "1G", "1e3", "1.5Gi", ".5", "2E-2", "+1"] {
+        for ok in [
+            "250m", "0.5", "1", "64Mi", "1G", "1e3", "1.5Gi", ".5", "2E-2", "+1",
+        ] {
             assert!(is_quantity(ok), "{ok}");
         }
-        for bad in ["", "ten", "10mb", "-1", "1..2", "Mi", "1MiB", "1 m", "1e", "."] {
+        for bad in [
+            "", "ten", "10mb", "-1", "1..2", "Mi", "1MiB", "1 m", "1e", ".",
+        ] {
             assert!(!is_quantity(bad), "{bad}");
         }
     }

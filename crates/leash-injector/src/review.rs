@@ -41,7 +41,10 @@ pub fn review(body: &[u8], settings: &Settings) -> Result<(Value, Outcome), Inje
         .filter(|u| !u.is_empty())
         .ok_or_else(|| bad("request.uid is missing"))?;
 
-    let kind = req.get("kind").and_then(|k| k.get("kind")).and_then(Value::as_str);
+    let kind = req
+        .get("kind")
+        .and_then(|k| k.get("kind"))
+        .and_then(Value::as_str);
     let operation = req.get("operation").and_then(Value::as_str).unwrap_or("");
     let namespace = req.get("namespace").and_then(Value::as_str).unwrap_or("");
     let (outcome, warnings, ops) = if kind != Some("Pod") {
@@ -95,7 +98,11 @@ fn mutate_pod(
     settings: &Settings,
 ) -> (Outcome, Vec<String>, Option<Vec<Value>>) {
     if !settings.selects(namespace, pod.get("metadata").and_then(|m| m.get("labels"))) {
-        return (Outcome::Unchanged("outside the injector's selectors"), Vec::new(), None);
+        return (
+            Outcome::Unchanged("outside the injector's selectors"),
+            Vec::new(),
+            None,
+        );
     }
     let empty = Map::new();
     let annotations = pod
@@ -124,7 +131,8 @@ fn mutate_pod(
                 }
             }
         }
-        if let Err(e) = leash_agent::AgentConfig::parse(&cfg.to_string(), std::path::Path::new("/")) {
+        if let Err(e) = leash_agent::AgentConfig::parse(&cfg.to_string(), std::path::Path::new("/"))
+        {
             let d = Denial {
                 annotation: format!("{}agent-inject", crate::annotations::VAULT_PREFIX),
                 reason: format!("the generated agent configuration is refused: {e}"),

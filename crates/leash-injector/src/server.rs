@@ -37,7 +37,8 @@ pub struct TlsFiles {
 
 fn load(files: &TlsFiles) -> Result<Arc<CertifiedKey>, InjectorError> {
     let read = |p: &Path| {
-        std::fs::read(p).map_err(|e| InjectorError::Tls(format!("cannot read {}: {e}", p.display())))
+        std::fs::read(p)
+            .map_err(|e| InjectorError::Tls(format!("cannot read {}: {e}", p.display())))
     };
     let cert_pem = read(&files.cert)?;
     let key_pem = read(&files.key)?;
@@ -231,7 +232,10 @@ async fn handle(req: Request<Incoming>, settings: &Settings) -> Response<Full<By
             StatusCode::METHOD_NOT_ALLOWED,
             &serde_json::json!({"errors": ["method not allowed"]}),
         ),
-        _ => json_response(StatusCode::NOT_FOUND, &serde_json::json!({"errors": ["not found"]})),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"errors": ["not found"]}),
+        ),
     }
 }
 
@@ -243,6 +247,8 @@ fn log_outcome(resp: &serde_json::Value, outcome: &Outcome) {
     match outcome {
         Outcome::Unchanged(why) => tracing::debug!(uid, why, "pod admitted unchanged"),
         Outcome::Patched(n) => tracing::info!(uid, operations = n, "pod injected"),
-        Outcome::Denied(d) => tracing::warn!(uid, annotation = %d.annotation, reason = %d.reason, "pod denied"),
+        Outcome::Denied(d) => {
+            tracing::warn!(uid, annotation = %d.annotation, reason = %d.reason, "pod denied")
+        }
     }
 }
