@@ -19,6 +19,7 @@ import copy
 import json
 import os
 import signal
+import sys
 import subprocess
 import threading
 import time
@@ -27,18 +28,19 @@ from pathlib import Path
 
 import hvac.exceptions
 import jsonpatch
+import kubernetes_validate
 import pytest
 import requests
 import yaml
 
 from conftest import find_binary
 from test_auth_jwt_kubernetes import REVIEWER_JWT, Pki, api_server, pki, projected  # noqa: F401
-from test_database import CREATION, REVOCATION, Pg, pg  # noqa: F401  (fixtures)
+from test_database import Pg, pg  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "deploy/kubernetes/example-deployment.yaml"
 V = "vault.hashicorp.com/"
-AGENT_POLICY = (REPO / "deploy/kubernetes/ai-agent-policy.hcl").read_text()
+SETUP_JOB = REPO / "deploy/kubernetes/leash-setup-job.yaml"
 
 
 # --- the injector --------------------------------------------------------------------
@@ -160,6 +162,8 @@ def test_example_deployment_is_patched_with_init_and_sidecar(injector):
     assert "warnings" not in resp, resp["warnings"]
     out = patched(pod, resp)
 
+    # The patched pod is a valid Pod (the schema of the Kubernetes API, strict).
+    kubernetes_validate.validate(out, kubernetes_validate.latest_version(), strict=True)
     vols = [v for v in out["spec"]["volumes"] if v["name"] == "vault-secrets"]
     assert vols == [{"name": "vault-secrets", "emptyDir": {"medium": "Memory"}}]
     # The app container: every field as it was (it already mounts vault-secrets).
@@ -241,6 +245,7 @@ def test_annotations_shape_the_injection(injector):
         V + "agent-image": "mirror.example/leash:1",
     })
     out = patched(pod, (resp := answer(injector, pod)[1]))
+    kubernetes_validate.validate(out, kubernetes_validate.latest_version(), strict=True)
     assert any("agent-cache-enable" in w for w in resp["warnings"]), resp
     assert [c["name"] for c in out["spec"]["containers"]] == ["agent"], "pre-populate-only: no sidecar"
     init = container(out, "leash-agent-init", init=True)
@@ -461,26 +466,40 @@ def wait_until(pred, what: str, timeout: float = 30):
         time.sleep(0.2)
 
 
+def run_setup_job(server, pg: Pg, d: Path) -> None:
+    """Runs the steps of deploy/kubernetes/leash-setup-job.yaml — each container's
+    command, as it is — with the `leash` CLI against `server`: the ConfigMap's files
+    and the leash-database secret are put where the containers mount them."""
+    docs = list(yaml.safe_load_all(SETUP_JOB.read_text()))
+    data = next(x for x in docs if x["kind"] == "ConfigMap")["data"]
+    job = next(x for x in docs if x["kind"] == "Job")["spec"]["template"]["spec"]
+    (d / "setup").mkdir(parents=True)
+    (d / "database").mkdir()
+    for name, text in data.items():
+        (d / "setup" / name).write_text(text)
+    secret = {"connection_url": pg.connection_url(), "username": pg.admin_user,
+              "password": pg.admin_password or "ignored-by-trust-auth"}
+    for name, text in secret.items():
+        (d / "database" / name).write_text(text)
+    env = dict(os.environ, LEASH_ADDR=server.url, LEASH_TOKEN=server.root_token)
+    for c in job["initContainers"] + job["containers"]:
+        assert c["command"][0] == "leash", c
+        argv = [a.replace("/setup/", f"{d}/setup/").replace("/database/", f"{d}/database/")
+                for a in c["command"][1:]]
+        p = subprocess.run([str(find_binary()), *argv], env=env, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, f"setup step {c['name']}: {p.stdout}{p.stderr}"
+
+
 def test_generated_agent_configuration_runs_for_real(servers, pki, api_server, pg, tmp_path):
     server = servers.dev("injector-real")
     root = server.client()
-    # The seed's database role on `database/`, and the deployed agent policy.
-    root.sys.enable_secrets_engine("database", path="database")
-    root.secrets.database.configure(
-        "pg", plugin_name="postgresql-database-plugin", connection_url=pg.connection_url(),
-        username=pg.admin_user, password=pg.admin_password or "ignored-by-trust-auth",
-        allowed_roles=["agent-readonly"], mount_point="database")
-    root.secrets.database.create_role(
-        "agent-readonly", db_name="pg", creation_statements=CREATION,
-        revocation_statements=REVOCATION, default_ttl="15m", max_ttl="1h", mount_point="database")
-    root.sys.create_or_update_policy("ai-agent", AGENT_POLICY)
-    # auth/kubernetes as deploy/kubernetes/leash-setup-job.yaml writes it.
-    root.sys.enable_auth_method("kubernetes")
+    run_setup_job(server, pg, tmp_path / "setup")
+    # The Job's auth/kubernetes/config relies on leash running in the cluster (its pod's
+    # CA and token); here the API server is the local TokenReview endpoint.
     root.auth.kubernetes.configure(kubernetes_host=api_server.url, kubernetes_ca_cert=pki.ca_pem,
                                    token_reviewer_jwt=REVIEWER_JWT, disable_local_ca_jwt=True)
-    root.auth.kubernetes.create_role(
-        name="ai-agent-role", bound_service_account_names=["ai-agent-sa"],
-        bound_service_account_namespaces=["ai-agents"], policies=["ai-agent"], ttl="1h")
+    role = root.auth.kubernetes.read_role("ai-agent-role")
+    assert role["bound_service_account_names"] == ["ai-agent-sa"], role
 
     inj = Injector(pki, tmp_path / "inj", "--leash-addr", server.url)
     try:
@@ -532,3 +551,25 @@ def test_generated_agent_configuration_runs_for_real(servers, pki, api_server, p
     with pytest.raises(hvac.exceptions.VaultError):
         root.sys.read_lease(lease_id)
     wait_until(lambda: not pg.role_exists(creds["username"]), "the database user to be dropped")
+
+
+# --- deploy/kubernetes ---------------------------------------------------------------
+
+
+def test_deploy_manifests_are_valid_kubernetes(tmp_path):
+    """Every manifest of deploy/kubernetes against the Kubernetes API schema, strictly
+    (unknown fields are errors), with the kubernetes-validate tool (offline: the
+    schemas ship in the package)."""
+    files = sorted((REPO / "deploy/kubernetes").glob("*.yaml"))
+    assert len(files) >= 5, files
+    tool = Path(sys.executable).parent / "kubernetes-validate"  # installed in .venv by scripts/test
+    p = subprocess.run([str(tool), "--strict", *map(str, files)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    kinds = {line.split("resource ")[1].split("/")[0] for line in (p.stdout + p.stderr).splitlines() if "passed" in line}
+    assert {"mutatingwebhookconfiguration", "deployment", "service", "serviceaccount", "statefulset",
+            "clusterrolebinding", "job", "configmap", "namespace"} <= kinds, kinds
+    # The same check refuses a misspelt field (so passing means something).
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "deploy/kubernetes/injector.yaml").read_text().replace("failurePolicy:", "failurePolcy:"))
+    p = subprocess.run([str(tool), "--strict", str(bad)], capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "failurePolcy" in p.stdout + p.stderr, p.stdout + p.stderr
