@@ -147,3 +147,6 @@ impl Settings {
             })
     }
 }
+
+#[cfg(test)]
+mod tests;
