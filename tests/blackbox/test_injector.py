@@ -392,13 +392,14 @@ def test_healthz_and_unknown_paths(injector):
 
 
 def test_certificate_is_reloaded_when_the_files_change(tmp_path):
-    first = Pki(tmp_path / "a") if (tmp_path / "a").mkdir() is None else None
-    second = Pki(tmp_path / "b") if (tmp_path / "b").mkdir() is None else None
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = Pki(tmp_path / "a"), Pki(tmp_path / "b")  # two CAs, two certificates
     live = tmp_path / "live"
     live.mkdir()
     for f in ("srv.pem", "srv.key", "ca.pem"):
         (live / f).write_bytes((first.dir / f).read_bytes())
-    view = Pki.__new__(Pki)
+    view = Pki.__new__(Pki)  # the files the injector is started with
     view.dir = live
     inj = Injector(view, tmp_path / "w", "--leash-addr", "http://127.0.0.1:8200")
     try:
