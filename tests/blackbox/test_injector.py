@@ -21,7 +21,6 @@ import os
 import signal
 import sys
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -532,7 +531,7 @@ def test_generated_agent_configuration_runs_for_real(servers, pki, api_server, p
     with pg.connect_as(creds["username"], creds["password"]) as c:
         assert c.execute("SELECT count(*) FROM public.items").fetchone()[0] == 3
     # The TokenReview saw the pod's service-account token.
-    _, path, headers, _ = api_server.seen[-1]
+    _, path, _, _ = api_server.seen[-1]
     assert path == "/apis/authentication.k8s.io/v1/tokenreviews"
 
     # The sidecar takes over the init container's lease: no second database user.
