@@ -573,3 +573,15 @@ def test_deploy_manifests_are_valid_kubernetes(tmp_path):
     bad.write_text((REPO / "deploy/kubernetes/injector.yaml").read_text().replace("failurePolicy:", "failurePolcy:"))
     p = subprocess.run([str(tool), "--strict", str(bad)], capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "failurePolcy" in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def test_agent_config_env_errors_name_the_variable():
+    env = {k: v for k, v in os.environ.items() if k != "LEASH_AGENT_CONFIG"}
+    p = subprocess.run([str(find_binary()), "agent", "--config-env", "LEASH_AGENT_CONFIG"],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "LEASH_AGENT_CONFIG" in p.stderr and "not set" in p.stderr, p.stderr
+    env["LEASH_AGENT_CONFIG"] = json.dumps({"vault": {"address": "http://127.0.0.1:1"}, "auto_auth": {
+        "method": {"kubernetes": {"config": {"role": "r"}}}}, "exit_after_oath": True})
+    p = subprocess.run([str(find_binary()), "agent", "--config-env", "LEASH_AGENT_CONFIG"],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "LEASH_AGENT_CONFIG" in p.stderr and "exit_after_oath" in p.stderr, p.stderr
