@@ -23,6 +23,10 @@ pub(crate) struct AgentArgs {
     /// Agent configuration file (HCL or JSON, Vault Agent's shape).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Read the configuration text (HCL or JSON) from this environment variable
+    /// instead of a file — how `leash injector` hands it to the agent containers.
+    #[arg(long, value_name = "NAME", conflicts_with = "config")]
+    config_env: Option<String>,
     /// Log level (`info`, `debug`, …); `LEASH_LOG` wins.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -58,10 +62,24 @@ pub(crate) fn run(args: AgentArgs) -> ExitCode {
                 exec_command: Some(command),
             },
         ),
-        None => match args.config {
-            Some(c) => (c, args.log_level, RunOptions::default()),
-            None => {
-                eprintln!("Error: leash agent needs --config FILE");
+        None => match (args.config, args.config_env) {
+            (Some(c), _) => (c, args.log_level, RunOptions::default()),
+            (None, Some(var)) => {
+                init_tracing(args.log_level.as_deref());
+                let Some(text) = std::env::var(&var).ok().filter(|t| !t.trim().is_empty()) else {
+                    eprintln!("Error: --config-env {var}: the variable is not set");
+                    return ExitCode::from(2);
+                };
+                return match AgentConfig::parse(&text, std::path::Path::new("/")) {
+                    Ok(cfg) => run_config(cfg, RunOptions::default()),
+                    Err(e) => {
+                        eprintln!("Error: the configuration in {var}: {e}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
+            (None, None) => {
+                eprintln!("Error: leash agent needs --config FILE (or --config-env NAME)");
                 return ExitCode::from(2);
             }
         },
@@ -74,6 +92,10 @@ pub(crate) fn run(args: AgentArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    run_config(cfg, opts)
+}
+
+fn run_config(cfg: AgentConfig, opts: RunOptions) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -94,7 +116,7 @@ pub(crate) fn run(args: AgentArgs) -> ExitCode {
     }
 }
 
-fn init_tracing(level: Option<&str>) {
+pub(crate) fn init_tracing(level: Option<&str>) {
     let filter = std::env::var("LEASH_LOG")
         .ok()
         .or_else(|| level.map(str::to_owned))

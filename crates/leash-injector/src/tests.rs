@@ -1,0 +1,137 @@
+//! Unit tests: AdmissionReview in, AdmissionReview out, through [`review`].
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::{LabelRequirement, Settings, default_resources, parse_label_selector, review};
+
+fn settings() -> Settings {
+    Settings {
+        leash_addr: "https://leash.leash.svc:8200".into(),
+        agent_image: "leash:test".into(),
+        ca_bundle_pem: None,
+        resources: default_resources(),
+        run_as_user: 65532,
+        namespaces: Vec::new(),
+        label_selector: Vec::new(),
+    }
+}
+
+fn pod(extra: &[(&str, &str)]) -> Value {
+    let mut ann = json!({
+        "vault.hashicorp.com/agent-inject": "true",
+        "vault.hashicorp.com/role": "ai-agent-role",
+        "vault.hashicorp.com/agent-inject-secret-db-creds": "database/creds/agent-readonly",
+    });
+    for (k, v) in extra {
+        ann[format!("vault.hashicorp.com/{k}")] = json!(v);
+    }
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"namespace": "ai-agents", "labels": {"app": "ai-agent"}, "annotations": ann},
+           "spec": {"containers": [{"name": "agent", "image": "app"}]}})
+}
+
+fn send(pod: Value, s: &Settings) -> Value {
+    let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "namespace": "ai-agents", "operation": "CREATE", "object": pod}});
+    let (v, _) = review(body.to_string().as_bytes(), s).unwrap();
+    assert_eq!(v["response"]["uid"], "u-1");
+    v["response"].clone()
+}
+
+fn ops(resp: &Value) -> Vec<Value> {
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(resp["patch"].as_str().unwrap())
+        .unwrap();
+    serde_json::from_slice(&b).unwrap()
+}
+
+#[test]
+fn injects_volumes_mount_init_and_sidecar() {
+    let r = send(pod(&[]), &settings());
+    assert_eq!(r["allowed"], true);
+    assert_eq!(r["patchType"], "JSONPatch");
+    let ops = ops(&r);
+    let paths: Vec<&str> = ops.iter().map(|o| o["path"].as_str().unwrap()).collect();
+    assert!(paths.contains(&"/spec/volumes"), "{paths:?}");
+    assert!(
+        paths.contains(&"/spec/containers/0/volumeMounts"),
+        "{paths:?}"
+    );
+    assert!(paths.contains(&"/spec/initContainers"), "{paths:?}");
+    assert!(paths.contains(&"/spec/containers/-"), "{paths:?}");
+    assert!(paths.contains(&"/metadata/annotations/vault.hashicorp.com~1agent-inject-status"));
+}
+
+#[test]
+fn malformed_values_deny_naming_the_annotation() {
+    for (k, v) in [
+        ("agent-inject-perms-db-creds", "999"),
+        ("agent-requests-cpu", "lots"),
+        ("agent-inject-template-db-creds", "{{ with secret \"a\" }}"),
+        ("agent-inject", "yes"),
+        ("agent-run-as-user", "0"),
+    ] {
+        let r = send(pod(&[(k, v)]), &settings());
+        assert_eq!(r["allowed"], false, "{k}");
+        let msg = r["status"]["message"].as_str().unwrap();
+        assert!(msg.contains(&format!("vault.hashicorp.com/{k}")), "{msg}");
+        assert!(r.get("patch").is_none());
+    }
+}
+
+#[test]
+fn left_alone_without_inject_or_when_injected() {
+    let r = send(pod(&[("agent-inject", "false")]), &settings());
+    assert_eq!(r, json!({"uid": "u-1", "allowed": true}));
+    let r = send(pod(&[("agent-inject-status", "injected")]), &settings());
+    assert_eq!(r, json!({"uid": "u-1", "allowed": true}));
+}
+
+#[test]
+fn unknown_keys_warn() {
+    let r = send(pod(&[("agent-inject-token", "true")]), &settings());
+    assert_eq!(r["allowed"], true);
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("agent-inject-token")
+    );
+}
+
+#[test]
+fn selectors_limit_injection() {
+    let mut s = settings();
+    s.namespaces = vec!["team-*".into()];
+    assert!(send(pod(&[]), &s).get("patch").is_none());
+    s.namespaces = vec!["ai-*".into()];
+    s.label_selector = parse_label_selector("app=ai-agent,!skip").unwrap();
+    assert!(send(pod(&[]), &s).get("patch").is_some());
+    s.label_selector = vec![LabelRequirement::Equals("app".into(), "other".into())];
+    assert!(send(pod(&[]), &s).get("patch").is_none());
+    assert!(parse_label_selector("a=b,c!=d,e,!f").unwrap().len() == 4);
+    assert!(parse_label_selector("a b").is_err());
+}
+
+#[test]
+fn ca_bundle_goes_through_a_downward_api_volume() {
+    let mut s = settings();
+    s.ca_bundle_pem = Some("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n".into());
+    let text = serde_json::to_string(&ops(&send(pod(&[]), &s))).unwrap();
+    assert!(text.contains("metadata.annotations['leash.dev/ca-bundle']"));
+    assert!(text.contains("/var/run/secrets/leash/ca/ca.pem"));
+    assert!(text.contains("leash.dev~1ca-bundle"));
+}
+
+#[test]
+fn not_a_review_is_an_error() {
+    for body in [
+        &b"nope"[..],
+        br#"{"kind":"Pod"}"#,
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}"#,
+    ] {
+        assert!(review(body, &settings()).is_err());
+    }
+}
