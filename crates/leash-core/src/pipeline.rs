@@ -303,7 +303,7 @@ async fn handle_in_scope(inner: &Arc<Inner>, mut req: Request) -> Result<Respons
     // A token was minted (login, token create) or renewed: its lifecycle event.
     // A renewal answers with an `auth` block for a token that already existed; only a
     // token minted by this request may be revoked if its response cannot be audited.
-    let renewal = mount_type == "token" && rel.starts_with("renew");
+    let renewal = is_token_renewal(&mount_type, rel);
     if let Ok(r) = &result
         && let Some(a) = &r.auth
     {
@@ -355,6 +355,13 @@ async fn handle_in_scope(inner: &Arc<Inner>, mut req: Request) -> Result<Respons
         tracing::error!(error = %e, "could not revoke a used-up token");
     }
     result
+}
+
+/// Whether a request renews an existing token (`auth/token/renew`, `renew-self`,
+/// `renew-accessor`): its `auth` block names a token the caller already held, which a
+/// failed response audit must not revoke.
+fn is_token_renewal(mount_type: &str, rel: &str) -> bool {
+    mount_type == "token" && rel.starts_with("renew")
 }
 
 /// The lifecycle event of the token in `auth` (just minted or renewed).
@@ -445,4 +452,26 @@ async fn audit_response(
         tracing::error!(error = %e, path = %ctx.req.path, "audit response entry failed; withholding the response");
         CoreError::AuditFailed
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_token_renewal;
+
+    #[test]
+    fn only_token_renewals_keep_their_token_when_the_response_audit_fails() {
+        for rel in ["renew", "renew-self", "renew-accessor"] {
+            assert!(is_token_renewal("token", rel), "{rel}");
+        }
+        for (kind, rel) in [
+            ("token", "create"),
+            ("token", "create-orphan"),
+            ("token", "create/ops"),
+            ("userpass", "login/alice"),
+            ("approle", "login"),
+            ("kv", "renew"),
+        ] {
+            assert!(!is_token_renewal(kind, rel), "{kind} {rel}");
+        }
+    }
 }

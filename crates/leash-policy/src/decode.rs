@@ -612,7 +612,10 @@ path "/auth/token/renew-self"        { capabilities = ["update"] }
             "{e}"
         );
         let e = error("path \"a\" {\n min_wrapping_ttl = \"soon\"\n}");
-        assert!(e.starts_with("line 2: ") && e.contains("soon"), "{e}");
+        assert!(
+            e.starts_with("line 2: ") && e.contains("min_wrapping_ttl") && !e.contains("soon"),
+            "{e}"
+        );
     }
 
     #[test]
