@@ -39,7 +39,7 @@ const NS: &str = "sys/control-group";
 /// Longest grant an agent may ask for (one day).
 const MAX_MINUTES: u64 = 1440;
 
-pub(crate) use leash_approval::rfc3339;
+use leash_types::rfc3339;
 
 tokio::task_local! {
     /// The grant the current request runs under (set by the pipeline around the

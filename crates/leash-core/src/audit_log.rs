@@ -383,7 +383,7 @@ fn auth_out<'a>(ctx: &'a AuditContext<'_>, hm: Hm<'a>) -> AuthOut<'a> {
             entity_id: Some(&c.entry.entity_id),
             token_type: Some("service"),
             token_ttl: Some(c.entry.creation_ttl),
-            token_issue_time: Some(crate::token::rfc3339(c.entry.creation_time)),
+            token_issue_time: Some(leash_types::rfc3339(c.entry.creation_time)),
             policy_results: ctx
                 .policy_results
                 .as_ref()
