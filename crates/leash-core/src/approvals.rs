@@ -231,6 +231,8 @@ struct Audited<'a> {
     r: &'a AccessRequest,
     actor: Value,
     extra: Value,
+    /// When it happened (the core's clock).
+    timestamp: String,
 }
 
 impl Entry for Audited<'_> {
@@ -252,7 +254,7 @@ impl Entry for Audited<'_> {
         let ctx = crate::events::current();
         let v = json!({
             "type": "approval",
-            "timestamp": rfc3339_now(),
+            "timestamp": self.timestamp,
             "event": self.event,
             "request_id": self.r.id,
             "trace_id": self.r.trace_id,
@@ -279,12 +281,6 @@ impl Entry for Audited<'_> {
     }
 }
 
-fn rfc3339_now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 async fn audit(
     inner: &Inner,
     event: &'static str,
@@ -297,6 +293,7 @@ async fn audit(
         r,
         actor,
         extra,
+        timestamp: inner.clock.now_rfc3339(),
     };
     inner.audit.log(&e).await.map_err(|e| {
         tracing::error!(error = %e, event, request_id = %r.id, "could not audit an approval step");

@@ -579,15 +579,11 @@ async fn audit_event<F>(inner: &Inner, f: F)
 where
     F: Fn() -> Value + Send + Sync,
 {
+    let now = inner.clock.unix();
     let build = move |_: &leash_audit::Hasher, _: bool| {
         let mut v = f();
         if let Value::Object(m) = &mut v {
-            m.insert(
-                "time".into(),
-                Value::String(leash_types::rfc3339(leash_types::clock::unix_seconds(
-                    std::time::SystemTime::now(),
-                ))),
-            );
+            m.insert("time".into(), Value::String(leash_types::rfc3339(now)));
         }
         v
     };
