@@ -591,7 +591,18 @@ impl<'a> Lexer<'a> {
                 break;
             }
         }
-        serde_json::from_str::<Number>(&s).map_err(|_| err(start, format!("invalid number {s:?}")))
+        let invalid = || err(start, format!("invalid number {s:?}"));
+        let n = serde_json::from_str::<Number>(&s).map_err(|_| invalid())?;
+        if !n.is_f64() {
+            return Ok(n);
+        }
+        // serde_json's default float parser is fast but not always correctly rounded, so
+        // the same value printed and read again could come back different; the
+        // standard library's is exact (its grammar is wider, checked above).
+        s.parse::<f64>()
+            .ok()
+            .and_then(Number::from_f64)
+            .ok_or_else(invalid)
     }
 }
 
@@ -601,6 +612,33 @@ mod tests {
 
     fn top(text: &str) -> Vec<Item> {
         parse(text).unwrap()
+    }
+
+    fn number(text: &str) -> Number {
+        match top(&format!("n = {text}")).remove(0).value.kind {
+            NodeKind::Number(n) => n,
+            other => panic!("{}", other.type_name()),
+        }
+    }
+
+    #[test]
+    fn numbers_are_read_exactly_and_read_back_as_themselves() {
+        // Found by the `hcl` fuzz target: a float printed and read again changed.
+        for text in [
+            "855555555508220000000000000001906806292",
+            "8.5555555550822e38",
+            "0.1",
+            "1e-7",
+            "-2.5E+3",
+        ] {
+            let n = number(text);
+            let want: f64 = text.parse().unwrap();
+            assert_eq!(n.as_f64(), Some(want), "{text}");
+            assert_eq!(number(&n.to_string()), n, "{text} -> {n}");
+        }
+        assert_eq!(number("42").as_u64(), Some(42));
+        assert_eq!(number("-7").as_i64(), Some(-7));
+        assert_eq!(number("18446744073709551615").as_u64(), Some(u64::MAX));
     }
 
     #[test]
