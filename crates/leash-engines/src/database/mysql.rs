@@ -439,7 +439,7 @@ fn with_config_user(builder: OptsBuilder, username: &str, password: &str) -> Opt
 
 /// Connection options for `config` (see [`MySqlConfig::connection_url`]). Errors never
 /// repeat the URL or the password.
-pub(super) fn connection_opts(config: &MySqlConfig) -> Result<Opts, DbError> {
+pub fn connection_opts(config: &MySqlConfig) -> Result<Opts, DbError> {
     let url = config.connection_url.trim();
     if url.is_empty() {
         return Err(invalid("connection_url is empty"));
