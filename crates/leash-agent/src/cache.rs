@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use leash_client::{ExposeSecret, SecretString};
+use leash_types::{Clock as _, SystemClock};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
@@ -89,7 +90,7 @@ impl Cache {
             );
         }
         let v = json!({"version": VERSION, "token": token.expose_secret(), "secrets": m,
-                       "written_at": unix(SystemTime::now())});
+                       "written_at": unix(SystemClock.now())});
         let text = Zeroizing::new(v.to_string());
         write_atomic(path, text.as_bytes(), 0o600)
     }

@@ -256,8 +256,7 @@ impl AgentConfig {
     /// Parses configuration text; relative template `source` paths are relative to
     /// `base`.
     pub fn parse(text: &str, base: &Path) -> Result<AgentConfig, AgentError> {
-        let v = leash_policy::hcl::parse_to_json(text)
-            .map_err(|e| AgentError::Config(e.to_string()))?;
+        let v = leash_hcl::parse_to_json(text).map_err(|e| AgentError::Config(e.to_string()))?;
         let mut top = Block::new("the configuration", v)?;
         let server = match (top.block("vault")?, top.block("leash")?) {
             (Some(_), Some(_)) => {
@@ -612,15 +611,6 @@ fn exec_config(mut b: Block, env: &mut Vec<(String, Template)>) -> Result<ExecCo
     })
 }
 
-fn flatten(list: Vec<Value>, out: &mut Vec<Value>) {
-    for v in list {
-        match v {
-            Value::Array(inner) => flatten(inner, out),
-            other => out.push(other),
-        }
-    }
-}
-
 /// A JSON object being taken apart key by key; [`Block::done`] rejects what is left.
 struct Block {
     path: String,
@@ -661,16 +651,11 @@ impl Block {
         let path = self.key(k);
         match self.map.remove(k) {
             None => Ok(Vec::new()),
-            Some(Value::Array(a)) => {
-                // leash-policy's HCL reader nests the list when a block repeats three
-                // times or more (`[[a, b], c]`): flatten it.
-                let mut flat = Vec::new();
-                flatten(a, &mut flat);
-                flat.into_iter()
-                    .enumerate()
-                    .map(|(i, v)| Block::new(&format!("{path}[{i}]"), v))
-                    .collect()
-            }
+            Some(Value::Array(a)) => a
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| Block::new(&format!("{path}[{i}]"), v))
+                .collect(),
             Some(v) => Ok(vec![Block::new(&path, v)?]),
         }
     }

@@ -10,6 +10,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use leash_types::{Clock as _, SystemClock};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
@@ -128,7 +129,7 @@ pub async fn serve(listener: TcpListener, status: SharedStatus) {
             let mut parts = line.split_whitespace();
             let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             let path = target.split('?').next().unwrap_or("");
-            let now = SystemTime::now();
+            let now = SystemClock.now();
             let st = snapshot(&status);
             let (code, ctype, body) = match (method, path) {
                 ("GET", "/healthz") => match st.health(now) {
@@ -167,7 +168,7 @@ mod tests {
 
     #[test]
     fn health_follows_readiness_expiry_and_failures() {
-        let now = SystemTime::now();
+        let now = SystemClock.now();
         let mut s = Status::default();
         assert!(s.health(now).is_err());
         s.ready = true;

@@ -66,14 +66,3 @@ pub fn check_operation(op: &str) -> Result<String, ApprovalError> {
         )))
     }
 }
-
-/// RFC 3339 (UTC, seconds) of a unix time, for answers and payloads.
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}

@@ -16,7 +16,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{ApprovalError, rfc3339};
+use leash_types::rfc3339;
+
+use crate::ApprovalError;
 
 /// Where a request is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

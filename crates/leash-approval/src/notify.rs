@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::model::AccessRequest;
-use crate::{ApprovalError, Config, rfc3339};
+use leash_types::rfc3339;
+
+use crate::{ApprovalError, Config};
 
 /// Queue length; beyond it deliveries are dropped (and logged).
 const QUEUE: usize = 1024;

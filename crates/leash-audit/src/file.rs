@@ -33,6 +33,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
+use leash_types::{Clock as _, SystemClock};
 use tokio::sync::oneshot;
 
 use crate::chain;
@@ -281,9 +282,9 @@ fn open(dest: &Destination, mode: u32) -> Result<Output, String> {
             .map_err(|e| format!("cannot set mode {wanted:04o}: {e}"))?;
     }
     let opened = if existed {
-        meta.created().unwrap_or_else(|_| SystemTime::now())
+        meta.created().unwrap_or_else(|_| SystemClock.now())
     } else {
-        SystemTime::now()
+        SystemClock.now()
     };
     Ok(Output::File {
         file,

@@ -11,6 +11,7 @@
 //!
 //! Not here: deciding when to rotate (the writer loop), the chain (`chain`).
 
+use leash_types::{Clock as _, SystemClock};
 use std::fs::{self, File};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
@@ -144,7 +145,7 @@ pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
 
 /// Renames `base` to a fresh `<base>.<stamp>` and syncs the directory; returns the new name.
 pub(crate) fn rename_current(base: &Path) -> io::Result<PathBuf> {
-    let mut now = SystemTime::now();
+    let mut now = SystemClock.now();
     loop {
         let mut name = base.as_os_str().to_owned();
         name.push(".");
@@ -211,7 +212,7 @@ pub(crate) fn apply_retention(base: &Path, retention: Duration) -> io::Result<us
     if retention.is_zero() {
         return Ok(0);
     }
-    let Some(cutoff) = SystemTime::now().checked_sub(retention) else {
+    let Some(cutoff) = SystemClock.now().checked_sub(retention) else {
         return Ok(0);
     };
     let mut removed = 0;
@@ -262,11 +263,11 @@ mod tests {
         let base = dir.path().join("a.log");
         let old = dir.path().join(format!(
             "a.log.{}",
-            stamp(SystemTime::now() - Duration::from_secs(100 * 86400))
+            stamp(SystemClock.now() - Duration::from_secs(100 * 86400))
         ));
         let new = dir
             .path()
-            .join(format!("a.log.{}.gz", stamp(SystemTime::now())));
+            .join(format!("a.log.{}.gz", stamp(SystemClock.now())));
         for p in [&base, &old, &new] {
             fs::write(p, b"x\n").unwrap();
         }

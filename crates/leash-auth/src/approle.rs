@@ -218,17 +218,6 @@ fn show_ip(ip: Option<IpAddr>) -> String {
     ip.map_or_else(|| "(unknown)".to_owned(), |ip| ip.to_string())
 }
 
-/// Unix seconds as RFC 3339 (Vault's time fields).
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 impl AppRoleBackend {
     /// The keyed hash (hex) of `value` for `purpose` on this mount: what storage keys
     /// hold instead of role IDs, secret IDs and accessors.

@@ -39,8 +39,10 @@ use hyper::header::HOST;
 use hyper_util::rt::TokioIo;
 use leash_client::{Client, ClientConfig};
 use leash_core::{Core, CoreConfig};
+use leash_engines::database::postgres::quote_ident;
 use leash_engines::database::{generate_password, scram_sha256_verifier};
 use leash_storage::{Keyring, LeaseState, SqliteStorage, Storage, StoredLease};
+use leash_types::secret::scrub;
 use leash_types::{Clock, ExposeSecret, ManualClock, SecretBytes, SecretString, SystemClock};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -481,14 +483,6 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// `message` with every non-empty secret replaced.
-fn scrub(message: &str, secrets: &[&str]) -> String {
-    secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(message.to_owned(), |m, s| m.replace(s, "[redacted]"))
-}
-
 /// A PostgreSQL error as text, with the server's message when there is one.
 fn pg_error(what: &str, e: &tokio_postgres::Error) -> Error {
     match e.as_db_error() {
@@ -499,11 +493,6 @@ fn pg_error(what: &str, e: &tokio_postgres::Error) -> Error {
         )),
         None => failed(format!("PostgreSQL, {what}: {}", with_causes(e))),
     }
-}
-
-/// `s` as a PostgreSQL identifier.
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// The names of one run; everything it creates in PostgreSQL carries `tag`.

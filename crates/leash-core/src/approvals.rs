@@ -39,7 +39,7 @@ const NS: &str = "sys/control-group";
 /// Longest grant an agent may ask for (one day).
 const MAX_MINUTES: u64 = 1440;
 
-pub(crate) use leash_approval::rfc3339;
+use leash_types::rfc3339;
 
 tokio::task_local! {
     /// The grant the current request runs under (set by the pipeline around the
@@ -234,6 +234,8 @@ struct Audited<'a> {
     r: &'a AccessRequest,
     actor: Value,
     extra: Value,
+    /// When it happened (the core's clock).
+    timestamp: String,
 }
 
 impl Entry for Audited<'_> {
@@ -255,7 +257,7 @@ impl Entry for Audited<'_> {
         let ctx = crate::events::current();
         let v = json!({
             "type": "approval",
-            "timestamp": rfc3339_now(),
+            "timestamp": self.timestamp,
             "event": self.event,
             "request_id": self.r.id,
             "trace_id": self.r.trace_id,
@@ -284,12 +286,6 @@ impl Entry for Audited<'_> {
     }
 }
 
-fn rfc3339_now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 async fn audit(
     inner: &Inner,
     event: &'static str,
@@ -302,6 +298,7 @@ async fn audit(
         r,
         actor,
         extra,
+        timestamp: inner.clock.now_rfc3339(),
     };
     inner.audit.log(&e).await.map_err(|e| {
         tracing::error!(error = %e, event, request_id = %r.id, "could not audit an approval step");

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use leash_audit::{Broker, DeviceConfig, Entry, Hasher};
 use leash_backend::{Caller, CoreError, Request, Response};
 use leash_storage::Storage;
-use leash_types::{ExposeSecret, Operation, SecretBytes};
+use leash_types::{Clock, ExposeSecret, Operation, SecretBytes};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value, json};
 
@@ -60,6 +60,7 @@ pub(crate) async fn restore_devices(
 pub(crate) async fn enable_device(
     storage: &Arc<dyn Storage>,
     broker: &Broker,
+    clock: &dyn Clock,
     config: DeviceConfig,
 ) -> Result<(), CoreError> {
     let key = SecretBytes::random(32);
@@ -69,9 +70,10 @@ pub(crate) async fn enable_device(
     // The first line of every device records that it was enabled; writing it is also
     // the test that the device works (a device that cannot write is refused here).
     let probe_path = path.clone();
+    let time = clock.now_rfc3339();
     let probe = move |_: &Hasher, _: bool| {
         json!({
-            "time": now_rfc3339_nanos(),
+            "time": time,
             "type": "audit_device_enabled",
             "path": probe_path,
         })
@@ -130,6 +132,8 @@ pub(crate) struct AuditContext<'a> {
     /// The path is callable without a token (a login): its body is recorded even
     /// without a caller.
     pub(crate) unauthenticated: bool,
+    /// The core's clock: entry times.
+    pub(crate) clock: &'a dyn Clock,
 }
 
 impl AuditContext<'_> {
@@ -182,12 +186,6 @@ fn write_bounded<E: Serialize>(
         serde_json::to_writer(&mut *out, &build(false))?;
     }
     Ok(())
-}
-
-fn now_rfc3339_nanos() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// How one device sees a string: HMAC'd (its key), or raw with `log_raw`.
@@ -390,7 +388,7 @@ fn auth_out<'a>(ctx: &'a AuditContext<'_>, hm: Hm<'a>) -> AuthOut<'a> {
             entity_id: Some(&c.entry.entity_id),
             token_type: Some("service"),
             token_ttl: Some(c.entry.creation_ttl),
-            token_issue_time: Some(crate::token::rfc3339(c.entry.creation_time)),
+            token_issue_time: Some(leash_types::rfc3339(c.entry.creation_time)),
             scope_hash: c.entry.scope.as_deref().map(crate::token::scope_hash),
             delegation_chain: c
                 .entry
@@ -483,7 +481,7 @@ pub(crate) struct RequestEntry<'a> {
 impl Entry for RequestEntry<'_> {
     fn write_json(&self, h: &Hasher, raw: bool, out: &mut Vec<u8>) -> serde_json::Result<()> {
         let hm = Hm { h, raw };
-        let time = now_rfc3339_nanos();
+        let time = self.ctx.clock.now_rfc3339();
         write_bounded(out, |full| EntryOut {
             time: time.clone(),
             kind: "request",
@@ -507,7 +505,7 @@ impl Entry for ResponseEntry<'_> {
     fn write_json(&self, h: &Hasher, raw: bool, out: &mut Vec<u8>) -> serde_json::Result<()> {
         let hm = Hm { h, raw };
         let ctx = self.ctx;
-        let time = now_rfc3339_nanos();
+        let time = ctx.clock.now_rfc3339();
         let error = self.resp.err().map(|e| Cow::Owned(e.to_string()));
         write_bounded(out, |full| EntryOut {
             time: time.clone(),

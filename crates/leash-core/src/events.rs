@@ -264,12 +264,6 @@ impl Entry for Built<'_> {
     }
 }
 
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 /// Records `events` on every audit device, in order. With `sync` the last one is
 /// synced (and so all before it); without, they are only written, and a synced entry
 /// the caller writes next (the request's response entry) makes them durable.
@@ -278,7 +272,7 @@ pub(crate) async fn emit(inner: &Inner, events: &[Event], sync: bool) -> Result<
     for (i, ev) in events.iter().enumerate() {
         let built = Built {
             ev,
-            timestamp: now_rfc3339(),
+            timestamp: inner.clock.now_rfc3339(),
             action_context: action_context.clone(),
         };
         let r = if sync && i + 1 == events.len() {
@@ -300,7 +294,7 @@ pub(crate) async fn emit_observed(inner: &Inner, events: &[Event], context: &Val
     for (i, ev) in events.iter().enumerate() {
         let built = Built {
             ev,
-            timestamp: now_rfc3339(),
+            timestamp: inner.clock.now_rfc3339(),
             action_context: context.clone(),
         };
         let r = if i + 1 == events.len() {
@@ -327,7 +321,7 @@ mod tests {
     fn line(ev: &Event, h: &Hasher, raw: bool) -> Value {
         let built = Built {
             ev,
-            timestamp: now_rfc3339(),
+            timestamp: leash_types::rfc3339(1_700_000_000),
             action_context: action_context(),
         };
         let mut out = Vec::new();

@@ -55,8 +55,8 @@ impl Group {
             "parent_group_ids": [],
             "policies": self.policies,
             "metadata": self.metadata,
-            "creation_time": crate::approvals::rfc3339(self.creation_time),
-            "last_update_time": crate::approvals::rfc3339(self.last_update_time),
+            "creation_time": leash_types::rfc3339(self.creation_time),
+            "last_update_time": leash_types::rfc3339(self.last_update_time),
         })
     }
 }

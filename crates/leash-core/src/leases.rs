@@ -571,7 +571,7 @@ pub(crate) async fn revoke_now(
                 "lease_id": id,
                 "attempts": attempts,
                 "error": m,
-                "next_attempt_time": crate::token::rfc3339(next),
+                "next_attempt_time": leash_types::rfc3339(next),
             })
         })
         .await;
@@ -586,15 +586,11 @@ async fn audit_event<F>(inner: &Inner, f: F)
 where
     F: Fn() -> Value + Send + Sync,
 {
+    let now = inner.clock.unix();
     let build = move |_: &leash_audit::Hasher, _: bool| {
         let mut v = f();
         if let Value::Object(m) = &mut v {
-            m.insert(
-                "time".into(),
-                Value::String(crate::token::rfc3339(leash_types::clock::unix_seconds(
-                    std::time::SystemTime::now(),
-                ))),
-            );
+            m.insert("time".into(), Value::String(leash_types::rfc3339(now)));
         }
         v
     };
@@ -859,7 +855,7 @@ pub(crate) async fn lookup(inner: &Arc<Inner>, id: &str) -> Result<Value, CoreEr
     };
     let entry = LeaseEntry::decode(&l)?;
     let now = inner.clock.unix();
-    let rfc = crate::token::rfc3339;
+    let rfc = leash_types::rfc3339;
     let mut v = json!({
         "id": l.id,
         "issue_time": rfc(l.issue_time),

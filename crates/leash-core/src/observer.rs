@@ -165,8 +165,8 @@ async fn poll(inner: &Arc<Inner>, seen: &Mutex<Seen>) {
                     "session_id": s.id,
                     "client_address": client,
                     "agent_address": agent_address,
-                    "first_use": crate::token::rfc3339(first),
-                    "latest_use": crate::token::rfc3339(now),
+                    "first_use": leash_types::rfc3339(first),
+                    "latest_use": leash_types::rfc3339(now),
                 });
                 let mut evs = vec![entry.event(lease_id, Kind::Used, 0, None)];
                 if anomaly {

@@ -90,6 +90,7 @@ async fn handle_in_scope(inner: &Arc<Inner>, mut req: Request) -> Result<Respons
         caller: caller.as_ref(),
         policy_results: None,
         unauthenticated,
+        clock: &*inner.clock,
     };
     // Every outcome is audited, failures to authenticate or to read the path included.
     if let Some(err) = auth_error.or(path_error) {

@@ -251,7 +251,8 @@ impl SysBackend {
                         serde_json::from_value(Value::Object(body)).map_err(|e| {
                             CoreError::invalid(format!("invalid audit device configuration: {e}"))
                         })?;
-                    audit_log::enable_device(&inner.storage, &inner.audit, cfg).await?;
+                    audit_log::enable_device(&inner.storage, &inner.audit, &*inner.clock, cfg)
+                        .await?;
                     Ok(None)
                 }
                 _ => Err(CoreError::UnsupportedOperation),
@@ -324,7 +325,7 @@ fn health(inner: &Inner, q: &Map<String, Value>) -> Result<Response, CoreError> 
         Some(_) => return Err(CoreError::invalid("activecode must be an HTTP status code")),
         None => 200,
     };
-    let now = time::OffsetDateTime::now_utc();
+    let now = time::OffsetDateTime::from(inner.clock.now());
     Ok(Response::raw(
         code,
         json!({

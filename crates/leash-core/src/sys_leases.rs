@@ -214,7 +214,7 @@ pub(crate) async fn handle(
                     Some(n) if n > 0 => usize::try_from(n).unwrap_or(1000),
                     _ => 1000,
                 };
-                let rfc = crate::token::rfc3339;
+                let rfc = leash_types::rfc3339;
                 let list: Vec<Value> = inner
                     .storage
                     .leases_failing(limit)

@@ -19,7 +19,7 @@ use leash_backend::fields::ROOT_POLICY;
 use leash_backend::{AuthInfo, Caller, CoreError, TokenEntry};
 use leash_storage::{KeyedHash, Storage, StoredToken, TokenUse};
 use leash_types::cidr::{self, Cidr};
-use leash_types::{Clock, ExposeSecret, SecretString, TokenKind, TokenValue};
+use leash_types::{Clock, ExposeSecret, SecretString, TokenKind, TokenValue, rfc3339};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -171,17 +171,6 @@ const CACHE_MAX: usize = 100_000;
 
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
-/// Formats Unix seconds as RFC 3339 (UTC).
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 impl TokenStore {

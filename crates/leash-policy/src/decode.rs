@@ -25,7 +25,7 @@ use leash_types::{Capabilities, Capability, Operation, parse_duration};
 
 use crate::doc::{ControlGroup, ControlGroupFactor, PathRule, PolicyDoc};
 use crate::error::PolicyError;
-use crate::syntax::{self, Item, Node, NodeKind, Pos};
+use leash_hcl::{self as syntax, Item, Node, NodeKind, Pos};
 
 /// Keys Vault accepts in a path block that leash refuses because it cannot enforce them.
 const UNSUPPORTED_PATH_KEYS: [&str; 4] = [

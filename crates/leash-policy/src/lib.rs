@@ -7,6 +7,9 @@
 //! its rule, `sudo` for root-protected paths, parameter constraints and control groups.
 //! Where this crate is deliberately stricter than Vault the module docs say so.
 //!
+//! The text is read by `leash-hcl` (the HCL1/JSON parser shared with the configuration
+//! readers); this crate gives its tree a meaning.
+//!
 //! Pure and synchronous: no IO, no clock, no global state. Not here: storing policies,
 //! deciding which paths need `sudo`, running approvals (the core does those).
 #![forbid(unsafe_code)]
@@ -16,10 +19,8 @@ mod decode;
 mod default_policy;
 mod doc;
 mod error;
-pub mod hcl;
 mod index;
 mod params;
-mod syntax;
 
 pub use acl::{Acl, AclDecision, AclRequest, Denial};
 pub use decode::parse_policy;

@@ -1,12 +1,42 @@
-//! The storage conformance suite: behaviour every [`Storage`] backend must show. Each
-//! backend's tests call [`run_all`] with a fresh, empty store; the SQLite backend runs
-//! it in this crate, the PostgreSQL backend will run the same functions.
+//! The storage conformance suite: behaviour every [`Storage`] backend must show, one
+//! public async function per check, each run on a fresh, empty store. A backend's tests
+//! declare one `#[tokio::test]` per check with [`conformance_tests!`](crate::conformance_tests)
+//! (the SQLite backend does so in this crate; the PostgreSQL backend will use the same
+//! macro). Available to other crates with the `testing` feature.
 
 // Test-support code: a failed expectation should panic with its location, like a test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::{KeyedHash, LeaseState, Storage, StorageError, StoredLease, StoredToken, TokenUse};
 use zeroize::Zeroizing;
+
+/// Declares one `#[tokio::test]` per conformance check. `$open` is an async fn returning
+/// `(guard, store)`: a fresh, empty store and whatever must live as long as it (e.g. its
+/// temporary directory). The calling crate needs `tokio` with its `macros` feature.
+///
+/// ```ignore
+/// async fn open_fresh() -> (tempfile::TempDir, MyStorage) { … }
+/// mod conformance {
+///     leash_storage::conformance_tests!(super::open_fresh);
+/// }
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($open:path) => {
+        $crate::conformance_tests!(@checks $open;
+            entries, modify, tokens, tokens_live_pages, token_tree, token_uses, leases,
+            leases_due, lease_failures_and_prefixes, lease_token_cascade, lease_batches);
+    };
+    (@checks $open:path; $($check:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let (_guard, store) = $open().await;
+                $crate::conformance::$check(&store).await;
+            }
+        )+
+    };
+}
 
 fn token(
     s: &dyn Storage,
@@ -26,22 +56,8 @@ fn token(
     }
 }
 
-/// Runs every check against `s`, which must be empty.
-pub async fn run_all(s: &dyn Storage) {
-    entries(s).await;
-    modify(s).await;
-    tokens(s).await;
-    tokens_live_pages(s).await;
-    token_tree(s).await;
-    token_uses(s).await;
-    leases(s).await;
-    leases_due(s).await;
-    lease_failures_and_prefixes(s).await;
-    lease_token_cascade(s).await;
-    lease_batches(s).await;
-}
-
-async fn entries(s: &dyn Storage) {
+/// Plain entries: get, put, overwrite, list by prefix (sorted), delete, delete by prefix; namespaces are separate.
+pub async fn entries(s: &dyn Storage) {
     assert!(s.get("kv", "a").await.unwrap().is_none());
     s.put("kv", "a", b"1".to_vec()).await.unwrap();
     s.put("kv", "a/b", b"2".to_vec()).await.unwrap();
@@ -70,7 +86,8 @@ async fn entries(s: &dyn Storage) {
     );
 }
 
-async fn modify(s: &dyn Storage) {
+/// Read-modify-write of one entry (`modify`) sees the current value and stores the result atomically.
+pub async fn modify(s: &dyn Storage) {
     let v = s
         .modify(
             "m",
@@ -121,7 +138,9 @@ async fn modify(s: &dyn Storage) {
     assert!(s.get("m", "k").await.unwrap().is_none());
 }
 
-async fn tokens(s: &dyn Storage) {
+/// Tokens by keyed hash: insert (a duplicate is a conflict), look up by hash and by
+/// accessor hash, update.
+pub async fn tokens(s: &dyn Storage) {
     let t = token(s, "t1", None, Some(100), None);
     s.token_insert(t.clone()).await.unwrap();
     let e = s.token_insert(t.clone()).await.unwrap_err();
@@ -159,7 +178,7 @@ async fn tokens(s: &dyn Storage) {
 }
 
 /// A walk over the live tokens, page by page, in hash order, skipping expired ones.
-async fn tokens_live_pages(s: &dyn Storage) {
+pub async fn tokens_live_pages(s: &dyn Storage) {
     let names: Vec<String> = (0..7).map(|i| format!("live-{i}")).collect();
     for (i, n) in names.iter().enumerate() {
         // Three expire at 100 (gone at 150), the others later or never.
@@ -206,7 +225,8 @@ async fn tokens_live_pages(s: &dyn Storage) {
     }
 }
 
-async fn token_tree(s: &dyn Storage) {
+/// Token parents and children: revoking a token revokes its descendants.
+pub async fn token_tree(s: &dyn Storage) {
     // root -> a -> b -> c ; root -> d
     for (id, parent) in [
         ("root", None),
@@ -250,7 +270,8 @@ async fn token_tree(s: &dyn Storage) {
     );
 }
 
-async fn token_uses(s: &dyn Storage) {
+/// Limited-use tokens: each use is counted once, the last one consumes the token.
+pub async fn token_uses(s: &dyn Storage) {
     s.token_insert(token(s, "u", None, None, Some(2)))
         .await
         .unwrap();
@@ -318,7 +339,8 @@ async fn delete_all_leases(s: &dyn Storage) {
     assert_eq!(s.lease_count().await.unwrap(), 0);
 }
 
-async fn leases(s: &dyn Storage) {
+/// Leases: insert, read, state changes and deletion.
+pub async fn leases(s: &dyn Storage) {
     assert_eq!(s.lease_count().await.unwrap(), 0);
     let id = "database/creds/ro/abc";
     assert!(s.lease_get(id).await.unwrap().is_none());
@@ -389,7 +411,9 @@ async fn leases(s: &dyn Storage) {
     assert_eq!(s.lease_count().await.unwrap(), 0);
 }
 
-async fn leases_due(s: &dyn Storage) {
+/// Due leases: which are returned (expired, pending past their time, backing off) and in
+/// what order.
+pub async fn leases_due(s: &dyn Storage) {
     for (id, exp, state) in [
         ("l/expired-100", 100, LeaseState::Active),
         ("l/expired-50", 50, LeaseState::Active),
@@ -491,7 +515,9 @@ async fn leases_due(s: &dyn Storage) {
     delete_all_leases(s).await;
 }
 
-async fn lease_failures_and_prefixes(s: &dyn Storage) {
+/// Failed revocations and their back-off; leases by id prefix (`database/creds/ro/`
+/// matches neither `rox` nor `databasex`).
+pub async fn lease_failures_and_prefixes(s: &dyn Storage) {
     for id in [
         "database/creds/rw/1",
         "database/creds/ro/2",
@@ -565,7 +591,8 @@ async fn lease_failures_and_prefixes(s: &dyn Storage) {
     delete_all_leases(s).await;
 }
 
-async fn lease_token_cascade(s: &dyn Storage) {
+/// Revoking a token marks its leases (and its descendants') for revocation.
+pub async fn lease_token_cascade(s: &dyn Storage) {
     // root -> a -> b ; root -> c ; x (unrelated)
     for (id, parent) in [
         ("croot", None),
@@ -671,7 +698,8 @@ async fn lease_token_cascade(s: &dyn Storage) {
     assert_eq!(s.token_count().await.unwrap(), 0);
 }
 
-async fn lease_batches(s: &dyn Storage) {
+/// Batch operations on leases (pending ones abandoned at once, and the like).
+pub async fn lease_batches(s: &dyn Storage) {
     for (id, state) in [
         ("db/p1", LeaseState::Pending),
         ("db/p2", LeaseState::Pending),

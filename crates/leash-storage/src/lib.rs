@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod barrier;
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 mod sqlite;
 

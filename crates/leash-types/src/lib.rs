@@ -14,7 +14,7 @@ pub mod secret;
 pub mod token;
 
 pub use capability::{Capabilities, Capability, Operation};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock, rfc3339, rfc3339_precise};
 pub use duration::{DurationError, format_go_duration, parse_duration};
 pub use secret::{ExposeSecret, SecretBytes, SecretString};
 pub use token::{TokenKind, TokenValue};

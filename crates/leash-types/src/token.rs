@@ -13,6 +13,7 @@
 //! Tokens of other shapes (a dev root token id such as `root`, or an `id` an operator
 //! chose) are still accepted by the server; they simply cannot be recognised offline.
 
+use crate::clock::{Clock as _, SystemClock};
 use crate::random;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -84,7 +85,8 @@ impl std::fmt::Debug for TokenValue {
 /// A fresh time-ordered locator: Unix milliseconds in the high 48 bits, 16 random bits
 /// below (so ids minted in the same millisecond still differ).
 pub fn new_locator() -> u64 {
-    let ms = std::time::SystemTime::now()
+    let ms = SystemClock
+        .now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX >> 16))
         .unwrap_or(0);

@@ -181,7 +181,7 @@ pub(crate) fn parse(
     base: &Path,
     err: &dyn Fn(String) -> ConfigError,
 ) -> Result<ServerConfig, ConfigError> {
-    let v = leash_policy::hcl::parse_to_json(text).map_err(|e| err(e.to_string()))?;
+    let v = leash_hcl::parse_to_json(text).map_err(|e| err(e.to_string()))?;
     let top = object(&v, "the file", err)?;
     only_keys(top, TOP_KEYS, "the top level", err)?;
     let rel = |p: String| {

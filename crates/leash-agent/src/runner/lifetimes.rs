@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use leash_client::{ClientError, SecretString};
+use leash_types::{Clock as _, SystemClock};
 use serde_json::{Map, Value};
 
 use super::{Agent, Held, TokenState};
@@ -48,7 +49,7 @@ impl Agent {
             }
         };
         tracing::info!(ttl = info.ttl, "reusing the cached token");
-        let now = SystemTime::now();
+        let now = SystemClock.now();
         let ttl = if info.ttl == 0 {
             0
         } else {
@@ -117,7 +118,7 @@ impl Agent {
     pub(super) async fn login(&mut self) -> Result<(), AgentError> {
         match self.auth.login(&self.base).await {
             Ok(li) => {
-                let now = SystemTime::now();
+                let now = SystemClock.now();
                 let client = self.base.with_token(li.token);
                 if let Err(e) = self
                     .auth
@@ -142,7 +143,7 @@ impl Agent {
             }
             Err(e) => {
                 self.login_attempts += 1;
-                self.login_at = SystemTime::now() + self.retry_delay(self.login_attempts);
+                self.login_at = SystemClock.now() + self.retry_delay(self.login_attempts);
                 // A bad local credential file will not fix itself quickly, but may be
                 // mounted late (Kubernetes projected volumes): retry like the server.
                 self.note_failure("login", &e.to_string())
@@ -155,12 +156,12 @@ impl Agent {
     /// is revoked after the grace period.
     pub(super) async fn reauthenticate(&mut self, revoke_old: bool) -> Result<(), AgentError> {
         let old = self.token.take();
-        self.login_at = SystemTime::now();
+        self.login_at = SystemClock.now();
         self.login().await?;
         if self.token.is_none() {
             // Keep the old token while logins fail: its leases may still be valid.
             if let Some(o) = old
-                && o.expire_at.is_none_or(|e| e > SystemTime::now())
+                && o.expire_at.is_none_or(|e| e > SystemClock.now())
                 && !revoke_old
             {
                 self.token = Some(o);
@@ -173,9 +174,9 @@ impl Agent {
         health::update(&self.status, |s| s.reauths += 1);
         if let Some(o) = old {
             self.old_tokens
-                .push((o.client, SystemTime::now() + self.grace()));
+                .push((o.client, SystemClock.now() + self.grace()));
         }
-        let now = SystemTime::now();
+        let now = SystemClock.now();
         for h in self.held.values_mut() {
             if !h.lease_id.is_empty() {
                 h.rotate = true;
@@ -204,7 +205,7 @@ impl Agent {
         let increment = tok.ttl;
         match tok.client.token_renew_self(Some(increment)).await {
             Ok(a) => {
-                let now = SystemTime::now();
+                let now = SystemClock.now();
                 tok.expire_at = Some(now + Duration::from_secs(a.lease_duration));
                 tok.attempts = 0;
                 if a.lease_duration < increment || !a.renewable {
@@ -229,9 +230,9 @@ impl Agent {
                 Failure::Retry(m) => {
                     tok.attempts += 1;
                     let d = backoff(tok.attempts, &self.cfg.server.retry, jitter());
-                    let mut at = SystemTime::now() + d;
+                    let mut at = SystemClock.now() + d;
                     if let Some(exp) = tok.expire_at {
-                        at = at.min(exp.max(SystemTime::now() + Duration::from_secs(1)));
+                        at = at.min(exp.max(SystemClock.now() + Duration::from_secs(1)));
                     }
                     tok.next = Some(at);
                     self.note_failure("token renewal", &m)
@@ -258,7 +259,7 @@ impl Agent {
         };
         match client.lease_renew(&h.lease_id, Some(h.issued_ttl)).await {
             Ok(rn) => {
-                let now = SystemTime::now();
+                let now = SystemClock.now();
                 h.lease_duration = rn.lease_duration;
                 h.renewable = rn.renewable;
                 h.expire_at = Some(now + Duration::from_secs(rn.lease_duration));
@@ -284,7 +285,7 @@ impl Agent {
                 Failure::LeaseGone(m) => {
                     tracing::warn!(secret = %r.path, "lease renewal refused ({m}); fetching a new credential");
                     h.rotate = true;
-                    h.next = SystemTime::now();
+                    h.next = SystemClock.now();
                     h.lease_gone = true;
                     self.fetch(r).await
                 }
@@ -295,7 +296,7 @@ impl Agent {
                 Failure::Retry(m) => {
                     h.attempts += 1;
                     let d = backoff(h.attempts, &self.cfg.server.retry, jitter());
-                    h.next = SystemTime::now() + d;
+                    h.next = SystemClock.now() + d;
                     self.note_failure("lease renewal", &m)
                 }
             },
@@ -316,7 +317,7 @@ impl Agent {
             .collect();
         match client.fetch_secret(&r.path, &params).await {
             Ok(Some(s)) => {
-                let now = SystemTime::now();
+                let now = SystemClock.now();
                 let leased = !s.lease_id.is_empty() && s.lease_duration > 0;
                 let max_expire_at = if leased {
                     match client.lease_lookup(&s.lease_id).await {
@@ -404,7 +405,7 @@ impl Agent {
     }
 
     pub(super) fn schedule_retry(&mut self, r: &SecretRequest, attempts: u32) {
-        let at = SystemTime::now() + self.retry_delay(attempts);
+        let at = SystemClock.now() + self.retry_delay(attempts);
         match self.held.get_mut(&r.key()) {
             Some(h) => h.next = at,
             // Not fetched yet: `next_wake` uses `login_at` for missing secrets.

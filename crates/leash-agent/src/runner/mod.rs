@@ -29,6 +29,7 @@ use zeroize::Zeroizing;
 
 mod lifetimes;
 mod output;
+use leash_types::{Clock as _, SystemClock};
 
 use crate::AgentError;
 use crate::auth::Authenticator;
@@ -175,7 +176,7 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<i32, AgentError> 
         cfg,
         base,
         token: None,
-        login_at: SystemTime::now(),
+        login_at: SystemClock.now(),
         login_attempts: 0,
         old_tokens: Vec::new(),
         requests,
@@ -320,7 +321,7 @@ impl Agent {
 
     /// The earliest time something is due.
     fn next_wake(&self) -> SystemTime {
-        let mut t = SystemTime::now() + Duration::from_secs(3600);
+        let mut t = SystemClock.now() + Duration::from_secs(3600);
         match &self.token {
             None => t = t.min(self.login_at),
             Some(tok) => {
@@ -348,7 +349,7 @@ impl Agent {
 
     /// Does whatever is due now.
     async fn step(&mut self) -> Result<(), AgentError> {
-        let now = SystemTime::now();
+        let now = SystemClock.now();
         if self.token.is_none() {
             if self.login_at > now {
                 return Ok(());
@@ -436,7 +437,7 @@ fn forward(child: &Option<ChildProcess>, name: &str) {
 
 async fn sleep_until(t: SystemTime) {
     let d = t
-        .duration_since(SystemTime::now())
+        .duration_since(SystemClock.now())
         .unwrap_or(Duration::ZERO);
     tokio::time::sleep(d).await;
 }

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use leash_backend::{CoreError, Response, fields};
+use leash_types::rfc3339;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
@@ -19,7 +20,7 @@ use zeroize::Zeroizing;
 use super::role::RoleEntry;
 use super::{
     AppRoleBackend, EXPIRED, INVALID_CREDENTIALS, USED_UP, cidr_list, cidrs_within, credential,
-    ct_str_eq, rfc3339,
+    ct_str_eq,
 };
 use leash_backend::store::refused_or_storage as from_storage;
 

@@ -22,28 +22,6 @@ const LOCAL_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// Largest local CA or token file read.
 const MAX_LOCAL_FILE: u64 = 256 * 1024;
 
-/// Serde for the reviewer JWT: a plain string in (sealed) storage, a secret in memory.
-mod opt_secret {
-    use leash_types::{ExposeSecret, SecretString};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        v: &Option<SecretString>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(v) => s.serialize_some(v.expose_secret()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<SecretString>, D::Error> {
-        Option::<String>::deserialize(d).map(|o| o.map(SecretString::from))
-    }
-}
-
 /// The stored configuration. No `Debug`: it holds the reviewer JWT.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct KubeConfig {
@@ -52,7 +30,8 @@ pub(crate) struct KubeConfig {
     pub(crate) kubernetes_host: String,
     #[serde(default)]
     pub(crate) kubernetes_ca_cert: String,
-    #[serde(default, with = "opt_secret")]
+    /// A plain string in (sealed) storage, a secret in memory.
+    #[serde(default, with = "leash_types::secret::serde_opt_str")]
     pub(crate) token_reviewer_jwt: Option<SecretString>,
     #[serde(default)]
     pub(crate) pem_keys: Vec<String>,

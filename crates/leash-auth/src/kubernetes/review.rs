@@ -50,10 +50,7 @@ pub(crate) enum ReviewError {
 
 /// A server-supplied message, made safe to show: no token, printable, short.
 fn scrub(msg: &str, secrets: &[&str]) -> String {
-    let mut m = msg.to_owned();
-    for s in secrets.iter().filter(|s| s.len() >= 8) {
-        m = m.replace(*s, "[redacted]");
-    }
+    let m = leash_types::secret::scrub(msg, secrets);
     let mut out: String = m
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

@@ -4,7 +4,7 @@
 //! operator looking at `pg_roles` sees where a role came from. Passwords come straight
 //! from the OS CSPRNG ([`leash_types::random`]).
 
-use leash_types::{SecretString, random};
+use leash_types::{Clock as _, SecretString, SystemClock, random};
 
 const LOWER_ALNUM: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 const PASSWORD_ALPHABET: &[u8; 63] =
@@ -59,10 +59,12 @@ fn sanitize(s: &str, max: usize) -> String {
 ///
 /// Display name and role name are cut to 8 characters each (4 when `max_len` is below
 /// 51, as Vault's MySQL plugin does), so the 20 random characters (~103 bits) always
-/// survive truncation for `max_len` ≥ 32: uniqueness never rests on the clock.
+/// survive truncation for `max_len` ≥ 32: uniqueness never rests on the clock. The
+/// time is for people reading `pg_roles`, so it is the system clock's (the engine has no
+/// injected clock; lease times are the core's).
 pub fn generate_username(display_name: &str, role: &str, max_len: usize) -> String {
     let part = if max_len >= 51 { 8 } else { 4 };
-    let unix = time::OffsetDateTime::now_utc().unix_timestamp();
+    let unix = SystemClock.unix();
     let mut name = format!(
         "v-{}-{}-{}-{unix}",
         sanitize(display_name, part),

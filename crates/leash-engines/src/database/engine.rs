@@ -66,53 +66,17 @@ impl Plugin {
     }
 }
 
-/// Serde for a secret string field: stored (sealed by the storage barrier) as a plain
-/// JSON string, held in memory as a [`SecretString`].
-mod secret_str {
-    use leash_types::{ExposeSecret, SecretString};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(v: &SecretString, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v.expose_secret())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
-        String::deserialize(d).map(SecretString::from)
-    }
-}
-
-mod opt_secret_str {
-    use leash_types::{ExposeSecret, SecretString};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        v: &Option<SecretString>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(v) => s.serialize_some(v.expose_secret()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<SecretString>, D::Error> {
-        Option::<String>::deserialize(d).map(|o| o.map(SecretString::from))
-    }
-}
-
 /// A stored connection. No `Debug`: it holds the root password.
 #[derive(Serialize, Deserialize, Clone)]
 struct DbConfig {
     plugin_name: String,
     connection_url: String,
     username: String,
-    #[serde(with = "secret_str")]
+    #[serde(with = "leash_types::secret::serde_str")]
     password: SecretString,
     /// Written before a root rotation changes the database and cleared after it is
     /// stored, so a crash in between cannot lose the root password.
-    #[serde(default, with = "opt_secret_str")]
+    #[serde(default, with = "leash_types::secret::serde_opt_str")]
     pending_password: Option<SecretString>,
     allowed_roles: Vec<String>,
     verify_connection: bool,

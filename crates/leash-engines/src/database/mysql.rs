@@ -34,6 +34,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use leash_types::secret::scrub;
 use leash_types::{ExposeSecret, SecretString};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Value};
@@ -162,14 +163,6 @@ fn redact_url(url: &str) -> String {
         Some(at) if at >= start => format!("{}[redacted]{}", &url[..start], &url[at..]),
         _ => url.to_owned(),
     }
-}
-
-/// `message` with every non-empty secret replaced by `[redacted]`.
-fn scrub(message: &str, secrets: &[&str]) -> String {
-    secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(message.to_owned(), |m, s| m.replace(s, "[redacted]"))
 }
 
 /// (`"<code>/<SQLSTATE>"`, message) of a driver error, scrubbed. Errors that are not the
@@ -452,7 +445,7 @@ fn with_config_user(builder: OptsBuilder, username: &str, password: &str) -> Opt
 
 /// Connection options for `config` (see [`MySqlConfig::connection_url`]). Errors never
 /// repeat the URL or the password.
-pub(super) fn connection_opts(config: &MySqlConfig) -> Result<Opts, DbError> {
+pub fn connection_opts(config: &MySqlConfig) -> Result<Opts, DbError> {
     let url = config.connection_url.trim();
     if url.is_empty() {
         return Err(invalid("connection_url is empty"));

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use leash_types::{ExposeSecret, SecretString, random};
+use leash_types::{Clock as _, ExposeSecret, SecretString, SystemClock, random};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 use time::OffsetDateTime;
@@ -51,7 +51,7 @@ fn issue(db: &str) -> Vec<String> {
 fn vars(name: &str, password: &SecretString) -> Vars {
     Vars::new(name)
         .with_password(password.clone())
-        .with_expiration(OffsetDateTime::now_utc() + time::Duration::minutes(15))
+        .with_expiration(OffsetDateTime::from(SystemClock.now()) + time::Duration::minutes(15))
 }
 
 /// A fresh database with a table, and a name tag for every user the test makes.

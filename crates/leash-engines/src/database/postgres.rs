@@ -28,6 +28,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use leash_types::secret::scrub;
 use leash_types::{ExposeSecret, SecretString, random};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -157,14 +158,6 @@ impl fmt::Debug for PgConfig {
 /// `s` as a PostgreSQL identifier: double-quoted, inner quotes doubled.
 pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// `message` with every non-empty secret replaced by `[redacted]`.
-fn scrub(message: &str, secrets: &[&str]) -> String {
-    secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(message.to_owned(), |m, s| m.replace(s, "[redacted]"))
 }
 
 /// (SQLSTATE, message) of a driver error, scrubbed.

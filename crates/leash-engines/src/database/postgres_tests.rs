@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use leash_types::{ExposeSecret, SecretString, random};
+use leash_types::{Clock as _, ExposeSecret, SecretString, SystemClock, random};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tokio_postgres::{Client, NoTls};
@@ -214,7 +214,7 @@ fn statements(list: &[&str]) -> Vec<String> {
 fn issue_vars(user: &str, password: &SecretString) -> Vars {
     Vars::new(user)
         .with_password(SecretString::from(password.expose_secret().to_owned()))
-        .with_expiration(OffsetDateTime::now_utc() + time::Duration::hours(1))
+        .with_expiration(OffsetDateTime::from(SystemClock.now()) + time::Duration::hours(1))
 }
 
 async fn sqlstate_of(client: &Client, sql: &str) -> String {
@@ -496,7 +496,7 @@ async fn renew_moves_valid_until() {
         .await
         .unwrap();
     let first = valid_until(&t.admin, &user).await;
-    let later = OffsetDateTime::now_utc() + time::Duration::hours(5);
+    let later = OffsetDateTime::from(SystemClock.now()) + time::Duration::hours(5);
     target
         .renew_user(&[], &Vars::new(&user).with_expiration(later))
         .await

@@ -10,11 +10,16 @@ fn copy(k: &SecretBytes) -> SecretBytes {
     SecretBytes::new(k.expose().to_vec())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_suite() {
+/// A fresh, empty store in its own temporary directory.
+async fn open_fresh() -> (tempfile::TempDir, SqliteStorage) {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStorage::open(dir.path(), Keyring::from_master(&master()).unwrap()).unwrap();
-    crate::conformance::run_all(&s).await;
+    (dir, s)
+}
+
+/// The conformance suite, one test per check.
+mod conformance {
+    crate::conformance_tests!(super::open_fresh);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@
 use std::path::PathBuf;
 
 use leash_audit::{chain, query};
+use leash_types::{Clock as _, SystemClock};
 use serde_json::Value;
 
 use super::{Failure, Outcome, output};
@@ -127,7 +128,8 @@ fn run_query(args: QueryArgs) -> Outcome {
             )));
         }
     };
-    let now = std::time::SystemTime::now()
+    let now = SystemClock
+        .now()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()
         .and_then(|d| i64::try_from(d.as_nanos()).ok())

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leash_testkit::{Options, TestServer};
-use leash_types::ManualClock;
+use leash_types::{Clock as _, ManualClock, SystemClock};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -565,7 +565,8 @@ async fn pre_approval_rules_approve_low_risk_requests_at_once() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["approved"], false);
     // A time window that excludes now: a human decides.
-    let now_min = (std::time::SystemTime::now()
+    let now_min = (SystemClock
+        .now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()

@@ -888,3 +888,52 @@ async fn an_audit_device_is_not_a_file_write_primitive() {
     let text = std::fs::read_to_string(&ok).unwrap();
     assert!(text.lines().any(|l| l.starts_with("leash: {")), "{text}");
 }
+
+/// Every time the server writes or shows comes from its clock (the one `Clock` it was
+/// given), not from the machine's: with the clock moved ten years ahead, the device's
+/// first line, the request and response entries, a lifecycle event and `sys/health`
+/// all say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_times_and_health_follow_the_servers_clock() {
+    use leash_types::{Clock as _, ManualClock};
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(10 * 366 * 86400));
+    let year = leash_types::rfc3339(clock.unix())[..4].to_owned();
+    let srv = TestServer::start_with(Options {
+        clock: std::sync::Arc::new(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    enable_file(&srv, "file", &log).await;
+    // A token: its creation is a lifecycle event with its own timestamp.
+    let (s, b) = srv
+        .root("POST", "auth/token/create", Some(json!({"ttl": "1h"})))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = srv.root("GET", "sys/health", None).await;
+    assert_eq!(s, 200, "{b}");
+    let shown = b["server_time_utc"].as_i64().unwrap();
+    assert!((shown - clock.unix()).abs() <= 1, "health: {b}");
+
+    let all = entries(&log);
+    assert!(all.len() >= 3, "{all:?}");
+    for e in &all {
+        let t = e["time"].as_str().or(e["timestamp"].as_str());
+        let t = t.unwrap_or_else(|| panic!("an entry without a time: {e}"));
+        assert!(
+            t.starts_with(&year),
+            "{t} is not from the server's clock: {e}"
+        );
+    }
+    assert!(
+        all.iter().any(|e| e["type"] == "audit_device_enabled"),
+        "{all:?}"
+    );
+    assert!(all.iter().any(|e| e["type"] == "response"), "{all:?}");
+    assert!(
+        all.iter().any(|e| e["timestamp"].is_string()),
+        "no event: {all:?}"
+    );
+}

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use leash_core::CoreConfig;
 use leash_testkit::{Options, TestServer};
+use leash_types::{Clock as _, SystemClock};
 use serde_json::json;
 
 /// `name{labels}` → value of every sample in a Prometheus text body.
@@ -29,7 +30,8 @@ async fn prometheus(srv: &TestServer, token: Option<&str>) -> (u16, String) {
 }
 
 fn now() -> f64 {
-    std::time::SystemTime::now()
+    SystemClock
+        .now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as f64

@@ -13,6 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use leash_testkit::TestServer;
+use leash_types::{Clock as _, SystemClock};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -232,7 +233,8 @@ pub(crate) fn pki() -> &'static Pki {
 /// Now, in Unix seconds.
 pub(crate) fn now() -> i64 {
     i64::try_from(
-        std::time::SystemTime::now()
+        SystemClock
+            .now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs(),

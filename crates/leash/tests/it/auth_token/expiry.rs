@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use leash_testkit::{Options, TestServer};
 use leash_types::Clock;
+use leash_types::SystemClock;
 use serde_json::json;
 
 use super::{alive, secs};
@@ -36,7 +37,8 @@ struct SetClock(Arc<AtomicI64>);
 
 impl SetClock {
     fn new() -> SetClock {
-        let now = SystemTime::now()
+        let now = SystemClock
+            .now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();

@@ -1,5 +1,5 @@
-//! The policy text parser: HCL version 1 (the dialect Vault parses policies with) and
-//! JSON, into one small tree where every key and value knows its line and column.
+//! The parser: HCL version 1 (the dialect Vault parses policies and configuration with)
+//! and JSON, into one small tree where every key and value knows its line and column.
 //!
 //! Why not an HCL2 parser: Vault policies are HCL1, and HCL1 accepts forms HCL2 rejects
 //! that appear in Vault's own documentation, e.g. `control_group = { factor "x" { … } }`
@@ -12,47 +12,63 @@
 //!   that way already, so both inputs decode through the same code.
 //! * Input nesting is bounded ([`MAX_DEPTH`]) so hostile text cannot exhaust the stack.
 //!
-//! Not here: what keys mean (see `decode`), HCL2 expressions, `${…}` interpolation.
+//! Not here: what keys mean (the policy decoder and the config readers), HCL2
+//! expressions, `${…}` interpolation.
 
 use serde_json::Number;
 
 /// Deepest nesting of lists and objects accepted.
-pub(crate) const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = 64;
 
 /// A one-based position in the input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Pos {
-    pub(crate) line: usize,
-    pub(crate) column: usize,
+pub struct Pos {
+    /// One-based line.
+    pub line: usize,
+    /// One-based column, in characters.
+    pub column: usize,
 }
 
-/// A syntax error at a position.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct SyntaxError {
-    pub(crate) pos: Pos,
-    pub(crate) message: String,
+/// A syntax error at a position. The message names the offending token's kind, never
+/// more of the input than that token.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {}, column {}: {message}", pos.line, pos.column)]
+pub struct SyntaxError {
+    /// Where the offending character is.
+    pub pos: Pos,
+    /// What is wrong.
+    pub message: String,
 }
 
 /// A value with the position where it starts.
 #[derive(Clone, Debug)]
-pub(crate) struct Node {
-    pub(crate) pos: Pos,
-    pub(crate) kind: NodeKind,
+pub struct Node {
+    /// Where the value starts.
+    pub pos: Pos,
+    /// The value.
+    pub kind: NodeKind,
 }
 
+/// The kinds of value.
 #[derive(Clone, Debug)]
-pub(crate) enum NodeKind {
+pub enum NodeKind {
+    /// A string (quoted or heredoc), unescaped.
     Str(String),
+    /// A number, as JSON would hold it.
     Number(Number),
+    /// `true` or `false`.
     Bool(bool),
+    /// `null`.
     Null,
+    /// `[ … ]`.
     List(Vec<Node>),
+    /// `{ … }` or a block body, items in input order (keys may repeat).
     Object(Vec<Item>),
 }
 
 impl NodeKind {
     /// A short name of the value's type, for error messages.
-    pub(crate) fn type_name(&self) -> &'static str {
+    pub fn type_name(&self) -> &'static str {
         match self {
             NodeKind::Str(_) => "a string",
             NodeKind::Number(_) => "a number",
@@ -66,22 +82,25 @@ impl NodeKind {
 
 /// `key = value` or `key { … }` (always a single key after normalisation).
 #[derive(Clone, Debug)]
-pub(crate) struct Item {
-    pub(crate) key: String,
-    pub(crate) key_pos: Pos,
-    pub(crate) value: Node,
+pub struct Item {
+    /// The key.
+    pub key: String,
+    /// Where the key starts.
+    pub key_pos: Pos,
+    /// Its value.
+    pub value: Node,
 }
 
-/// Parses policy text: JSON when the first non-blank character is `{`, HCL1 otherwise.
+/// Parses text: JSON when the first non-blank character is `{`, HCL1 otherwise.
 /// Returns the top-level items.
-pub(crate) fn parse(text: &str) -> Result<Vec<Item>, SyntaxError> {
+pub fn parse(text: &str) -> Result<Vec<Item>, SyntaxError> {
     let mut p = Parser::new(text)?;
     let is_json = matches!(p.peek().tok, Tok::LBrace);
     let items = if is_json {
         let node = p.value(0)?;
         match node.kind {
             NodeKind::Object(items) => items,
-            _ => return Err(err(node.pos, "a JSON policy must be an object")),
+            _ => return Err(err(node.pos, "a JSON document must be an object")),
         }
     } else {
         p.items(0, true)?
@@ -572,7 +591,18 @@ impl<'a> Lexer<'a> {
                 break;
             }
         }
-        serde_json::from_str::<Number>(&s).map_err(|_| err(start, format!("invalid number {s:?}")))
+        let invalid = || err(start, format!("invalid number {s:?}"));
+        let n = serde_json::from_str::<Number>(&s).map_err(|_| invalid())?;
+        if !n.is_f64() {
+            return Ok(n);
+        }
+        // serde_json's default float parser is fast but not always correctly rounded, so
+        // the same value printed and read again could come back different; the
+        // standard library's is exact (its grammar is wider, checked above).
+        s.parse::<f64>()
+            .ok()
+            .and_then(Number::from_f64)
+            .ok_or_else(invalid)
     }
 }
 
@@ -582,6 +612,33 @@ mod tests {
 
     fn top(text: &str) -> Vec<Item> {
         parse(text).unwrap()
+    }
+
+    fn number(text: &str) -> Number {
+        match top(&format!("n = {text}")).remove(0).value.kind {
+            NodeKind::Number(n) => n,
+            other => panic!("{}", other.type_name()),
+        }
+    }
+
+    #[test]
+    fn numbers_are_read_exactly_and_read_back_as_themselves() {
+        // Found by the `hcl` fuzz target: a float printed and read again changed.
+        for text in [
+            "855555555508220000000000000001906806292",
+            "8.5555555550822e38",
+            "0.1",
+            "1e-7",
+            "-2.5E+3",
+        ] {
+            let n = number(text);
+            let want: f64 = text.parse().unwrap();
+            assert_eq!(n.as_f64(), Some(want), "{text}");
+            assert_eq!(number(&n.to_string()), n, "{text} -> {n}");
+        }
+        assert_eq!(number("42").as_u64(), Some(42));
+        assert_eq!(number("-7").as_i64(), Some(-7));
+        assert_eq!(number("18446744073709551615").as_u64(), Some(u64::MAX));
     }
 
     #[test]
