@@ -133,7 +133,17 @@ async fn sigterm_revokes_leases_and_token() {
     eventually("the credential file", LONG, || async { db.exists() }).await;
     let creds = read_json(&db);
     let user = creds["username"].as_str().unwrap().to_owned();
-    let cache = read_json(&fx.dir.path().join("cache.json"));
+    // The lease cache is written after the files it rendered: wait for it too.
+    let cache_file = fx.dir.path().join("cache.json");
+    eventually("the lease cache", LONG, || async {
+        cache_file.exists()
+            && std::fs::read(&cache_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v["secrets"].as_object().is_some_and(|m| !m.is_empty()))
+    })
+    .await;
+    let cache = read_json(&cache_file);
     let lease_id = cache["secrets"]
         .as_object()
         .unwrap()
