@@ -56,6 +56,7 @@ pub(crate) fn run(args: AgentArgs) -> ExitCode {
             log_level,
             RunOptions {
                 exec_command: Some(command),
+                ..RunOptions::default()
             },
         ),
         None => match args.config {
@@ -94,7 +95,7 @@ pub(crate) fn run(args: AgentArgs) -> ExitCode {
     }
 }
 
-fn init_tracing(level: Option<&str>) {
+pub(crate) fn init_tracing(level: Option<&str>) {
     let filter = std::env::var("LEASH_LOG")
         .ok()
         .or_else(|| level.map(str::to_owned))

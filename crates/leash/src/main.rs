@@ -10,6 +10,7 @@ mod bench;
 mod cli;
 mod config;
 mod docs;
+mod proxy;
 mod server;
 
 /// leash — short-lived, narrowly scoped, audited credentials for AI agents.
@@ -27,6 +28,9 @@ enum Command {
     /// Run the sidecar agent: log in, render credential files or a child's environment,
     /// renew and re-issue them, revoke them on exit.
     Agent(agent::AgentArgs),
+    /// Run the credential proxy: attach credentials to the agent's HTTP requests and
+    /// PostgreSQL sessions so the agent never holds them (docs/proxy.md).
+    Proxy(proxy::ProxyArgs),
     /// Drive a running server over HTTP and print throughput and latency (runs the
     /// `leash-bench` binary; `leash bench --help` lists its options).
     #[command(disable_help_flag = true)]
@@ -48,6 +52,7 @@ fn main() -> std::process::ExitCode {
     match args.command {
         Command::Server(a) => server::run(a),
         Command::Agent(a) => agent::run(a),
+        Command::Proxy(a) => proxy::run(a),
         Command::Bench(a) => bench::forward("bench", a),
         Command::BenchLeases(a) => bench::forward("bench-leases", a),
         Command::Client(c) => cli::run(c),
