@@ -30,6 +30,7 @@ mod lifecycle;
 mod metrics_restart;
 mod observer;
 mod pg_outage;
+mod proxy;
 mod security;
 mod storage;
 mod sys_audit;
