@@ -399,7 +399,10 @@ async fn connect_upstream(
         };
         let mut out = BytesMut::new();
         match msg {
-            Message::AuthenticationOk => return Ok((up, buf)),
+            Message::AuthenticationOk => {
+                let rest = until_ready(&mut up, buf, state, login).await?;
+                return Ok((up, rest));
+            }
             Message::AuthenticationCleartextPassword => {
                 frontend::password_message(password, &mut out).map_err(|_| internal())?;
             }
@@ -448,26 +451,7 @@ async fn connect_upstream(
                 })?;
                 continue;
             }
-            Message::ErrorResponse(e) => {
-                let mut text = String::new();
-                let mut f = e.fields();
-                while let Ok(Some(x)) = fallible_next_field(&mut f) {
-                    if x.0 == b'M' {
-                        text = x.1;
-                    }
-                }
-                return Err(refuse(
-                    "28P01",
-                    format!(
-                        "leash proxy: PostgreSQL refused the leased credential (lease {}; revoked or expired?): {text}",
-                        if login.lease_id.is_empty() {
-                            "-"
-                        } else {
-                            &login.lease_id
-                        }
-                    ),
-                ));
-            }
+            Message::ErrorResponse(e) => return Err(refused(login, &e)),
             Message::NoticeResponse(_) => continue,
             _ => {
                 return Err(refuse(
@@ -477,6 +461,88 @@ async fn connect_upstream(
             }
         }
         up.write_all(&out).await.map_err(unreachable)?;
+    }
+}
+
+/// The server's refusal of the leased credential, said as such.
+fn refused(login: &Login, e: &postgres_protocol::message::backend::ErrorResponseBody) -> Refusal {
+    let (mut text, mut code) = (String::new(), String::new());
+    let mut f = e.fields();
+    while let Ok(Some(x)) = fallible_next_field(&mut f) {
+        match x.0 {
+            b'M' => text = x.1,
+            b'C' => code = x.1,
+            _ => {}
+        }
+    }
+    // Not an authorization failure (class 28): pass the server's reason on as it is.
+    if !code.starts_with("28") {
+        return refuse("08004", format!("leash proxy: PostgreSQL: {text}"));
+    }
+    let lease = if login.lease_id.is_empty() {
+        "-"
+    } else {
+        &login.lease_id
+    };
+    refuse(
+        "28P01",
+        format!(
+            "leash proxy: PostgreSQL refused the leased credential (lease {lease}; revoked or expired?): {text}"
+        ),
+    )
+}
+
+/// After `AuthenticationOk` the server still checks the role (under `trust` this is
+/// where a dropped role is refused): reads up to `ReadyForQuery`, keeping the raw
+/// messages for the client, and turns an `ErrorResponse` into a clear refusal.
+async fn until_ready(
+    up: &mut Box<dyn Io>,
+    mut buf: BytesMut,
+    state: &PgState,
+    login: &Login,
+) -> Result<BytesMut, Refusal> {
+    use postgres_protocol::message::backend::Header;
+    let mut out = BytesMut::new();
+    loop {
+        let header = Header::parse(&buf)
+            .map_err(|_| refuse("08P01", "leash proxy: bad message from PostgreSQL"))?;
+        match header {
+            Some(h) if buf.len() > usize::try_from(h.len()).unwrap_or(usize::MAX) => {
+                let raw = buf.split_to(usize::try_from(h.len()).unwrap_or(0) + 1);
+                match h.tag() {
+                    b'E' => {
+                        let mut copy = raw.clone();
+                        if let Ok(Some(Message::ErrorResponse(e))) = Message::parse(&mut copy) {
+                            return Err(refused(login, &e));
+                        }
+                        return Err(internal());
+                    }
+                    b'Z' => {
+                        out.extend_from_slice(&raw);
+                        out.extend_from_slice(&buf);
+                        return Ok(out);
+                    }
+                    _ => out.extend_from_slice(&raw),
+                }
+            }
+            _ => {
+                let n = up.read_buf(&mut buf).await.map_err(|e| {
+                    refuse(
+                        "08006",
+                        format!("leash proxy: PostgreSQL at {}: {e}", state.upstream),
+                    )
+                })?;
+                if n == 0 {
+                    return Err(refuse(
+                        "08006",
+                        format!(
+                            "leash proxy: PostgreSQL at {} closed the connection during startup",
+                            state.upstream
+                        ),
+                    ));
+                }
+            }
+        }
     }
 }
 
