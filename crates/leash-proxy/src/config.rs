@@ -617,11 +617,15 @@ proxy "postgres" { listen = "127.0.0.1:6432"  upstream = "db.internal:5432"  sec
         assert!(e.contains("upstream.a.url"), "{e}");
         let e = bad(r#"proxy "udp" { listen = "127.0.0.1:1" }"#);
         assert!(e.contains("udp"), "{e}");
-        assert!(ProxyConfig::parse(
-            &format!("vault {{ address = \"http://h\" }}\nauto_auth {{ method \"token_file\" {{ config = {{ token_file_path = \"/t\" }} }} }}\nproxy \"http\" {{ listen = \"0.0.0.0:1\" allow_remote = true upstream \"a\" {{ url = \"http://x\" secret = \"s/a\" header \"A\" {{ value = \"x\" }} }} }}"),
-            Path::new("/")
-        )
-        .is_ok());
+        let remote = r#"
+vault { address = "http://h" }
+auto_auth { method "token_file" { config = { token_file_path = "/t" } } }
+proxy "http" {
+  listen = "0.0.0.0:1"
+  allow_remote = true
+  upstream "a" { url = "http://x" secret = "s/a" header "A" { value = "x" } }
+}"#;
+        assert!(ProxyConfig::parse(remote, Path::new("/")).is_ok());
     }
 
     #[test]
