@@ -23,11 +23,14 @@ use tokio::net::{TcpListener, TcpStream};
 
 type R<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
-const BODY: &[u8] = br#"{"ok":true,"items":[1,2,3],"message":"a small JSON answer like most API calls get"}"#;
+const BODY: &[u8] =
+    br#"{"ok":true,"items":[1,2,3],"message":"a small JSON answer like most API calls get"}"#;
 
 async fn upstream(l: TcpListener) {
     loop {
-        let Ok((s, _)) = l.accept().await else { continue };
+        let Ok((s, _)) = l.accept().await else {
+            continue;
+        };
         let _ = s.set_nodelay(true);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
@@ -81,7 +84,11 @@ async fn run(addr: SocketAddr, path: &str, conns: usize, secs: f64) -> R<Run> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pct = |p: f64| all.get(((all.len() as f64) * p) as usize).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        all.get(((all.len() as f64) * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     Ok(Run {
         rate: all.len() as f64 / elapsed,
         p50_us: pct(0.5),
@@ -102,13 +109,19 @@ async fn main() -> R<()> {
     let proxy: hyper::Uri = arg(&args, "--proxy").ok_or("--proxy URL")?.parse()?;
     let secs: f64 = arg(&args, "--seconds").map_or(Ok(5.0), |s| s.parse())?;
     let conns: usize = arg(&args, "--connections").map_or(Ok(16), |s| s.parse())?;
-    let paddr: SocketAddr = proxy.authority().ok_or("--proxy has no host")?.as_str().parse()?;
+    let paddr: SocketAddr = proxy
+        .authority()
+        .ok_or("--proxy has no host")?
+        .as_str()
+        .parse()?;
     let ppath = proxy.path().trim_end_matches('/').to_owned();
     tokio::spawn(upstream(TcpListener::bind(up).await?));
     // Wait for the proxy to hold its credential.
     let ready = Instant::now() + Duration::from_secs(30);
     loop {
-        let ok = drive(paddr, "/healthz".into(), Instant::now()).await.is_ok()
+        let ok = drive(paddr, "/healthz".into(), Instant::now())
+            .await
+            .is_ok()
             && run(paddr, &format!("{ppath}/warm"), 1, 0.2).await.is_ok();
         if ok {
             break;
@@ -144,11 +157,21 @@ async fn main() -> R<()> {
     let (drate, prate) = (med(&dn, |r| r.rate), med(&pn, |r| r.rate));
     let added = (pp50 - dp50) / 1000.0;
     let ratio = prate / drate;
-    println!("one connection:  direct p50 {:.3} ms p99 {:.3} ms | proxied p50 {:.3} ms p99 {:.3} ms | added p50 {added:.3} ms",
-        dp50 / 1000.0, dp99 / 1000.0, pp50 / 1000.0, pp99 / 1000.0);
-    println!("{conns} connections: direct {drate:.0} req/s | proxied {prate:.0} req/s | ratio {ratio:.2}");
+    println!(
+        "one connection:  direct p50 {:.3} ms p99 {:.3} ms | proxied p50 {:.3} ms p99 {:.3} ms | added p50 {added:.3} ms",
+        dp50 / 1000.0,
+        dp99 / 1000.0,
+        pp50 / 1000.0,
+        pp99 / 1000.0
+    );
+    println!(
+        "{conns} connections: direct {drate:.0} req/s | proxied {prate:.0} req/s | ratio {ratio:.2}"
+    );
     let ok = added <= 1.0 && ratio >= 0.7;
-    println!("{}: added p50 <= 1 ms and ratio >= 0.7", if ok { "PASS" } else { "FAIL" });
+    println!(
+        "{}: added p50 <= 1 ms and ratio >= 0.7",
+        if ok { "PASS" } else { "FAIL" }
+    );
     if !ok {
         std::process::exit(1);
     }

@@ -49,7 +49,25 @@ impl Redactor {
         best
     }
 
-    /// Scans `chunk`; returns what can be passed on now. `last`: no more input, flush.
+    /// The length of the longest end of `tail` that is the start of a needle (so may
+    /// become one with the next chunk).
+    fn partial_at_end(&self, tail: &[u8]) -> usize {
+        let mut best = 0;
+        for n in self.needles.iter() {
+            let most = n.len().saturating_sub(1).min(tail.len());
+            for l in (best + 1..=most).rev() {
+                if tail.ends_with(&n[..l]) {
+                    best = l;
+                    break;
+                }
+            }
+        }
+        best
+    }
+
+    /// Scans `chunk`; returns what can be passed on now. Only an end of the input that
+    /// could be the start of a credential is held back (so a stream of small events —
+    /// SSE — flows as it comes); `last`: no more input, flush.
     pub fn feed(&mut self, chunk: &[u8], last: bool) -> Bytes {
         if self.max == 0 {
             let mut out = std::mem::take(&mut self.carry);
@@ -58,27 +76,22 @@ impl Redactor {
         }
         self.carry.extend_from_slice(chunk);
         let buf = std::mem::take(&mut self.carry);
-        let keep = if last { 0 } else { self.max - 1 };
-        let limit = buf.len().saturating_sub(keep);
         let mut out = BytesMut::with_capacity(buf.len());
         let mut pos = 0;
-        loop {
-            match self.next_match(&buf, pos) {
-                Some((at, len)) if at < limit => {
-                    out.extend_from_slice(&buf[pos..at]);
-                    out.extend_from_slice(REDACTED);
-                    self.found += 1;
-                    pos = at + len;
-                }
-                _ => {
-                    let end = limit.max(pos);
-                    out.extend_from_slice(&buf[pos..end]);
-                    pos = end;
-                    break;
-                }
-            }
+        while let Some((at, len)) = self.next_match(&buf, pos) {
+            out.extend_from_slice(&buf[pos..at]);
+            out.extend_from_slice(REDACTED);
+            self.found += 1;
+            pos = at + len;
         }
-        self.carry.extend_from_slice(&buf[pos..]);
+        let keep = if last {
+            0
+        } else {
+            self.partial_at_end(&buf[pos..])
+        };
+        let end = buf.len() - keep;
+        out.extend_from_slice(&buf[pos..end]);
+        self.carry.extend_from_slice(&buf[end..]);
         out.freeze()
     }
 }
@@ -218,10 +231,16 @@ mod tests {
     }
 
     #[test]
-    fn holds_back_only_a_needle_length() {
-        let n = Arc::new(vec![Zeroizing::new(b"0123456789".to_vec())]);
+    fn holds_back_only_what_could_start_a_credential() {
+        let n = Arc::new(vec![Zeroizing::new(b"s3cret-token".to_vec())]);
         let mut r = Redactor::new(n);
         let big = vec![b'x'; 100_000];
-        assert_eq!(r.feed(&big, false).len(), 100_000 - 9);
+        assert_eq!(r.feed(&big, false).len(), 100_000);
+        assert_eq!(&r.feed(b"data: one\n\n", false)[..], b"data: one\n\n");
+        assert_eq!(&r.feed(b"a s3c", false)[..], b"a ");
+        assert_eq!(&r.feed(b"ret-token!", false)[..], b"[REDACTED]!");
+        assert_eq!(&r.feed(b"s3", false)[..], b"");
+        assert_eq!(&r.feed(b"x", false)[..], b"s3x");
+        assert_eq!(&r.feed(b"s3cr", true)[..], b"s3cr");
     }
 }
