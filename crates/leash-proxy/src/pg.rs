@@ -568,3 +568,248 @@ fn fallible_next_field(
         )
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The PostgreSQL of the project machine trusts loopback connections, so it never
+    //! asks for a password: these tests play a server that does (SCRAM-SHA-256, MD5,
+    //! cleartext), written from RFC 5802/7677 with the workspace's RFC crypto crates.
+    use std::collections::BTreeMap;
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use hmac::{Hmac, Mac as _};
+    use sha2::{Digest as _, Sha256};
+
+    use super::*;
+
+    const USER: &str = "v-token-ro-abc";
+    const PASSWORD: &str = "A1a-real-leased-password";
+
+    fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+        let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        m.update(msg);
+        m.finalize().into_bytes().to_vec()
+    }
+
+    async fn read_msg(s: &mut TcpStream) -> (u8, Vec<u8>) {
+        let t = s.read_u8().await.unwrap();
+        let len = usize::try_from(s.read_i32().await.unwrap()).unwrap();
+        let mut b = vec![0; len - 4];
+        s.read_exact(&mut b).await.unwrap();
+        (t, b)
+    }
+
+    async fn send(s: &mut TcpStream, t: u8, body: &[u8]) {
+        let mut out = vec![t];
+        out.extend_from_slice(&i32::try_from(body.len() + 4).unwrap().to_be_bytes());
+        out.extend_from_slice(body);
+        s.write_all(&out).await.unwrap();
+    }
+
+    async fn auth_code(s: &mut TcpStream, code: i32, rest: &[u8]) {
+        let mut b = code.to_be_bytes().to_vec();
+        b.extend_from_slice(rest);
+        send(s, b'R', &b).await;
+    }
+
+    async fn fatal(s: &mut TcpStream, msg: &str) {
+        let body = format!("SFATAL\0VFATAL\0C28P01\0M{msg}\0\0");
+        send(s, b'E', body.as_bytes()).await;
+    }
+
+    /// A server that wants `method` ("scram", "md5", "password"); returns the startup
+    /// parameters it saw and whether the password was right.
+    async fn fake_pg(l: TcpListener, method: &'static str) -> (BTreeMap<String, String>, bool) {
+        let (mut s, _) = l.accept().await.unwrap();
+        let len = usize::try_from(s.read_i32().await.unwrap()).unwrap();
+        let mut b = vec![0; len - 4];
+        s.read_exact(&mut b).await.unwrap();
+        let parts: Vec<String> = b[4..]
+            .split(|c| *c == 0)
+            .map(|x| String::from_utf8_lossy(x).into_owned())
+            .collect();
+        let params: BTreeMap<String, String> = parts
+            .chunks(2)
+            .filter(|c| c.len() == 2 && !c[0].is_empty())
+            .map(|c| (c[0].clone(), c[1].clone()))
+            .collect();
+        let ok = match method {
+            "scram" => {
+                auth_code(&mut s, 10, b"SCRAM-SHA-256\0\0").await;
+                let (_, m) = read_msg(&mut s).await;
+                let mech_end = m.iter().position(|c| *c == 0).unwrap();
+                assert_eq!(&m[..mech_end], b"SCRAM-SHA-256");
+                let first = String::from_utf8(m[mech_end + 5..].to_vec()).unwrap();
+                let bare = first.strip_prefix("n,,").unwrap().to_owned();
+                let cnonce = bare.split(",r=").nth(1).unwrap().to_owned();
+                let salt = b"pepper-and-salt!";
+                let nonce = format!("{cnonce}srvnonce");
+                let server_first = format!("r={nonce},s={},i=4096", B64.encode(salt));
+                auth_code(&mut s, 11, server_first.as_bytes()).await;
+                let (_, fin) = read_msg(&mut s).await;
+                let fin = String::from_utf8(fin).unwrap();
+                let (without_proof, proof) = fin.rsplit_once(",p=").unwrap();
+                let mut salted = [0u8; 32];
+                pbkdf2::pbkdf2_hmac::<Sha256>(PASSWORD.as_bytes(), salt, 4096, &mut salted);
+                let client_key = hmac(&salted, b"Client Key");
+                let stored = Sha256::digest(&client_key);
+                let auth_msg = format!("{bare},{server_first},{without_proof}");
+                let sig = hmac(&stored, auth_msg.as_bytes());
+                let proof = B64.decode(proof).unwrap();
+                let key: Vec<u8> = proof.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+                let ok = Sha256::digest(&key)[..] == stored[..];
+                if ok {
+                    let server_key = hmac(&salted, b"Server Key");
+                    let v = B64.encode(hmac(&server_key, auth_msg.as_bytes()));
+                    auth_code(&mut s, 12, format!("v={v}").as_bytes()).await;
+                }
+                ok
+            }
+            "md5" => {
+                auth_code(&mut s, 5, b"salt").await;
+                let (_, p) = read_msg(&mut s).await;
+                let want = postgres_protocol::authentication::md5_hash(
+                    USER.as_bytes(),
+                    PASSWORD.as_bytes(),
+                    *b"salt",
+                );
+                p.strip_suffix(&[0]).unwrap() == want.as_bytes()
+            }
+            _ => {
+                auth_code(&mut s, 3, b"").await;
+                let (_, p) = read_msg(&mut s).await;
+                p.strip_suffix(&[0]).unwrap() == PASSWORD.as_bytes()
+            }
+        };
+        if ok {
+            auth_code(&mut s, 0, b"").await;
+            send(&mut s, b'S', b"server_version\x0016.0\0").await;
+            send(&mut s, b'Z', b"I").await;
+            // Relay check: answer one simple query.
+            let (t, q) = read_msg(&mut s).await;
+            assert_eq!(t, b'Q');
+            assert_eq!(q, b"SELECT 1\0");
+            send(&mut s, b'C', b"SELECT 1\0").await;
+        } else {
+            fatal(
+                &mut s,
+                &format!("password authentication failed for user \"{USER}\""),
+            )
+            .await;
+        }
+        (params, ok)
+    }
+
+    fn state(upstream: SocketAddr, password: &str, local: Option<&str>) -> Arc<PgState> {
+        let secret =
+            leash_agent::template::SecretRequest::from_args(&["database/creds/ro".into()]).unwrap();
+        let mut cur = Current::default();
+        cur.logins.insert(
+            secret.key(),
+            Arc::new(Login {
+                username: USER.into(),
+                password: zeroize::Zeroizing::new(password.into()),
+                lease_id: "database/creds/ro/abc".into(),
+            }),
+        );
+        let (_tx, rx) = watch::channel(Arc::new(cur));
+        std::mem::forget(_tx);
+        Arc::new(PgState {
+            upstream: upstream.to_string(),
+            secret_key: secret.key(),
+            local_password: local.map(|p| zeroize::Zeroizing::new(p.to_owned())),
+            tls: PgTls::Disable,
+            tls_config: None,
+            slots: Arc::new(Semaphore::new(4)),
+            creds: rx,
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    /// Connects as a client with user "anyone" (and `password` when asked); returns
+    /// the messages up to ReadyForQuery or the error text.
+    async fn client(proxy: SocketAddr, password: Option<&str>) -> Result<(), String> {
+        let mut c = TcpStream::connect(proxy).await.unwrap();
+        let mut b = BytesMut::new();
+        frontend::startup_message([("user", "anyone"), ("database", "app")], &mut b).unwrap();
+        c.write_all(&b).await.unwrap();
+        loop {
+            let (t, body) = read_msg(&mut c).await;
+            match t {
+                b'R' if body[..4] == 3i32.to_be_bytes() => {
+                    let mut p = BytesMut::new();
+                    frontend::password_message(password.unwrap_or("").as_bytes(), &mut p).unwrap();
+                    c.write_all(&p).await.unwrap();
+                }
+                b'E' => return Err(String::from_utf8_lossy(&body).into_owned()),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        let mut q = BytesMut::new();
+        frontend::query("SELECT 1", &mut q).unwrap();
+        c.write_all(&q).await.unwrap();
+        let (t, body) = read_msg(&mut c).await;
+        assert_eq!((t, &body[..]), (b'C', &b"SELECT 1\0"[..]));
+        Ok(())
+    }
+
+    async fn case(
+        method: &'static str,
+        password: &str,
+        local: Option<&str>,
+        sent: Option<&str>,
+    ) -> (Result<(), String>, BTreeMap<String, String>) {
+        let pg = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pg_addr = pg.local_addr().unwrap();
+        let server = tokio::spawn(fake_pg(pg, method));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = l.local_addr().unwrap();
+        let task = tokio::spawn(serve(l, state(pg_addr, password, local)));
+        let r = client(proxy, sent).await;
+        task.abort();
+        let params = if local.is_some() && sent != local {
+            server.abort();
+            BTreeMap::new()
+        } else {
+            server.await.unwrap().0
+        };
+        (r, params)
+    }
+
+    #[tokio::test]
+    async fn scram_md5_and_cleartext_upstream_logins_use_the_leased_credential() {
+        for method in ["scram", "md5", "password"] {
+            let (r, params) = case(method, PASSWORD, None, None).await;
+            assert_eq!(r, Ok(()), "{method}");
+            assert_eq!(params["user"], USER, "{method}");
+            assert_eq!(params["database"], "app");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_credential_is_said_clearly() {
+        for method in ["scram", "md5", "password"] {
+            let (r, _) = case(method, "stale-password", None, None).await;
+            let e = r.unwrap_err();
+            assert!(
+                e.contains("leash proxy: PostgreSQL refused the leased credential (lease database/creds/ro/abc")
+                    && e.contains("password authentication failed"),
+                "{method}: {e}"
+            );
+            assert!(!e.contains("stale-password"));
+        }
+    }
+
+    #[tokio::test]
+    async fn local_password_is_checked_and_is_not_the_real_one() {
+        let (r, params) = case("scram", PASSWORD, Some("local-only"), Some("local-only")).await;
+        assert_eq!(r, Ok(()));
+        assert_eq!(params["user"], USER);
+        let (r, _) = case("scram", PASSWORD, Some("local-only"), Some("wrong")).await;
+        assert!(r.unwrap_err().contains("local_password"));
+        let (r, _) = case("scram", PASSWORD, Some("local-only"), Some(PASSWORD)).await;
+        assert!(r.is_err(), "the real password is not the local one");
+    }
+}
