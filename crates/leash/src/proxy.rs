@@ -15,8 +15,12 @@ use leash_proxy::ProxyConfig;
 pub(crate) struct ProxyArgs {
     /// Proxy configuration file (`leash agent`'s blocks plus `proxy "http"` /
     /// `proxy "postgres"`).
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "config_env")]
+    config: Option<PathBuf>,
+    /// Read the configuration (HCL or JSON) from this environment variable instead (what
+    /// a sidecar injected from a pod annotation is given).
+    #[arg(long, value_name = "NAME", conflicts_with = "config")]
+    config_env: Option<String>,
     /// Log level (`info`, `debug`, …); `LEASH_LOG` wins.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -27,10 +31,19 @@ pub(crate) struct ProxyArgs {
 
 pub(crate) fn run(args: ProxyArgs) -> ExitCode {
     crate::agent::init_tracing(args.log_level.as_deref());
-    let cfg = match ProxyConfig::load(&args.config) {
+    let loaded = match (&args.config, &args.config_env) {
+        (Some(path), _) => ProxyConfig::load(path).map_err(|e| format!("{}: {e}", path.display())),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(text) => ProxyConfig::parse(&text, std::path::Path::new("."))
+                .map_err(|e| format!("--config-env {var}: {e}")),
+            Err(_) => Err(format!("--config-env {var}: the variable is not set")),
+        },
+        (None, None) => Err("leash proxy needs --config FILE (or --config-env NAME)".into()),
+    };
+    let cfg = match loaded {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("Error: {}: {e}", args.config.display());
+            eprintln!("Error: {e}");
             return ExitCode::from(2);
         }
     };

@@ -640,3 +640,51 @@ async fn sse_and_large_downloads_stream_through() {
     assert_eq!(wait_exit(&mut proxy).await, Some(0), "{}", fx.log());
     fx.cleanup().await;
 }
+
+/// `--config-env NAME` reads the configuration from the environment (what an injected
+/// sidecar is given), and an unset variable is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_from_an_environment_variable() {
+    let fx = Fixture::new("30s", "1h").await;
+    kv_token(&fx, "ghp_from_env_0123456789").await;
+    let port = free_port();
+    let cfg = proxy_config(
+        &fx,
+        &format!(
+            r#"proxy "http" {{
+  listen = "127.0.0.1:{port}"
+  upstream "github" {{
+    url    = "http://127.0.0.1:9"
+    secret = "secret/data/agents/github"
+    header "Authorization" {{ value = "Bearer {{{{ .Data.data.token }}}}" }}
+  }}
+}}"#
+        ),
+        "",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let mut proxy = tokio::process::Command::new(env!("CARGO_BIN_EXE_leash"))
+        .args(["proxy", "--config-env", "LEASH_PROXY_CONFIG"])
+        .env("LEASH_PROXY_CONFIG", text)
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    eventually("the proxy to be ready", LONG, || async {
+        matches!(http.get(format!("http://127.0.0.1:{port}/healthz")).send().await, Ok(r) if r.status() == 200)
+    })
+    .await;
+    sigterm(&proxy);
+    assert_eq!(wait_exit(&mut proxy).await, Some(0));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leash"))
+        .args(["proxy", "--config-env", "LEASH_PROXY_UNSET_VARIABLE"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("LEASH_PROXY_UNSET_VARIABLE: the variable is not set")
+    );
+    fx.cleanup().await;
+}
