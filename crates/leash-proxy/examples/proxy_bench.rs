@@ -1,8 +1,11 @@
 //! The load generator and local upstream of `scripts/bench-proxy` (see there).
 //!
 //! ```text
-//! proxy_bench --upstream 127.0.0.1:P --proxy http://127.0.0.1:Q/bench [--seconds 5] [--connections 16]
+//! proxy_bench --upstream 127.0.0.1:P --proxy http://127.0.0.1:Q/bench [--seconds 5] [--connections 16] [--delay-ms 0]
 //! ```
+//!
+//! `--delay-ms`: the upstream waits this long before answering (a real API's time);
+//! 0, the default, makes the run CPU-bound, the hardest case for the proxy.
 //!
 //! Serves a small JSON answer on `--upstream` (hyper, in this process), waits for the
 //! proxy's `/healthz`, then in the same run measures, direct and through the proxy,
@@ -26,16 +29,21 @@ type R<T> = Result<T, Box<dyn Error + Send + Sync>>;
 const BODY: &[u8] =
     br#"{"ok":true,"items":[1,2,3],"message":"a small JSON answer like most API calls get"}"#;
 
-async fn upstream(l: TcpListener) {
+async fn upstream(l: TcpListener, delay: Duration) {
     loop {
         let Ok((s, _)) = l.accept().await else {
             continue;
         };
         let _ = s.set_nodelay(true);
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(BODY))))
-            });
+            let svc = hyper::service::service_fn(
+                move |_req: Request<hyper::body::Incoming>| async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(BODY))))
+                },
+            );
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(s), svc)
                 .await;
@@ -109,13 +117,17 @@ async fn main() -> R<()> {
     let proxy: hyper::Uri = arg(&args, "--proxy").ok_or("--proxy URL")?.parse()?;
     let secs: f64 = arg(&args, "--seconds").map_or(Ok(5.0), |s| s.parse())?;
     let conns: usize = arg(&args, "--connections").map_or(Ok(16), |s| s.parse())?;
+    let delay: u64 = arg(&args, "--delay-ms").map_or(Ok(0), |s| s.parse())?;
     let paddr: SocketAddr = proxy
         .authority()
         .ok_or("--proxy has no host")?
         .as_str()
         .parse()?;
     let ppath = proxy.path().trim_end_matches('/').to_owned();
-    tokio::spawn(upstream(TcpListener::bind(up).await?));
+    tokio::spawn(upstream(
+        TcpListener::bind(up).await?,
+        Duration::from_millis(delay),
+    ));
     // Wait for the proxy to hold its credential.
     let ready = Instant::now() + Duration::from_secs(30);
     loop {

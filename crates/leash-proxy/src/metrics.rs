@@ -151,6 +151,9 @@ impl Metrics {
 
 /// Writes the `agent.credential.used` event line for one use.
 pub fn used(u: &Use<'_>) {
+    if !tracing::enabled!(target: "leash_proxy::events", tracing::Level::INFO) {
+        return;
+    }
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -47,9 +47,11 @@ pub(crate) fn run(args: ProxyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Two worker threads: the proxy forwards every request of the agent.
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread, as `leash agent`: a proxied request hops between the client's
+    // connection and the upstream's, and on one thread those hops are plain task
+    // switches instead of cross-thread wake-ups (measured faster by scripts/bench-proxy
+    // on the 2-CPU development machine, where the agent and the upstream need the rest).
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
