@@ -378,6 +378,23 @@ async fn handle(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Res
         && status != StatusCode::NO_CONTENT
         && status != StatusCode::NOT_MODIFIED
         && !status.is_informational();
+    let encoded = rparts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if has_body && encoded {
+        // Asked for `identity`, the upstream compressed anyway: the answer cannot be
+        // scanned for the credential, so it is not passed on.
+        tracing::warn!(
+            upstream = name,
+            "upstream compressed its answer; refused (cannot be scanned)"
+        );
+        m.request(name, 502, None);
+        return json(
+            StatusCode::BAD_GATEWAY,
+            serde_json::json!({"error": format!("upstream {name:?} compressed its answer (Content-Encoding) although asked not to; leash cannot scan it for the credential"), "upstream": name}),
+        );
+    }
     if has_body {
         // Redaction may change the length: the body goes out chunked.
         rparts.headers.remove(header::CONTENT_LENGTH);

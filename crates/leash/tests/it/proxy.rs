@@ -576,6 +576,14 @@ async fn sse_and_large_downloads_stream_through() {
         for _ in 0..BIG / block.len() {
             s.write_all(&block).await.unwrap();
         }
+        drop(s);
+        // 3: an answer compressed although the proxy asked for `identity`.
+        let (mut s, _) = l.accept().await.unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.contains("accept-encoding: identity"), "{head}");
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\nContent-Length: 4\r\n\r\nabcd")
+            .await
+            .unwrap();
     });
     let port = free_port();
     let cfg = proxy_config(
@@ -635,6 +643,15 @@ async fn sse_and_large_downloads_stream_through() {
         grew < 16 * 1024,
         "peak memory grew by {grew} KiB for a 96 MiB body"
     );
+    let r = http
+        .get(format!("{base}/stream/gz"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("cannot scan"), "{v}");
     server.await.unwrap();
     sigterm(&proxy);
     assert_eq!(wait_exit(&mut proxy).await, Some(0), "{}", fx.log());
