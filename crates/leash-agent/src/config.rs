@@ -257,6 +257,12 @@ impl AgentConfig {
     /// `base`.
     pub fn parse(text: &str, base: &Path) -> Result<AgentConfig, AgentError> {
         let v = leash_hcl::parse_to_json(text).map_err(|e| AgentError::Config(e.to_string()))?;
+        AgentConfig::from_value(v, base)
+    }
+
+    /// Checks a configuration already read into JSON (by `leash proxy`, which takes its
+    /// own `proxy` blocks out first).
+    pub fn from_value(v: Value, base: &Path) -> Result<AgentConfig, AgentError> {
         let mut top = Block::new("the configuration", v)?;
         let server = match (top.block("vault")?, top.block("leash")?) {
             (Some(_), Some(_)) => {

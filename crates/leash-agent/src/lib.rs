@@ -31,4 +31,4 @@ pub mod template;
 
 pub use config::AgentConfig;
 pub use error::AgentError;
-pub use runner::{RunOptions, run};
+pub use runner::{RunOptions, SecretPublisher, SecretSnapshot, run};

@@ -60,6 +60,7 @@ pub(crate) fn run(args: AgentArgs) -> ExitCode {
             log_level,
             RunOptions {
                 exec_command: Some(command),
+                ..RunOptions::default()
             },
         ),
         None => match (args.config, args.config_env) {

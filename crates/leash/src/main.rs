@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod docs;
 mod injector;
+mod proxy;
 mod server;
 
 /// leash — short-lived, narrowly scoped, audited credentials for AI agents.
@@ -31,6 +32,9 @@ enum Command {
     /// Run the Kubernetes mutating admission webhook that injects `leash agent` init
     /// and sidecar containers into pods with Vault Agent Injector annotations.
     Injector(injector::InjectorArgs),
+    /// Run the credential proxy: attach credentials to the agent's HTTP requests and
+    /// PostgreSQL sessions so the agent never holds them (docs/proxy.md).
+    Proxy(proxy::ProxyArgs),
     /// Drive a running server over HTTP and print throughput and latency (runs the
     /// `leash-bench` binary; `leash bench --help` lists its options).
     #[command(disable_help_flag = true)]
@@ -53,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Server(a) => server::run(a),
         Command::Agent(a) => agent::run(a),
         Command::Injector(a) => injector::run(a),
+        Command::Proxy(a) => proxy::run(a),
         Command::Bench(a) => bench::forward("bench", a),
         Command::BenchLeases(a) => bench::forward("bench-leases", a),
         Command::Client(c) => cli::run(c),

@@ -41,11 +41,37 @@ use crate::health::{self, SharedStatus};
 use crate::schedule::{backoff, jitter};
 use crate::template::{SecretRequest, secret_value};
 
-/// Options given on the command line.
+/// Options given on the command line (or by `leash proxy`).
 #[derive(Debug, Default)]
 pub struct RunOptions {
     /// `leash agent exec -- cmd…`: the child's argv (overrides `exec.command`).
     pub exec_command: Option<Vec<String>>,
+    /// Secrets to fetch and keep fresh besides those the templates name (`leash proxy`'s
+    /// upstream credentials).
+    pub extra_secrets: Vec<SecretRequest>,
+    /// Where every render publishes the current value of each secret, keyed by
+    /// [`SecretRequest::key`] (`leash proxy` reads its credentials from there).
+    pub publish: Option<SecretPublisher>,
+}
+
+/// The current secrets, in the shape a template's `secret` returns. Its `Debug` shows
+/// the keys only.
+#[derive(Clone, Default)]
+pub struct SecretSnapshot(pub std::sync::Arc<BTreeMap<String, Value>>);
+
+impl std::fmt::Debug for SecretSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+/// The sending side of the snapshot channel.
+pub struct SecretPublisher(pub tokio::sync::watch::Sender<SecretSnapshot>);
+
+impl std::fmt::Debug for SecretPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretPublisher")
+    }
 }
 
 /// The token the agent holds.
@@ -115,6 +141,8 @@ struct Agent {
     exec_argv: Option<Vec<String>>,
     /// Exec settings (the `exec` block, or defaults for `leash agent exec`).
     exec: ExecConfig,
+    /// `leash proxy`: where each render publishes the secrets.
+    publish: Option<SecretPublisher>,
 }
 
 /// Runs the agent until it is told to stop; returns the process exit code.
@@ -138,7 +166,11 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<i32, AgentError> 
             "`env_template` needs an `exec` block or `leash agent exec -- command`".into(),
         ));
     }
-    if exec_argv.is_none() && cfg.templates.is_empty() && cfg.auto_auth.sinks.is_empty() {
+    if exec_argv.is_none()
+        && cfg.templates.is_empty()
+        && cfg.auto_auth.sinks.is_empty()
+        && opts.extra_secrets.is_empty()
+    {
         return Err(AgentError::Config(
             "nothing to do: add a `template`, an `exec` block or a token `sink`".into(),
         ));
@@ -150,6 +182,7 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<i32, AgentError> 
         .map(|t| &t.template)
         .chain(cfg.env_templates.iter().map(|(_, t)| t))
         .flat_map(|t| t.secrets().iter().cloned())
+        .chain(opts.extra_secrets.iter().cloned())
         .collect();
     requests.sort();
     requests.dedup();
@@ -188,6 +221,7 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<i32, AgentError> 
         last_failure: String::new(),
         exec: agent_exec,
         exec_argv,
+        publish: opts.publish,
     };
     let result = agent.main().await;
     if let Some(t) = health_task {

@@ -24,6 +24,15 @@ impl Agent {
             .iter()
             .map(|(k, h)| (k.clone(), h.value()))
             .collect();
+        if let Some(p) = &self.publish {
+            p.0.send_if_modified(|cur| {
+                if *cur.0 == values {
+                    return false;
+                }
+                *cur = super::SecretSnapshot(std::sync::Arc::new(values.clone()));
+                true
+            });
+        }
         let lookup = |r: &SecretRequest| values.get(&r.key()).cloned();
         let env_lookup = |k: &str| std::env::var(k).ok();
         let mut commands = Vec::new();

@@ -3,7 +3,7 @@
 //! to the server over HTTP and to PostgreSQL directly, and asserts what a user notices:
 //! files appear with working credentials, stay valid, rotate, get revoked.
 
-mod support;
+pub(crate) mod support;
 
 use std::time::Duration;
 

@@ -31,6 +31,7 @@ mod metrics_restart;
 mod narrowing;
 mod observer;
 mod pg_outage;
+mod proxy;
 mod scope;
 mod security;
 mod storage;
