@@ -40,6 +40,7 @@ const SINGLE_KEYS: &[&str] = &[
     "tls-skip-verify",
     "ca-cert",
     "agent-cache-enable",
+    "proxy-config",
 ];
 
 /// Per-secret keys: `<prefix><name>`. `template-file-` comes before `template-` so the
@@ -148,6 +149,10 @@ pub struct InjectSpec {
     pub cache_enable: bool,
     /// The secrets, by name.
     pub secrets: Vec<SecretSpec>,
+    /// `leash.dev/proxy-config`: the `proxy "http"`/`proxy "postgres"` blocks (read into
+    /// JSON) of a `leash proxy` sidecar to add, so the app calls its APIs and database
+    /// through the proxy and never holds those credentials.
+    pub proxy: Option<Value>,
 }
 
 /// What the annotations ask for.
@@ -428,6 +433,25 @@ pub fn decide(
         }
     };
 
+    let proxy = match keys.value("proxy-config") {
+        None => None,
+        Some(text) => {
+            let v = leash_hcl::parse_to_json(text)
+                .map_err(|e| keys.deny("proxy-config", format!("does not parse: {e}")))?;
+            let Some(mut m) = v.as_object().cloned() else {
+                return Err(keys.deny("proxy-config", "expected `proxy \"http\" { … }` blocks"));
+            };
+            let proxy = m.remove("proxy");
+            if !m.is_empty() || proxy.is_none() {
+                return Err(keys.deny(
+                    "proxy-config",
+                    "holds only `proxy \"http\" { … }` and `proxy \"postgres\" { … }` blocks (the login and the leash address come from the other annotations)",
+                ));
+            }
+            proxy
+        }
+    };
+
     let secrets = secrets(&keys)?;
     if secrets.is_empty() {
         warnings.push(format!(
@@ -454,6 +478,7 @@ pub fn decide(
             ca_cert,
             cache_enable,
             secrets,
+            proxy,
         })),
         warnings,
     ))

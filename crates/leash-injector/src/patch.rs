@@ -104,6 +104,28 @@ pub fn agent_config(spec: &InjectSpec, init: bool, ca_bundle: bool) -> Value {
     })
 }
 
+/// The proxy sidecar's name.
+pub const PROXY_CONTAINER: &str = "leash-proxy";
+/// The environment variable holding the proxy's configuration.
+pub const PROXY_CONFIG_ENV: &str = "LEASH_PROXY_CONFIG";
+
+/// The `leash proxy` configuration of the proxy sidecar: the sidecar agent's login and
+/// leash address, its own lease cache, no files of its own, and the annotation's
+/// `proxy` blocks. `None` when the pod asks for no proxy.
+pub fn proxy_config(spec: &InjectSpec, ca_bundle: bool) -> Option<Value> {
+    let proxy = spec.proxy.as_ref()?;
+    let mut cfg = agent_config(spec, false, ca_bundle);
+    if let Some(m) = cfg.as_object_mut() {
+        m.insert("template".into(), json!([]));
+        m.insert(
+            "lease_cache_file".into(),
+            json!(format!("{HOME_PATH}/proxy-cache.json")),
+        );
+        m.insert("proxy".into(), proxy.clone());
+    }
+    Some(cfg)
+}
+
 /// An agent container.
 fn agent_container(spec: &InjectSpec, init: bool, ca_bundle: bool) -> Value {
     let config = agent_config(spec, init, ca_bundle).to_string();
@@ -115,13 +137,54 @@ fn agent_container(spec: &InjectSpec, init: bool, ca_bundle: bool) -> Value {
     if ca_bundle && spec.ca_cert.is_none() {
         mounts.push(json!({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": true}));
     }
+    sidecar(
+        spec,
+        if init {
+            INIT_CONTAINER
+        } else {
+            SIDECAR_CONTAINER
+        },
+        &["agent", "--config-env", CONFIG_ENV],
+        (CONFIG_ENV, config),
+        mounts,
+    )
+}
+
+/// The proxy sidecar (when the pod asks for one).
+fn proxy_container(spec: &InjectSpec, ca_bundle: bool) -> Option<Value> {
+    let config = proxy_config(spec, ca_bundle)?.to_string();
+    let mut mounts = vec![
+        json!({"name": HOME_VOLUME, "mountPath": HOME_PATH}),
+        json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}),
+    ];
+    if ca_bundle && spec.ca_cert.is_none() {
+        mounts.push(json!({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": true}));
+    }
+    Some(sidecar(
+        spec,
+        PROXY_CONTAINER,
+        &["proxy", "--config-env", PROXY_CONFIG_ENV],
+        (PROXY_CONFIG_ENV, config),
+        mounts,
+    ))
+}
+
+/// A leash container: the image, the command, its configuration in one environment
+/// variable, the sidecar resources and the locked-down security context.
+fn sidecar(
+    spec: &InjectSpec,
+    name: &str,
+    args: &[&str],
+    (env, config): (&str, String),
+    mounts: Vec<Value>,
+) -> Value {
     let r = &spec.resources;
     json!({
-        "name": if init { INIT_CONTAINER } else { SIDECAR_CONTAINER },
+        "name": name,
         "image": spec.image,
         "command": ["leash"],
-        "args": ["agent", "--config-env", CONFIG_ENV],
-        "env": [{"name": CONFIG_ENV, "value": config}],
+        "args": args,
+        "env": [{"name": env, "value": config}],
         "resources": {
             "requests": {"cpu": r.requests_cpu, "memory": r.requests_mem},
             "limits": {"cpu": r.limits_cpu, "memory": r.limits_mem},
@@ -215,7 +278,7 @@ pub fn patch(spec: &InjectSpec, pod: &Value, ca_bundle_pem: Option<&str>) -> Vec
     if let Some(containers) = arr("containers") {
         for (i, c) in containers.iter().enumerate() {
             let name = c.get("name").and_then(Value::as_str);
-            if name == Some(SIDECAR_CONTAINER) {
+            if name == Some(SIDECAR_CONTAINER) || name == Some(PROXY_CONTAINER) {
                 continue;
             }
             let mounts = c.get("volumeMounts").and_then(Value::as_array);
@@ -253,11 +316,13 @@ pub fn patch(spec: &InjectSpec, pod: &Value, ca_bundle_pem: Option<&str>) -> Vec
         );
     }
     if !spec.pre_populate_only {
+        let mut sidecars = vec![agent_container(spec, false, use_ca)];
+        sidecars.extend(proxy_container(spec, use_ca));
         put_named(
             &mut ops,
             "/spec/containers",
             arr("containers"),
-            vec![agent_container(spec, false, use_ca)],
+            sidecars,
             "-",
         );
     }

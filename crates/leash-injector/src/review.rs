@@ -5,7 +5,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use crate::annotations::{Decision, Denial, decide};
-use crate::patch::{agent_config, patch};
+use crate::patch::{agent_config, patch, proxy_config};
 use crate::{InjectorError, Settings};
 
 /// What the webhook answered, for the log line.
@@ -139,6 +139,16 @@ fn mutate_pod(
             };
             return (Outcome::Denied(d), warnings, None);
         }
+    }
+    // Likewise the proxy sidecar's, with the proxy's own parser.
+    if let Some(cfg) = proxy_config(&spec, settings.ca_bundle_pem.is_some())
+        && let Err(e) = leash_proxy::ProxyConfig::parse(&cfg.to_string(), std::path::Path::new("/"))
+    {
+        let d = Denial {
+            annotation: format!("{}proxy-config", crate::annotations::LEASH_PREFIX),
+            reason: format!("the generated proxy configuration is refused: {e}"),
+        };
+        return (Outcome::Denied(d), warnings, None);
     }
     let ops = patch(&spec, pod, settings.ca_bundle_pem.as_deref());
     (Outcome::Patched(ops.len()), warnings, Some(ops))

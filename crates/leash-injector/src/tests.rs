@@ -135,3 +135,68 @@ fn not_a_review_is_an_error() {
         assert!(review(body, &settings()).is_err());
     }
 }
+
+fn with_proxy(config: &str) -> Value {
+    let mut p = pod(&[]);
+    p["metadata"]["annotations"]["leash.dev/proxy-config"] = json!(config);
+    p
+}
+
+const PROXY: &str = r#"
+proxy "http" {
+  listen = "127.0.0.1:8700"
+  upstream "github" {
+    url    = "https://api.github.com"
+    secret = "secret/data/agents/github"
+    header "Authorization" { value = "Bearer {{ .Data.data.token }}" }
+    allow { methods = ["GET"], paths = ["/repos/acme/*"] }
+  }
+}
+"#;
+
+#[test]
+fn a_proxy_config_annotation_adds_a_proxy_sidecar() {
+    let r = send(with_proxy(PROXY), &settings());
+    assert_eq!(r["allowed"], true, "{r}");
+    let ops = ops(&r);
+    let sidecars: Vec<&Value> = ops
+        .iter()
+        .filter(|o| o["path"] == "/spec/containers/-")
+        .map(|o| &o["value"])
+        .collect();
+    let proxy = sidecars
+        .iter()
+        .find(|c| c["name"] == "leash-proxy")
+        .expect("a leash-proxy sidecar");
+    assert_eq!(
+        proxy["args"],
+        json!(["proxy", "--config-env", "LEASH_PROXY_CONFIG"])
+    );
+    assert_eq!(proxy["securityContext"]["readOnlyRootFilesystem"], true);
+    let cfg: Value = serde_json::from_str(proxy["env"][0]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(cfg["template"], json!([]));
+    assert!(cfg["proxy"].is_array() || cfg["proxy"].is_object(), "{cfg}");
+    assert_eq!(
+        cfg["auto_auth"]["method"]["kubernetes"]["config"]["role"],
+        "ai-agent-role"
+    );
+    // The proxy never mounts the rendered files, and holds no credential in its spec.
+    let mounts = proxy["volumeMounts"].to_string();
+    assert!(!mounts.contains("vault-secrets"), "{mounts}");
+    assert!(sidecars.iter().any(|c| c["name"] == "leash-agent"));
+}
+
+#[test]
+fn a_bad_proxy_config_denies_the_pod_naming_the_annotation() {
+    for bad in [
+        "proxy \"http\" { listen = ",
+        "vault { address = \"http://x\" }",
+        "proxy \"smtp\" { listen = \"127.0.0.1:25\" }",
+        "proxy \"http\" { listen = \"0.0.0.0:8700\" upstream \"a\" { url = \"http://a\" secret = \"secret/data/a\" } }",
+    ] {
+        let r = send(with_proxy(bad), &settings());
+        assert_eq!(r["allowed"], false, "{bad}: {r}");
+        let msg = r["status"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("proxy-config"), "{bad}: {msg}");
+    }
+}
