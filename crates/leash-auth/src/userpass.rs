@@ -224,7 +224,7 @@ impl UserpassBackend {
                     let new = change(old)?;
                     serde_json::to_vec(&new)
                         .map(Some)
-                        .map_err(|e| format!("cannot encode the user: {e}"))
+                        .map_err(|e| format!("cannot encode the user: {e}").into())
                 }),
             )
             .await

@@ -35,11 +35,15 @@ pub async fn save_json<T: Serialize>(
     Ok(())
 }
 
-/// The error of a storage `modify` whose callback refused the change: the refusal's
+/// The error of a storage `modify` whose callback refused the change: a [`CoreError`]
+/// the callback returned comes back as it was (typed: 403, 400, …); any other refusal's
 /// message is the caller's fault (400); anything else is storage's.
 pub fn refused_or_storage(e: StorageError) -> CoreError {
     match e {
-        StorageError::Rejected(m) => CoreError::InvalidRequest(m),
+        StorageError::Rejected(r) => match r.downcast::<CoreError>() {
+            Ok(core) => *core,
+            Err(other) => CoreError::InvalidRequest(other.to_string()),
+        },
         other => CoreError::Storage(other),
     }
 }

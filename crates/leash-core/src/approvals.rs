@@ -126,17 +126,19 @@ async fn change<T: Send + 'static>(
             NS,
             &format!("req/{id}"),
             Box::new(move |cur| {
+                // The refusal travels as the typed ApprovalError (Rejected's source) and
+                // is mapped to its status below.
                 let Some(cur) = cur else {
-                    return Err(format!("invalid:no access request {id_owned}"));
+                    return Err(Box::new(ApprovalError::Invalid(format!(
+                        "no access request {id_owned}"
+                    ))));
                 };
-                let mut r: AccessRequest = serde_json::from_slice(cur)
-                    .map_err(|e| format!("internal:stored request is unreadable: {e}"))?;
-                let t = f(&mut r).map_err(|e| match e {
-                    ApprovalError::Invalid(m) => format!("invalid:{m}"),
-                    ApprovalError::Forbidden(m) => format!("forbidden:{m}"),
-                    ApprovalError::Setup(m) => format!("internal:{m}"),
+                let mut r: AccessRequest = serde_json::from_slice(cur).map_err(|e| {
+                    ApprovalError::Setup(format!("stored request is unreadable: {e}"))
                 })?;
-                let bytes = serde_json::to_vec(&r).map_err(|e| format!("internal:{e}"))?;
+                let t = f(&mut r)?;
+                let bytes =
+                    serde_json::to_vec(&r).map_err(|e| ApprovalError::Setup(e.to_string()))?;
                 if let Ok(mut s) = slot.lock() {
                     *s = Some((r, t));
                 }
@@ -146,13 +148,10 @@ async fn change<T: Send + 'static>(
         .await;
     match res {
         Ok(_) => {}
-        Err(leash_storage::StorageError::Rejected(m)) => {
-            return Err(if let Some(m) = m.strip_prefix("forbidden:") {
-                CoreError::Forbidden(m.to_owned())
-            } else if let Some(m) = m.strip_prefix("invalid:") {
-                CoreError::InvalidRequest(m.to_owned())
-            } else {
-                CoreError::internal(m)
+        Err(leash_storage::StorageError::Rejected(r)) => {
+            return Err(match r.downcast::<ApprovalError>() {
+                Ok(e) => err(*e),
+                Err(other) => CoreError::internal(other.to_string()),
             });
         }
         Err(e) => return Err(e.into()),

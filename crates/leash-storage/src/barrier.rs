@@ -153,14 +153,14 @@ pub fn load_or_create_key_file(path: &Path) -> Result<(SecretBytes, bool), Stora
             let encoded =
                 Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(key.expose()));
             write_private_file(path, format!("{}\n", encoded.as_str()).as_bytes()).map_err(
-                |e| StorageError::Io(format!("cannot create key file {}: {e}", path.display())),
+                |e| StorageError::file(format!("cannot create key file {}", path.display()), e),
             )?;
             Ok((key, true))
         }
-        Err(e) => Err(StorageError::Io(format!(
-            "cannot read key file {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(StorageError::file(
+            format!("cannot read key file {}", path.display()),
+            e,
+        )),
     }
 }
 

@@ -104,7 +104,7 @@ pub async fn modify(s: &dyn Storage) {
         .modify("m", "k", Box::new(|_| Err("cas mismatch".into())))
         .await
         .unwrap_err();
-    assert!(matches!(e, StorageError::Rejected(ref m) if m == "cas mismatch"));
+    assert!(matches!(e, StorageError::Rejected(ref m) if m.to_string() == "cas mismatch"));
     assert_eq!(
         s.get("m", "k").await.unwrap().unwrap().as_slice(),
         b"1",

@@ -24,7 +24,8 @@ pub use barrier::{KeyedHash, Keyring};
 pub use sqlite::{DB_FILE, SqliteStorage};
 use zeroize::Zeroizing;
 
-/// Why a storage operation failed. Messages never contain stored values.
+/// Why a storage operation failed. Messages never contain stored values; the cause of
+/// an environment failure is kept as the error's `source`.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The key does not open this data directory.
@@ -35,7 +36,8 @@ pub enum StorageError {
     /// The key material itself is unusable.
     #[error("invalid encryption key: {0}")]
     InvalidKey(String),
-    /// Encryption or decryption failed.
+    /// Encryption or decryption failed (AES-GCM reports no cause: a wrong key, a moved
+    /// or altered ciphertext).
     #[error("{0}")]
     Crypto(String),
     /// The stored data is not what this version of leash wrote.
@@ -44,15 +46,64 @@ pub enum StorageError {
     /// A uniqueness rule was violated (the record already exists).
     #[error("already exists: {0}")]
     Conflict(String),
-    /// The database or file system failed.
-    #[error("storage I/O failed: {0}")]
-    Io(String),
+    /// The database failed while doing `op`.
+    #[error("storage I/O failed: {op}: {source}")]
+    Database {
+        /// What was being done.
+        op: &'static str,
+        /// The database's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A file or the operating system failed (opening, creating, permissions, threads).
+    #[error("storage I/O failed: {what}: {source}")]
+    File {
+        /// What was being done, and on which file.
+        what: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The storage has been shut down.
     #[error("storage is closed")]
     Closed,
-    /// A read-modify-write callback refused the change; carries its message.
+    /// A read-modify-write callback refused the change; carries the callback's own
+    /// error, which the caller can downcast to its type.
     #[error("{0}")]
-    Rejected(String),
+    Rejected(#[source] Rejection),
+}
+
+/// Why a [`Modify`] callback refused a change: any error type of the caller's (a plain
+/// message converts too: `Err("…".into())`).
+pub type Rejection = Box<dyn std::error::Error + Send + Sync>;
+
+impl StorageError {
+    /// The database failed while doing `op`.
+    pub fn database(
+        op: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StorageError {
+        StorageError::Database {
+            op,
+            source: source.into(),
+        }
+    }
+
+    /// A file or OS operation failed.
+    pub fn file(what: impl Into<String>, source: std::io::Error) -> StorageError {
+        StorageError::File {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The message of a [`StorageError::Rejected`] (for callers that only need the text).
+    pub fn rejection_message(&self) -> Option<String> {
+        match self {
+            StorageError::Rejected(r) => Some(r.to_string()),
+            _ => None,
+        }
+    }
 }
 
 /// Plaintext bytes handed back by storage; zeroized when dropped.
@@ -187,8 +238,8 @@ impl std::fmt::Debug for StoredLease {
 }
 
 /// Decides the new value in [`Storage::modify`]: `Ok(Some(v))` writes `v`, `Ok(None)`
-/// deletes, `Err(msg)` leaves the record unchanged and fails with `Rejected(msg)`.
-pub type Modify = Box<dyn FnOnce(Option<&[u8]>) -> Result<Option<Vec<u8>>, String> + Send>;
+/// deletes, `Err(e)` leaves the record unchanged and fails with `Rejected(e)`.
+pub type Modify = Box<dyn FnOnce(Option<&[u8]>) -> Result<Option<Vec<u8>>, Rejection> + Send>;
 
 /// Everything the server stores. Namespaced entries (`ns`, `key`) hold policies, mounts,
 /// KV data and engine configuration; tokens have their own indexed table.

@@ -79,7 +79,7 @@ fn io(e: rusqlite::Error) -> StorageError {
         {
             StorageError::Conflict("a record with the same identity exists".into())
         }
-        other => StorageError::Io(other.to_string()),
+        other => StorageError::database("sqlite", other),
     }
 }
 
@@ -155,21 +155,17 @@ impl SqliteStorage {
             .mode(0o700)
             .create(dir)
             .map_err(|e| {
-                StorageError::Io(format!(
-                    "cannot create data directory {}: {e}",
-                    dir.display()
-                ))
+                StorageError::file(format!("cannot create data directory {}", dir.display()), e)
             })?;
         let path = dir.join(DB_FILE);
         // Check the key before changing anything (not even a checkpoint of the WAL).
         let has_meta = check_key(&path, &keyring)?;
-        let conn = Connection::open(&path)
-            .map_err(|e| StorageError::Io(format!("cannot open {}: {e}", path.display())))?;
+        let conn = Connection::open(&path).map_err(|e| StorageError::database("open", e))?;
         if !has_meta {
             // SQLite gives its -wal and -shm files the database file's mode.
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
-                |e| StorageError::Io(format!("cannot restrict {}: {e}", path.display())),
+                |e| StorageError::file(format!("cannot restrict {}", path.display()), e),
             )?;
         }
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -200,14 +196,14 @@ impl SqliteStorage {
         let writer = std::thread::Builder::new()
             .name("leash-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
-            .map_err(|e| StorageError::Io(format!("cannot start the storage writer: {e}")))?;
+            .map_err(|e| StorageError::file("cannot start the storage writer thread", e))?;
 
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let ckpt_path = path.clone();
         let checkpointer = std::thread::Builder::new()
             .name("leash-sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(&ckpt_path, &stop_rx))
-            .map_err(|e| StorageError::Io(format!("cannot start the checkpointer: {e}")))?;
+            .map_err(|e| StorageError::file("cannot start the checkpointer thread", e))?;
 
         Ok(SqliteStorage {
             keyring: Arc::new(keyring),
@@ -233,7 +229,7 @@ impl SqliteStorage {
             Box::new(move |commit: Result<(), String>| {
                 let outcome = match commit {
                     Ok(()) => result,
-                    Err(e) => Err(StorageError::Io(format!("commit failed: {e}"))),
+                    Err(e) => Err(StorageError::database("commit", e)),
                 };
                 let _ = tx.send(outcome);
             })
@@ -243,8 +239,7 @@ impl SqliteStorage {
             .ok_or(StorageError::Closed)?
             .send(job)
             .map_err(|_| StorageError::Closed)?;
-        rx.await
-            .map_err(|_| StorageError::Io("the storage writer stopped".into()))?
+        rx.await.map_err(|_| StorageError::Closed)?
     }
 
     /// Runs a read on a pooled read-only connection, on the calling task's thread.
@@ -290,8 +285,7 @@ fn check_key(path: &Path, keyring: &Keyring) -> Result<bool, StorageError> {
         }
         _ => Connection::open_with_flags(path, flags),
     };
-    let conn =
-        opened.map_err(|e| StorageError::Io(format!("cannot open {}: {e}", path.display())))?;
+    let conn = opened.map_err(|e| StorageError::database("open", e))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(io)?;
     let has_meta = conn
@@ -1021,10 +1015,13 @@ impl Storage for SqliteStorage {
                 return Ok(false);
             };
             if current == LeaseState::Revoking.code() && state != LeaseState::Revoking {
-                return Err(StorageError::Rejected(format!(
-                    "lease {id} is being revoked and cannot become {}",
-                    state.as_str()
-                )));
+                return Err(StorageError::Rejected(
+                    format!(
+                        "lease {id} is being revoked and cannot become {}",
+                        state.as_str()
+                    )
+                    .into(),
+                ));
             }
             c.prepare_cached(
                 "UPDATE leases SET state = ?2, expire_at = ?3, entry = COALESCE(?4, entry) WHERE id = ?1",

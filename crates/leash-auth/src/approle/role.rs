@@ -151,7 +151,7 @@ impl AppRoleBackend {
                         && let Ok(idx) = serde_json::from_slice::<RoleIdIndex>(b)
                         && idx.name != owner
                     {
-                        return Err("role_id is already in use by another role".to_owned());
+                        return Err("role_id is already in use by another role".into());
                     }
                     Ok(Some(mine))
                 }),

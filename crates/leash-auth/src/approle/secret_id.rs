@@ -332,14 +332,14 @@ impl AppRoleBackend {
                 key,
                 Box::new(move |old| {
                     let Some(b) = old else {
-                        return Err(INVALID_CREDENTIALS.to_owned());
+                        return Err(INVALID_CREDENTIALS.into());
                     };
                     let mut e: SecretIdEntry =
-                        serde_json::from_slice(b).map_err(|_| INVALID_CREDENTIALS.to_owned())?;
+                        serde_json::from_slice(b).map_err(|_| INVALID_CREDENTIALS)?;
                     match e.dead(now) {
-                        Some(Dead::UsedUp) => return Err(USED_UP.to_owned()),
-                        Some(Dead::Expired) => return Err(EXPIRED.to_owned()),
-                        Some(Dead::Gone) => return Err(INVALID_CREDENTIALS.to_owned()),
+                        Some(Dead::UsedUp) => return Err(USED_UP.into()),
+                        Some(Dead::Expired) => return Err(EXPIRED.into()),
+                        Some(Dead::Gone) => return Err(INVALID_CREDENTIALS.into()),
                         None => {}
                     }
                     if e.num_uses > 0 {
@@ -352,7 +352,7 @@ impl AppRoleBackend {
                     e.last_updated_time = now;
                     serde_json::to_vec(&e)
                         .map(Some)
-                        .map_err(|_| INVALID_CREDENTIALS.to_owned())
+                        .map_err(|_| INVALID_CREDENTIALS.into())
                 }),
             )
             .await
@@ -473,7 +473,7 @@ impl AppRoleBackend {
                             .map_or(true, |e| e.dead(now).is_none())
                     {
                         return Err(
-                            "a secret ID with that value already exists on this role".to_owned()
+                            "a secret ID with that value already exists on this role".into()
                         );
                     }
                     Ok(Some(bytes))

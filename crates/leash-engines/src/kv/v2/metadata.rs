@@ -160,7 +160,7 @@ impl KvV2 {
             }
             serde_json::to_vec(&config)
                 .map(Some)
-                .map_err(|_| "kv v2: the mount config could not be encoded".to_owned())
+                .map_err(|_| "kv v2: the mount config could not be encoded".into())
         });
         self.storage.modify(&self.ns, CONFIG_KEY, modify).await?;
         Ok(None)

@@ -153,11 +153,11 @@ impl KvV2 {
                 }
                 Ok((None, r)) => {
                     let _ = tx.send(Ok(r));
-                    Err(ABORTED.to_owned())
+                    Err(ABORTED.into())
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e));
-                    Err(ABORTED.to_owned())
+                    Err(ABORTED.into())
                 }
             }
         });
