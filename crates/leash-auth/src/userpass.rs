@@ -506,6 +506,7 @@ mod tests {
                 caller: None,
                 remote_addr: None,
                 token: None,
+                grant: None,
             };
             self.backend.handle(&req).await
         }

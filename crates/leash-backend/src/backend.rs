@@ -37,6 +37,18 @@ pub struct BackendRequest<'a> {
     /// The presented token. Only the token backend reads it (`lookup-self` returns it
     /// to its owner as `id`); other backends must not.
     pub token: Option<&'a leash_types::SecretString>,
+    /// The just-in-time grant the request runs under (the approval gate opened it): a
+    /// lease begun under it is capped to the grant's window.
+    pub grant: Option<&'a GrantWindow>,
+}
+
+/// An open just-in-time grant a request runs under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantWindow {
+    /// The access request that granted it.
+    pub request_id: String,
+    /// Unix seconds at which the grant's window closes.
+    pub window_ends_at: i64,
 }
 
 impl BackendRequest<'_> {

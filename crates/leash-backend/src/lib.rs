@@ -18,7 +18,7 @@ pub mod request;
 pub mod routes;
 pub mod store;
 
-pub use backend::{Backend, BackendRequest, match_route};
+pub use backend::{Backend, BackendRequest, GrantWindow, match_route};
 pub use caller::{Caller, TokenEntry};
 pub use error::CoreError;
 pub use lease::{LeaseRecord, LeaseRegistry, LeaseRequest, PendingLease};

@@ -5,7 +5,7 @@
 //! * **Gate.** A request the ACL allows but whose rule has a `control_group` passes only
 //!   with an open grant bound to the same token for the same path and operation; one use
 //!   of the grant is spent atomically. Otherwise 403 with how to ask.
-//! * **Grant window.** The backend runs inside [`GRANT`]: a lease begun under it is capped
+//! * **Grant window.** The backend gets the grant on its request: a lease begun under it is capped
 //!   to end with the window (renewals too: its max expiry is the window's end) and is
 //!   recorded on the request before the credential exists, so closing the window (its end,
 //!   or `complete`) revokes everything issued under it.
@@ -41,23 +41,9 @@ const MAX_MINUTES: u64 = 1440;
 
 use leash_types::rfc3339;
 
-tokio::task_local! {
-    /// The grant the current request runs under (set by the pipeline around the
-    /// backend call).
-    pub(crate) static GRANT: Grant;
-}
-
-/// An open grant a request runs under.
-#[derive(Clone, Debug)]
-pub(crate) struct Grant {
-    pub(crate) request_id: String,
-    pub(crate) window_ends_at: i64,
-}
-
-/// The grant of the current request, if any.
-pub(crate) fn current_grant() -> Option<Grant> {
-    GRANT.try_with(Clone::clone).ok()
-}
+/// An open grant a request runs under: the pipeline passes it to the backend on the
+/// request (`BackendRequest::grant`), and the lease book caps leases to its window.
+pub(crate) type Grant = leash_backend::GrantWindow;
 
 /// How long a decided, expired or completed request is kept (the audit trail keeps its
 /// history for as long as the audit files are retained).

@@ -244,7 +244,7 @@ impl LeaseRegistry for Registry {
         }
         // Under a just-in-time grant, the credential dies when the window closes (its
         // renewals too: the max expiry is the window's end).
-        let grant = crate::approvals::current_grant();
+        let grant = req.grant.cloned();
         if let Some(g) = &grant {
             if g.window_ends_at <= now {
                 return Err(CoreError::invalid(

@@ -137,6 +137,7 @@ async fn handle_in_scope(inner: &Arc<Inner>, mut req: Request) -> Result<Respons
         caller: caller.as_ref(),
         remote_addr: req.remote_addr,
         token: req.token.as_ref(),
+        grant: None,
     };
     if operation == Operation::Update {
         match mounted.backend.exists(&breq).await {
@@ -242,14 +243,8 @@ async fn handle_in_scope(inner: &Arc<Inner>, mut req: Request) -> Result<Respons
     };
 
     // Under a grant, leases the backend begins are capped to the grant window.
-    let result = match &grant {
-        Some(g) => {
-            crate::approvals::GRANT
-                .scope(g.clone(), mounted.backend.handle(&breq))
-                .await
-        }
-        None => mounted.backend.handle(&breq).await,
-    };
+    breq.grant = grant.as_ref();
+    let result = mounted.backend.handle(&breq).await;
     if let (Some(g), Ok(Some(r))) = (&grant, &result)
         && let Some(s) = &r.secret
         && !s.lease_id.is_empty()

@@ -69,6 +69,7 @@ async fn call_from(
         caller: None,
         remote_addr: Some(addr),
         token: None,
+        grant: None,
     };
     backend.handle(&req).await
 }
@@ -270,6 +271,7 @@ fn req<'a>(mount: &'a MountEntry, path: &'a str) -> BackendRequest<'a> {
         caller: None,
         remote_addr: None,
         token: None,
+        grant: None,
     }
 }
 

@@ -282,6 +282,7 @@ impl Fixture {
             caller: None,
             remote_addr: None,
             token: None,
+            grant: None,
         };
         self.backend.handle(&req).await
     }

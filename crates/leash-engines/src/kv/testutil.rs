@@ -118,6 +118,7 @@ fn request<'a>(
         caller: None,
         remote_addr: None,
         token: None,
+        grant: None,
     }
 }
 
