@@ -30,7 +30,8 @@ pub struct BackendRequest<'a> {
     pub data: &'a Map<String, Value>,
     /// The mount this backend serves.
     pub mount: &'a MountEntry,
-    /// The authenticated caller; `None` on unauthenticated paths.
+    /// The authenticated caller; `None` when no valid token was presented, which only
+    /// an unauthenticated path lets through.
     pub caller: Option<&'a Caller>,
     /// The real peer address.
     pub remote_addr: Option<SocketAddr>,
@@ -108,7 +109,7 @@ pub trait Backend: Send + Sync {
 }
 
 /// Matches a relative path against a route pattern: literal segments, `:name` for one
-/// segment, and a final `*` for the rest (which may be empty only if `allow_empty`).
+/// segment, and a final `*` for the rest (possibly empty: `data/*` matches `data` too).
 /// Returns the captured segments in order (the rest last).
 pub fn match_route<'p>(pattern: &str, path: &'p str) -> Option<Vec<&'p str>> {
     let mut caps = Vec::new();
