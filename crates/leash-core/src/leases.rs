@@ -189,6 +189,9 @@ pub(crate) enum Reason {
     Revoked,
     /// A leak scan found their credentials (`sys/leaks/scan`): `revoked`, `leak`.
     Leak,
+    /// The kill switch (`sys/containment/lock`) ended everything their agent held:
+    /// `revoked`, `contained`.
+    Contained,
 }
 
 impl Reason {
@@ -197,6 +200,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::Revoked => "revoked",
             Reason::Leak => "leak",
+            Reason::Contained => "contained",
         }
     }
 }
@@ -525,6 +529,7 @@ pub(crate) async fn revoke_now(
             let (kind, why) = match reason {
                 Reason::Revoked => (Kind::Revoked, reason::OPERATOR),
                 Reason::Leak => (Kind::Revoked, reason::LEAK),
+                Reason::Contained => (Kind::Revoked, reason::CONTAINED),
                 Reason::Expired if l.state == LeaseState::Revoking => {
                     (Kind::Revoked, reason::TOKEN_REVOKED)
                 }
@@ -658,6 +663,41 @@ pub(crate) async fn revoke_ids_because(
         drop(guard);
     }
     Ok(outcome)
+}
+
+/// Claims the leases of `ids` nobody is revoking yet, runs `first` (which may make
+/// them due, e.g. by revoking their tokens: the worker leaves claimed leases alone),
+/// then revokes the claimed ones now with reason `why`. Returns `first`'s result, the
+/// outcome, and the ids that were busy (being revoked by someone else; the caller may
+/// hand them to [`revoke_ids_because`]).
+pub(crate) async fn revoke_claimed_after<T>(
+    inner: &Arc<Inner>,
+    ids: &[String],
+    why: Reason,
+    first: impl Future<Output = Result<T, CoreError>>,
+) -> Result<(T, Outcome, Vec<String>), CoreError> {
+    let (claimed, busy) = inner.lease_claims.claim(ids);
+    let guard = ClaimGuard {
+        claims: &inner.lease_claims,
+        ids: claimed.clone(),
+    };
+    let t = first.await?;
+    let mut outcome = Outcome::default();
+    for chunk in claimed.chunks(BATCH) {
+        let now = inner.clock.unix();
+        inner.storage.leases_mark_revoking(chunk, now).await?;
+        let mut leases = Vec::with_capacity(chunk.len());
+        for id in chunk {
+            if let Some(l) = inner.storage.lease_get(id).await? {
+                leases.push(l);
+            }
+        }
+        let o = revoke_now(inner, leases, why).await?;
+        outcome.revoked += o.revoked;
+        outcome.failed.extend(o.failed);
+    }
+    drop(guard);
+    Ok((t, outcome, busy))
 }
 
 /// One round of the worker: revokes everything due now, batch by batch.

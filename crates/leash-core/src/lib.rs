@@ -13,6 +13,7 @@
 
 mod approvals;
 mod audit_log;
+mod containment;
 mod events;
 mod expiry;
 mod identity;

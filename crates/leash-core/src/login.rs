@@ -85,6 +85,13 @@ pub(crate) async fn complete(
             "this login would grant the root policy, which no auth method may grant".to_owned(),
         ));
     }
+    let entity = entity_id(inner, mount, &grant.alias);
+    if let Some(why) =
+        crate::containment::refusal(inner, mount, grant.role.as_deref(), &entity).await?
+    {
+        tracing::warn!(mount = %mount.route_prefix(), "refused a login of a locked identity");
+        return Err(CoreError::Forbidden(why));
+    }
     let spec = TokenSpec {
         policies,
         no_default_policy: grant.no_default_policy,
@@ -97,7 +104,7 @@ pub(crate) async fn complete(
         renewable: true,
         path: req.path.clone(),
         role: None,
-        entity_id: entity_id(inner, mount, &grant.alias),
+        entity_id: entity,
         bound_cidrs: grant.bound_cidrs,
         issuer: crate::token::Issuer::Login,
         // A login may only be narrower than its role.
