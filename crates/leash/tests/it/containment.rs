@@ -481,3 +481,68 @@ async fn a_leak_scan_with_contain_locks_the_leaking_identity() {
     assert!(b.to_string().contains("locked: leak"), "{b}");
     pg.cleanup().await;
 }
+
+async fn cli(srv: &TestServer, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_leash"))
+        .args(args)
+        .args(["--address", &srv.url()])
+        .env("LEASH_TOKEN", &srv.root_token)
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_ADDR")
+        .env("HOME", &srv.dir)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leash_contain_locks_lists_and_unlocks() {
+    let (srv, pg, _log) = setup(&["gina"]).await;
+    let t = token(&login_ok(&srv, "gina").await);
+    let (_, user) = creds(&srv, &pg, &t).await;
+
+    let (code, _, err) = cli(&srv, &["contain", "--role", "userpass/gina"]).await;
+    assert_eq!(code, Some(1), "a reason is required: {err}");
+    assert!(err.contains("--reason"), "{err}");
+
+    let (code, out, err) = cli(
+        &srv,
+        &[
+            "contain",
+            "--role",
+            "userpass/gina",
+            "--reason",
+            "harvested .env",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        out.contains("tokens_revoked") && out.contains("leases_revoked"),
+        "{out}"
+    );
+    assert!(!alive(&srv, &t).await);
+    assert!(!pg.role_exists(&user).await);
+    let (s, b) = login(&srv, "gina").await;
+    assert_eq!(s, 403, "{b}");
+
+    let (code, out, err) = cli(&srv, &["contain", "--list"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("role/userpass/gina") && out.contains("harvested .env"),
+        "{out}"
+    );
+
+    let (code, out, err) = cli(&srv, &["contain", "--unlock", "--role", "userpass/gina"]).await;
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    login_ok(&srv, "gina").await;
+    let (code, out, _) = cli(&srv, &["contain", "--list"]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("No locks."), "{out}");
+    pg.cleanup().await;
+}
