@@ -546,3 +546,121 @@ async fn leash_contain_locks_lists_and_unlocks() {
     assert!(out.contains("No locks."), "{out}");
     pg.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containment_ends_pending_and_approved_jit_requests() {
+    let (srv, pg, log) = setup(&["hank", "ivy"]).await;
+    srv.write_policy(
+        "jit",
+        &format!(
+            r#"path "database/creds/{}" {{
+  capabilities = ["read"]
+  control_group = {{
+    ttl = "1h"
+    factor "dba" {{
+      identity {{
+        group_names = ["dba"]
+        approvals   = 1
+      }}
+    }}
+  }}
+}}"#,
+            pg.role
+        ),
+    )
+    .await;
+    let (s, b) = srv
+        .root(
+            "POST",
+            "auth/userpass/users/hank",
+            Some(json!({"password": "hank-passphrase", "token_policies": "jit"})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let ivy = login_ok(&srv, "ivy").await;
+    let (s, b) = srv
+        .root(
+            "POST",
+            "identity/group",
+            Some(json!({"name": "dba", "member_entity_ids": [ivy["entity_id"]]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let hank_auth = login_ok(&srv, "hank").await;
+    let hank = token(&hank_auth);
+    let entity = hank_auth["entity_id"].as_str().unwrap().to_owned();
+    let ask = || async {
+        let (s, b) = srv
+            .call(
+                "POST",
+                "sys/control-group/request",
+                Some(&hank),
+                Some(json!({
+                    "agent_id": "hank",
+                    "operation": "read",
+                    "target_resource": format!("database/creds/{}", pg.role),
+                    "justification": "nightly report",
+                    "requested_duration_minutes": 30,
+                })),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b["request_id"].as_str().unwrap().to_owned()
+    };
+    let pending = ask().await;
+    let approved = ask().await;
+    let (s, b) = srv
+        .call(
+            "POST",
+            &format!("sys/control-group/request/{approved}/approve"),
+            Some(&token(&ivy)),
+            Some(json!({"comment": "ok"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, user) = creds(&srv, &pg, &hank).await;
+
+    let (s, b) = srv
+        .root(
+            "PUT",
+            "sys/containment/lock",
+            Some(json!({"entity_id": entity, "reason": "exfiltration attempt"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["data"]["revoked"]["approvals"], 2, "{b}");
+    assert!(!pg.role_exists(&user).await);
+    let status = |id: String| {
+        let srv = &srv;
+        async move {
+            let (s, b) = srv
+                .root("GET", &format!("sys/control-group/request/{id}"), None)
+                .await;
+            assert_eq!(s, 200, "{b}");
+            b["data"]["status"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    assert_eq!(status(pending.clone()).await, "expired");
+    assert_eq!(status(approved.clone()).await, "completed");
+    // A contained request can no longer be approved.
+    let (s, b) = srv
+        .call(
+            "POST",
+            &format!("sys/control-group/request/{pending}/approve"),
+            Some(&token(&ivy)),
+            Some(json!({"comment": "ok"})),
+        )
+        .await;
+    assert_ne!(s, 200, "{b}");
+    let steps: Vec<String> = audit(&log)
+        .into_iter()
+        .filter(|e| e["type"] == "approval" && e["request_id"] == pending.as_str())
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        steps[steps.len() - 2..],
+        ["approval.expired", "approval.refused"],
+        "{steps:?}"
+    );
+    pg.cleanup().await;
+}
