@@ -664,3 +664,86 @@ async fn containment_ends_pending_and_approved_jit_requests() {
     );
     pg.cleanup().await;
 }
+
+/// The exposure-window benchmark (not a timed test: run it on demand with
+/// `scripts/bench-containment`): an agent holds 50 tokens and 50 database leases, each
+/// with a live session; measures from the lock call until no token of the agent
+/// authenticates and no session of its database users is alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with scripts/bench-containment"]
+async fn bench_containment_exposure_window() {
+    const N: usize = 50;
+    let (srv, pg, _log) = setup(&["agent"]).await;
+    let mut tokens = Vec::new();
+    let mut users = Vec::new();
+    let mut sessions = Vec::new();
+    let mut entity = String::new();
+    for _ in 0..N {
+        let auth = login_ok(&srv, "agent").await;
+        entity = auth["entity_id"].as_str().unwrap().to_owned();
+        let t = token(&auth);
+        let (s, b) = srv
+            .call(
+                "GET",
+                &format!("database/creds/{}", pg.role),
+                Some(&t),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let user = b["data"]["username"].as_str().unwrap().to_owned();
+        sessions.push(
+            pg.login(&user, b["data"]["password"].as_str().unwrap())
+                .await,
+        );
+        users.push(user);
+        tokens.push(t);
+    }
+    let live_sessions = || async {
+        pg.admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = ANY($1)",
+                &[&users],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(live_sessions().await, N as i64);
+    let started = std::time::Instant::now();
+    let (s, b) = srv
+        .root(
+            "PUT",
+            "sys/containment/lock",
+            Some(json!({"entity_id": entity, "reason": "benchmark"})),
+        )
+        .await;
+    let answered = started.elapsed();
+    assert_eq!(s, 200, "{b}");
+    loop {
+        let mut any_alive = false;
+        for t in &tokens {
+            if alive(&srv, t).await {
+                any_alive = true;
+                break;
+            }
+        }
+        if !any_alive && live_sessions().await == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never contained"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let window = started.elapsed();
+    println!(
+        "containment exposure window: {N} tokens, {N} leases with live sessions: lock call answered in {} ms, contained (no token authenticates, no session alive) after {} ms; revoked {}",
+        answered.as_millis(),
+        window.as_millis(),
+        b["data"]["revoked"]
+    );
+    drop(sessions);
+    pg.cleanup().await;
+}
