@@ -295,8 +295,8 @@ pub async fn pump<R, W>(
     W: AsyncWrite + Unpin,
 {
     let mut filter = Filter::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut out = Vec::with_capacity(80 * 1024);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut out = Vec::with_capacity(320 * 1024);
     let mut hits = Vec::new();
     let mut held_since: Option<tokio::time::Instant> = None;
     let mut writable = true;
