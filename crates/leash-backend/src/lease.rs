@@ -42,6 +42,20 @@ pub struct LeaseRequest {
     /// Engine data needed to renew and revoke (usernames, statements). Sealed at rest;
     /// must not hold the credential's secret.
     pub internal: Value,
+    /// Issuance caps per identity of the role that asks (0: none).
+    pub caps: IssuanceCaps,
+}
+
+/// Per-identity issuance caps of a role (`max_live_leases_per_entity`,
+/// `max_issuance_per_minute_per_entity`), enforced by the core in
+/// [`LeaseRegistry::begin`] against the leases of the same mount and `path`. The
+/// identity is the caller's entity id, else its token accessor. 0 means no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IssuanceCaps {
+    /// Most live leases one identity may hold at once.
+    pub max_live_per_entity: u64,
+    /// Most leases one identity may be issued per minute.
+    pub max_per_minute_per_entity: u64,
 }
 
 /// A lease recorded as intent; the engine now creates the credential.

@@ -20,8 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, LeaseInfo, LeaseRecord, LeaseRegistry, LeaseRequest,
-    MountEntry, Response, fields, match_route, store,
+    Backend, BackendRequest, CoreError, IssuanceCaps, LeaseInfo, LeaseRecord, LeaseRegistry,
+    LeaseRequest, MountEntry, Response, fields, match_route, store,
 };
 use leash_storage::Storage;
 use leash_types::{ExposeSecret, Operation, SecretString};
@@ -162,6 +162,12 @@ struct DbRole {
     /// What a request may narrow the credential to (`{{grants}}` in the statements).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     narrowing: Option<Narrowing>,
+    /// Most live leases of this role one entity may hold (0: no cap).
+    #[serde(default)]
+    max_live_leases_per_entity: u64,
+    /// Most leases of this role one entity may be issued per minute (0: no cap).
+    #[serde(default)]
+    max_issuance_per_minute_per_entity: u64,
 }
 
 /// What a lease remembers (no secret).
@@ -488,6 +494,8 @@ const ROLE_FIELDS: &[&str] = &[
     "default_ttl",
     "max_ttl",
     "credential_type",
+    "max_live_leases_per_entity",
+    "max_issuance_per_minute_per_entity",
 ];
 
 /// Whether a connection-string key names a password (`password`, `pwd`,
@@ -995,6 +1003,27 @@ impl DatabaseBackend {
                 "credential_type is not supported: leash issues \"password\" credentials",
             ));
         }
+        let cap = |field: &str, old: u64| -> Result<u64, CoreError> {
+            match fields::integer(data, field)? {
+                Some(n) if n < 0 => Err(CoreError::invalid(format!(
+                    "{field} must be 0 (no cap) or more"
+                ))),
+                Some(n) => Ok(u64::try_from(n).unwrap_or(0)),
+                None => Ok(old),
+            }
+        };
+        let max_live_leases_per_entity = cap(
+            "max_live_leases_per_entity",
+            existing
+                .as_ref()
+                .map_or(0, |e| e.max_live_leases_per_entity),
+        )?;
+        let max_issuance_per_minute_per_entity = cap(
+            "max_issuance_per_minute_per_entity",
+            existing
+                .as_ref()
+                .map_or(0, |e| e.max_issuance_per_minute_per_entity),
+        )?;
         let role = DbRole {
             db_name,
             creation_statements,
@@ -1004,6 +1033,8 @@ impl DatabaseBackend {
             default_ttl,
             max_ttl,
             narrowing,
+            max_live_leases_per_entity,
+            max_issuance_per_minute_per_entity,
         };
         self.save(&key, &role).await?;
         let mut warnings = Vec::new();
@@ -1041,6 +1072,8 @@ impl DatabaseBackend {
             "max_ttl": role.max_ttl,
             "credential_type": "password",
             "credential_config": {},
+            "max_live_leases_per_entity": role.max_live_leases_per_entity,
+            "max_issuance_per_minute_per_entity": role.max_issuance_per_minute_per_entity,
         }));
         if let (Some(n), Some(d)) = (&role.narrowing, r.data.as_mut()) {
             d["narrowing"] = json!(n);
@@ -1144,6 +1177,10 @@ impl DatabaseBackend {
                     renewable: true,
                     internal: serde_json::to_value(&internal)
                         .map_err(|e| CoreError::internal(e.to_string()))?,
+                    caps: IssuanceCaps {
+                        max_live_per_entity: role.max_live_leases_per_entity,
+                        max_per_minute_per_entity: role.max_issuance_per_minute_per_entity,
+                    },
                 },
             )
             .await?;

@@ -747,3 +747,102 @@ async fn bench_containment_exposure_window() {
     drop(sessions);
     pg.cleanup().await;
 }
+
+/// Issuance caps of a database role: past `max_live_leases_per_entity` or
+/// `max_issuance_per_minute_per_entity` a request is refused with 429 naming the cap and
+/// the count (never queued), and `leash_issuance_refused_total{reason}` counts it. Other
+/// entities have their own budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_roles_cap_live_leases_and_issuance_per_entity() {
+    let (srv, pg, _log) = setup(&["ivan", "judy"]).await;
+    let (s, b) = srv
+        .root(
+            "POST",
+            &format!("database/roles/{}", pg.role),
+            Some(json!({"max_live_leases_per_entity": 2})),
+        )
+        .await;
+    assert!(s == 204 || s == 200, "{b}");
+    let (_, b) = srv
+        .root("GET", &format!("database/roles/{}", pg.role), None)
+        .await;
+    assert_eq!(b["data"]["max_live_leases_per_entity"], 2, "{b}");
+    // A crash-looping pod: a fresh login each time, same entity.
+    let mut leases = Vec::new();
+    for _ in 0..2 {
+        let t = token(&login_ok(&srv, "ivan").await);
+        leases.push(creds(&srv, &pg, &t).await.0);
+    }
+    let t = token(&login_ok(&srv, "ivan").await);
+    let (s, b) = srv
+        .call(
+            "GET",
+            &format!("database/creds/{}", pg.role),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(s, 429, "{b}");
+    let msg = b.to_string();
+    assert!(
+        msg.contains("max_live_leases_per_entity") && msg.contains("holds 2 live leases"),
+        "{msg}"
+    );
+    assert_eq!(pg.our_roles().await.len(), 2, "no third user was made");
+    // Another entity is not affected.
+    let judy = token(&login_ok(&srv, "judy").await);
+    creds(&srv, &pg, &judy).await;
+    // Giving one back makes room.
+    let (s, b) = srv
+        .root(
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({"lease_id": leases[0]})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    creds(&srv, &pg, &t).await;
+
+    // Per minute: the third issuance within a minute is refused, live or not.
+    let (s, b) = srv
+        .root(
+            "POST",
+            &format!("database/roles/{}", pg.role),
+            Some(json!({"max_live_leases_per_entity": 0, "max_issuance_per_minute_per_entity": 2})),
+        )
+        .await;
+    assert!(s == 204 || s == 200, "{b}");
+    let judy2 = token(&login_ok(&srv, "judy").await);
+    for _ in 0..2 {
+        let (lease, _) = creds(&srv, &pg, &judy2).await;
+        srv.root("PUT", "sys/leases/revoke", Some(json!({"lease_id": lease})))
+            .await;
+    }
+    let (s, b) = srv
+        .call(
+            "GET",
+            &format!("database/creds/{}", pg.role),
+            Some(&judy2),
+            None,
+        )
+        .await;
+    assert_eq!(s, 429, "{b}");
+    assert!(
+        b.to_string()
+            .contains("max_issuance_per_minute_per_entity of database/creds/"),
+        "{b}"
+    );
+    let metrics = prometheus(&srv).await;
+    for reason in [
+        "max_live_leases_per_entity",
+        "max_issuance_per_minute_per_entity",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == format!("leash_issuance_refused_total{{reason=\"{reason}\"}} 1")),
+            "{reason}: {metrics}"
+        );
+    }
+    pg.cleanup().await;
+}
