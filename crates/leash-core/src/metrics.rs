@@ -410,9 +410,10 @@ const LEAK_KINDS: [&str; 2] = ["database", "token"];
 /// The actions of `leash_containment_actions_total`, exported from the start (at 0).
 const CONTAINMENT_ACTIONS: [&str; 3] = ["lock", "revoke", "unlock"];
 /// The reasons of `leash_issuance_refused_total`, exported from the start (at 0).
-const ISSUANCE_CAPS: [&str; 2] = [
+const ISSUANCE_CAPS: [&str; 3] = [
     "max_live_leases_per_entity",
     "max_issuance_per_minute_per_entity",
+    "max_live_tokens_per_entity",
 ];
 
 /// Most per-label counters kept in one family; past it, new label values count under

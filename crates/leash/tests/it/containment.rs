@@ -846,3 +846,86 @@ async fn database_roles_cap_live_leases_and_issuance_per_entity() {
     }
     pg.cleanup().await;
 }
+
+/// A token role's `max_live_tokens_per_entity`: the entity's third live token of the
+/// role is refused with 429 naming the cap and the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_roles_cap_live_tokens_per_entity() {
+    let srv = TestServer::start().await;
+    srv.write_policy(
+        "minter",
+        r#"path "auth/token/create/capped" { capabilities = ["update"] }"#,
+    )
+    .await;
+    let (s, b) = srv
+        .root(
+            "POST",
+            "auth/token/roles/capped",
+            Some(json!({"allowed_policies": ["default"], "max_live_tokens_per_entity": 2})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (_, b) = srv.root("GET", "auth/token/roles/capped", None).await;
+    assert_eq!(b["data"]["max_live_tokens_per_entity"], 2, "{b}");
+    let (s, b) = srv
+        .root(
+            "POST",
+            "sys/auth/userpass",
+            Some(json!({"type": "userpass"})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    for u in ["kim", "lou"] {
+        let (s, b) = srv
+            .root(
+                "POST",
+                &format!("auth/userpass/users/{u}"),
+                Some(json!({"password": format!("{u}-passphrase"), "token_policies": "minter"})),
+            )
+            .await;
+        assert_eq!(s, 204, "{b}");
+    }
+    let mint = |t: String| {
+        let srv = &srv;
+        async move {
+            srv.call(
+                "POST",
+                "auth/token/create/capped",
+                Some(&t),
+                Some(json!({})),
+            )
+            .await
+        }
+    };
+    let kim = token(&login_ok(&srv, "kim").await);
+    let mut children = Vec::new();
+    for _ in 0..2 {
+        let (s, b) = mint(kim.clone()).await;
+        assert_eq!(s, 200, "{b}");
+        children.push(b["auth"]["client_token"].as_str().unwrap().to_owned());
+    }
+    // Another login of the same entity shares the budget.
+    let kim2 = token(&login_ok(&srv, "kim").await);
+    let (s, b) = mint(kim2.clone()).await;
+    assert_eq!(s, 429, "{b}");
+    assert!(
+        b.to_string()
+            .contains("max_live_tokens_per_entity of token role \\\"capped\\\" is 2: this entity holds 2 live tokens"),
+        "{b}"
+    );
+    let lou = token(&login_ok(&srv, "lou").await);
+    let (s, b) = mint(lou).await;
+    assert_eq!(s, 200, "another entity: {b}");
+    let (s, _) = srv
+        .call("POST", "auth/token/revoke-self", Some(&children[0]), None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, b) = mint(kim2).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        prometheus(&srv)
+            .await
+            .lines()
+            .any(|l| l == "leash_issuance_refused_total{reason=\"max_live_tokens_per_entity\"} 1")
+    );
+}
