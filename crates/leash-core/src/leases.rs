@@ -216,7 +216,7 @@ const MAX_ISSUANCE_KEYS: usize = 100_000;
 impl IssuanceWindows {
     /// Counts one issuance for `key` at `now` unless `max` were issued in the minute
     /// before; returns how many were (the refusal's count) when refused.
-    fn take(&self, key: &str, now: i64, max: u64) -> Result<(), usize> {
+    pub(crate) fn take(&self, key: &str, now: i64, max: u64) -> Result<(), usize> {
         let Ok(mut m) = self.0.lock() else {
             return Ok(());
         };

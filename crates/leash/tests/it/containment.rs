@@ -929,3 +929,73 @@ async fn token_roles_cap_live_tokens_per_entity() {
             .any(|l| l == "leash_issuance_refused_total{reason=\"max_live_tokens_per_entity\"} 1")
     );
 }
+
+/// Auth roles (here a userpass user) cap logins per identity: live tokens through the
+/// role (`max_live_leases_per_entity`) and logins per minute
+/// (`max_issuance_per_minute_per_entity`) — a crash-looping pod cannot pile up tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_roles_cap_logins_per_entity() {
+    let srv = TestServer::start().await;
+    let (s, b) = srv
+        .root(
+            "POST",
+            "sys/auth/userpass",
+            Some(json!({"type": "userpass"})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = srv
+        .root(
+            "POST",
+            "auth/userpass/users/pod",
+            Some(json!({"password": "pod-passphrase", "max_live_leases_per_entity": 2})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (_, b) = srv.root("GET", "auth/userpass/users/pod", None).await;
+    assert_eq!(b["data"]["max_live_leases_per_entity"], 2, "{b}");
+    let first = token(&login_ok(&srv, "pod").await);
+    login_ok(&srv, "pod").await;
+    let (s, b) = login(&srv, "pod").await;
+    assert_eq!(s, 429, "{b}");
+    assert!(
+        b.to_string()
+            .contains("max_live_leases_per_entity of role \\\"pod\\\" of auth/userpass/ is 2: this entity holds 2 live tokens"),
+        "{b}"
+    );
+    let (s, _) = srv
+        .call("POST", "auth/token/revoke-self", Some(&first), None)
+        .await;
+    assert_eq!(s, 204);
+    login_ok(&srv, "pod").await;
+
+    // Per minute.
+    let (s, b) = srv
+        .root(
+            "POST",
+            "auth/userpass/users/pod",
+            Some(json!({"max_live_leases_per_entity": 0, "max_issuance_per_minute_per_entity": 1})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    login_ok(&srv, "pod").await;
+    let (s, b) = login(&srv, "pod").await;
+    assert_eq!(s, 429, "{b}");
+    assert!(
+        b.to_string()
+            .contains("logged in 1 times in the last minute"),
+        "{b}"
+    );
+    let metrics = prometheus(&srv).await;
+    for reason in [
+        "max_live_leases_per_entity",
+        "max_issuance_per_minute_per_entity",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == format!("leash_issuance_refused_total{{reason=\"{reason}\"}} 1")),
+            "{reason}"
+        );
+    }
+}
