@@ -104,4 +104,14 @@ pub trait LeaseRegistry: Send + Sync {
     /// already removed), so the expiry worker revokes whatever the engine may have
     /// created. Never loses the record; errors only if storage fails.
     async fn abandon(&self, lease: &PendingLease) -> Result<(), CoreError>;
+    /// Seconds lease `id` has left if it is active and owned by the token of `req`
+    /// (`None` otherwise): lets an engine hand the same token its live credential again
+    /// (`reuse_lease_for_same_token`).
+    async fn live_for_caller(
+        &self,
+        _req: &BackendRequest<'_>,
+        _id: &str,
+    ) -> Result<Option<u64>, CoreError> {
+        Ok(None)
+    }
 }

@@ -325,6 +325,22 @@ pub(crate) struct Registry {
 
 #[async_trait]
 impl LeaseRegistry for Registry {
+    async fn live_for_caller(
+        &self,
+        req: &BackendRequest<'_>,
+        id: &str,
+    ) -> Result<Option<u64>, CoreError> {
+        let inner = crate::upgrade(&self.inner)?;
+        let Some(caller) = req.caller else {
+            return Ok(None);
+        };
+        let now = inner.clock.unix();
+        Ok(inner.storage.lease_get(id).await?.and_then(|l| {
+            (l.state == LeaseState::Active && l.token == Some(caller.hash) && l.expire_at > now)
+                .then(|| u64::try_from(l.expire_at - now).unwrap_or(0))
+        }))
+    }
+
     async fn begin(
         &self,
         req: &BackendRequest<'_>,

@@ -999,3 +999,63 @@ async fn auth_roles_cap_logins_per_entity() {
         );
     }
 }
+
+/// `reuse_lease_for_same_token`: a second request by the same token for the same role
+/// gets the live lease's credential (same username and password, the remaining TTL),
+/// not a new database user; another token gets its own; once the lease is revoked the
+/// next request makes a new user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_lease_for_same_token_returns_the_live_credential() {
+    let (srv, pg, _log) = setup(&["mia"]).await;
+    let (s, b) = srv
+        .root(
+            "POST",
+            &format!("database/roles/{}", pg.role),
+            Some(json!({"reuse_lease_for_same_token": true})),
+        )
+        .await;
+    assert!(s == 204 || s == 200, "{b}");
+    let t = token(&login_ok(&srv, "mia").await);
+    let get = |t: String| {
+        let srv = &srv;
+        let path = format!("database/creds/{}", pg.role);
+        async move {
+            let (s, b) = srv.call("GET", &path, Some(&t), None).await;
+            assert_eq!(s, 200, "{b}");
+            b
+        }
+    };
+    let first = get(t.clone()).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut again = Value::Null;
+    for _ in 0..20 {
+        again = get(t.clone()).await;
+    }
+    assert_eq!(again["lease_id"], first["lease_id"]);
+    assert_eq!(again["data"]["username"], first["data"]["username"]);
+    assert_eq!(again["data"]["password"], first["data"]["password"]);
+    assert!(
+        again["lease_duration"].as_u64().unwrap() < first["lease_duration"].as_u64().unwrap(),
+        "the remaining TTL: {again}"
+    );
+    assert_eq!(
+        pg.our_roles().await.len(),
+        1,
+        "21 requests, one database user"
+    );
+    // Another token of the same entity gets its own.
+    let other = get(token(&login_ok(&srv, "mia").await)).await;
+    assert_ne!(other["data"]["username"], first["data"]["username"]);
+    // Revoked: the next request makes a new user.
+    let (s, b) = srv
+        .root(
+            "PUT",
+            "sys/leases/revoke",
+            Some(json!({"lease_id": first["lease_id"]})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let fresh = get(t).await;
+    assert_ne!(fresh["data"]["username"], first["data"]["username"]);
+    pg.cleanup().await;
+}
