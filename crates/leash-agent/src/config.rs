@@ -231,6 +231,27 @@ pub struct ExecConfig {
     pub stop_signal: String,
     /// Signal for `RestartMode::Signal` (default SIGHUP).
     pub change_signal: String,
+    /// Redaction of the child's stdout and stderr (the `redact` block).
+    pub redact: RedactConfig,
+}
+
+/// The `exec { redact { … } }` block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedactConfig {
+    /// Pipe the child's stdout and stderr through the agent and replace every live
+    /// credential value by `[REDACTED:<kind>]` (default on).
+    pub enabled: bool,
+    /// On a match, revoke the credential and issue a new one (default on).
+    pub report_leaks: bool,
+}
+
+impl Default for RedactConfig {
+    fn default() -> Self {
+        RedactConfig {
+            enabled: true,
+            report_leaks: true,
+        }
+    }
 }
 
 impl Default for ExecConfig {
@@ -241,6 +262,7 @@ impl Default for ExecConfig {
             restart: RestartMode::Always,
             stop_signal: "SIGTERM".into(),
             change_signal: "SIGHUP".into(),
+            redact: RedactConfig::default(),
         }
     }
 }
@@ -608,12 +630,23 @@ fn exec_config(mut b: Block, env: &mut Vec<(String, Template)>) -> Result<ExecCo
     if let Some(e) = b.block("env_template")? {
         env.extend(env_templates(e)?);
     }
+    let mut redact = RedactConfig::default();
+    if let Some(mut r) = b.block("redact")? {
+        if let Some(v) = r.bool("enabled")? {
+            redact.enabled = v;
+        }
+        if let Some(v) = r.bool("report_leaks")? {
+            redact.report_leaks = v;
+        }
+        r.done()?;
+    }
     b.done()?;
     Ok(ExecConfig {
         command,
         restart,
         stop_signal,
         change_signal,
+        redact,
     })
 }
 
@@ -789,6 +822,7 @@ exec {
   command = ["python3", "agent.py"]
   restart_on_secret_changes = "always"
   restart_stop_signal = "SIGINT"
+  redact { report_leaks = false }
   env_template "DB_USER" { contents = "{{ with secret \"database/creds/ro\" }}{{ .Data.username }}{{ end }}" }
 }
 "#;
@@ -828,6 +862,15 @@ exec {
         let e = c.exec.unwrap();
         assert_eq!(e.command, ["python3", "agent.py"]);
         assert_eq!(e.stop_signal, "SIGINT");
+        assert_eq!(
+            e.redact,
+            RedactConfig {
+                enabled: true,
+                report_leaks: false
+            },
+            "redaction is on unless switched off"
+        );
+        assert!(ExecConfig::default().redact.enabled);
         assert_eq!(c.env_templates.len(), 1);
         assert!(c.revoke_on_exit && !c.exit_after_auth);
         assert_eq!(c.health_address.unwrap().port(), 8301);

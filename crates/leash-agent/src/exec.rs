@@ -32,10 +32,25 @@ pub fn signal_by_name(name: &str) -> Option<Signal> {
     })
 }
 
+/// How long, after the child exited, its output may take to drain (a grandchild
+/// holding the pipes open does not keep the agent waiting longer).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Redaction of the child's output: the patterns, and where matches are reported.
+#[derive(Clone)]
+pub struct Redaction {
+    /// The values to replace (the runner replaces the set after each render).
+    pub patterns: crate::redact::SharedPatterns,
+    /// Where matches go (`None`: not reported).
+    pub report: Option<tokio::sync::mpsc::UnboundedSender<crate::redact::Origin>>,
+}
+
 /// The running child.
 pub struct ChildProcess {
     argv: Vec<String>,
     child: Child,
+    /// The tasks copying its stdout and stderr through the redaction filter.
+    pumps: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ChildProcess {
@@ -48,10 +63,12 @@ impl std::fmt::Debug for ChildProcess {
 }
 
 impl ChildProcess {
-    /// Starts `argv` with the agent's environment plus `env` (which wins).
+    /// Starts `argv` with the agent's environment plus `env` (which wins); with
+    /// `redaction`, its stdout and stderr are piped through the filter.
     pub fn start(
         argv: &[String],
         env: &[(String, Zeroizing<String>)],
+        redaction: Option<&Redaction>,
     ) -> Result<ChildProcess, AgentError> {
         let (prog, args) = argv
             .split_first()
@@ -62,13 +79,37 @@ impl ChildProcess {
         for (k, v) in env {
             cmd.env(k, v.as_str());
         }
-        let child = cmd
+        if redaction.is_some() {
+            cmd.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+        }
+        let mut child = cmd
             .spawn()
             .map_err(|e| AgentError::Exec(format!("starting {prog:?}: {e}")))?;
-        tracing::info!(command = %prog, pid = child.id(), "child started");
+        let mut pumps = Vec::new();
+        if let Some(r) = redaction {
+            if let Some(out) = child.stdout.take() {
+                pumps.push(tokio::spawn(crate::redact::pump(
+                    out,
+                    tokio::io::stdout(),
+                    r.patterns.clone(),
+                    r.report.clone(),
+                )));
+            }
+            if let Some(err) = child.stderr.take() {
+                pumps.push(tokio::spawn(crate::redact::pump(
+                    err,
+                    tokio::io::stderr(),
+                    r.patterns.clone(),
+                    r.report.clone(),
+                )));
+            }
+        }
+        tracing::info!(command = %prog, pid = child.id(), redacted = redaction.is_some(), "child started");
         Ok(ChildProcess {
             argv: argv.to_vec(),
             child,
+            pumps,
         })
     }
 
@@ -85,19 +126,37 @@ impl ChildProcess {
         }
     }
 
-    /// Waits for the child to exit.
+    /// Waits for the child to exit (and its filtered output to be written).
     pub async fn wait(&mut self) -> Result<ExitStatus, AgentError> {
-        self.child
+        let status = self
+            .child
             .wait()
             .await
-            .map_err(|e| AgentError::Exec(format!("waiting for the child: {e}")))
+            .map_err(|e| AgentError::Exec(format!("waiting for the child: {e}")))?;
+        self.drain().await;
+        Ok(status)
+    }
+
+    /// Lets the output pumps write what the child wrote before it exited.
+    async fn drain(&mut self) {
+        for p in self.pumps.drain(..) {
+            let abort = p.abort_handle();
+            if tokio::time::timeout(DRAIN_TIMEOUT, p).await.is_err() {
+                abort.abort();
+            }
+        }
     }
 
     /// Sends `sig`, waits up to [`STOP_TIMEOUT`], then kills.
     pub async fn stop(&mut self, sig: Signal) -> Result<ExitStatus, AgentError> {
         self.signal(sig);
         match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
-            Ok(r) => r.map_err(|e| AgentError::Exec(format!("waiting for the child: {e}"))),
+            Ok(r) => {
+                let status =
+                    r.map_err(|e| AgentError::Exec(format!("waiting for the child: {e}")))?;
+                self.drain().await;
+                Ok(status)
+            }
             Err(_) => {
                 tracing::warn!("child did not stop in time; killing it");
                 let _ = self.child.start_kill();
@@ -135,13 +194,13 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let mut c = ChildProcess::start(&argv, &env).unwrap();
+        let mut c = ChildProcess::start(&argv, &env, None).unwrap();
         assert_eq!(exit_code(c.wait().await.unwrap()), 7);
         let argv: Vec<String> = ["/bin/sh", "-c", "sleep 30"]
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let mut c = ChildProcess::start(&argv, &[]).unwrap();
+        let mut c = ChildProcess::start(&argv, &[], None).unwrap();
         assert_eq!(exit_code(c.stop(Signal::TERM).await.unwrap()), 128 + 15);
     }
 }

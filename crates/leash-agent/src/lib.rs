@@ -9,7 +9,8 @@
 //! * [`runner`]: the loop — renew at two thirds of the TTL, re-issue at max TTL with a
 //!   grace period, retry with backoff and jitter, re-authenticate, revoke on exit.
 //! * [`files`]: atomic 0600 writes. [`cache`]: the lease cache a restart reuses.
-//! * [`exec`]: the child process of exec mode. [`health`]: `/healthz` and `/metrics`.
+//! * [`exec`]: the child process of exec mode. [`redact`]: the filter its stdout and
+//!   stderr go through. [`health`]: `/healthz` and `/metrics`.
 //!
 //! Invariants: secret data and tokens never reach a log line or `Debug` output; a
 //! rendered file is replaced atomically, never written in place; a missing template key
@@ -25,6 +26,7 @@ mod error;
 pub mod exec;
 pub mod files;
 pub mod health;
+pub mod redact;
 pub mod runner;
 pub mod schedule;
 pub mod template;

@@ -71,6 +71,11 @@ pub struct TokenEntry {
     /// the delegation chain at each request (live: a parent that shrinks shrinks it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub scoped: bool,
+    /// The trace id of the request that created it ("" for tokens created before it was
+    /// recorded, or outside a request): the kill switch finds everything one task was
+    /// issued by it. Not shown to clients.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trace_id: String,
 }
 
 impl TokenEntry {

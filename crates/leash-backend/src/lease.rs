@@ -42,6 +42,20 @@ pub struct LeaseRequest {
     /// Engine data needed to renew and revoke (usernames, statements). Sealed at rest;
     /// must not hold the credential's secret.
     pub internal: Value,
+    /// Issuance caps per identity of the role that asks (0: none).
+    pub caps: IssuanceCaps,
+}
+
+/// Per-identity issuance caps of a role (`max_live_leases_per_entity`,
+/// `max_issuance_per_minute_per_entity`), enforced by the core in
+/// [`LeaseRegistry::begin`] against the leases of the same mount and `path`. The
+/// identity is the caller's entity id, else its token accessor. 0 means no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IssuanceCaps {
+    /// Most live leases one identity may hold at once.
+    pub max_live_per_entity: u64,
+    /// Most leases one identity may be issued per minute.
+    pub max_per_minute_per_entity: u64,
 }
 
 /// A lease recorded as intent; the engine now creates the credential.
@@ -90,4 +104,14 @@ pub trait LeaseRegistry: Send + Sync {
     /// already removed), so the expiry worker revokes whatever the engine may have
     /// created. Never loses the record; errors only if storage fails.
     async fn abandon(&self, lease: &PendingLease) -> Result<(), CoreError>;
+    /// Seconds lease `id` has left if it is active and owned by the token of `req`
+    /// (`None` otherwise): lets an engine hand the same token its live credential again
+    /// (`reuse_lease_for_same_token`).
+    async fn live_for_caller(
+        &self,
+        _req: &BackendRequest<'_>,
+        _id: &str,
+    ) -> Result<Option<u64>, CoreError> {
+        Ok(None)
+    }
 }

@@ -21,7 +21,7 @@ pub mod store;
 pub use backend::{Backend, BackendRequest, GrantWindow, match_route};
 pub use caller::{Caller, TokenEntry};
 pub use error::CoreError;
-pub use lease::{LeaseRecord, LeaseRegistry, LeaseRequest, PendingLease};
+pub use lease::{IssuanceCaps, LeaseRecord, LeaseRegistry, LeaseRequest, PendingLease};
 pub use login::{LoginGrant, TOKEN_FIELDS, TokenParams};
 pub use mount::{MountConfig, MountEntry, MountTable};
 pub use request::{AuthInfo, LeaseInfo, Request, Response, ResponseKind};

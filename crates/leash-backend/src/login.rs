@@ -47,6 +47,8 @@ pub struct LoginGrant {
     /// The role the login went through, for logs and metrics (not added to the token's
     /// metadata: each method puts there what Vault's does).
     pub role: Option<String>,
+    /// The role's per-identity caps on logins (live tokens, logins per minute).
+    pub caps: crate::IssuanceCaps,
 }
 
 /// The `token_*` fields of a role (Vault's token parameters).
@@ -79,6 +81,14 @@ pub struct TokenParams {
     /// `token_type`: `service` or `default` (leash issues service tokens only).
     #[serde(default = "default_token_type")]
     pub token_type: String,
+    /// A leash extension: most live tokens one identity may hold through this role
+    /// (0: no cap).
+    #[serde(default)]
+    pub max_live_leases_per_entity: u64,
+    /// A leash extension: most logins of one identity through this role per minute
+    /// (0: no cap).
+    #[serde(default)]
+    pub max_issuance_per_minute_per_entity: u64,
 }
 
 fn default_token_type() -> String {
@@ -97,6 +107,8 @@ impl Default for TokenParams {
             token_bound_cidrs: Vec::new(),
             token_no_default_policy: false,
             token_type: default_token_type(),
+            max_live_leases_per_entity: 0,
+            max_issuance_per_minute_per_entity: 0,
         }
     }
 }
@@ -117,6 +129,8 @@ pub const TOKEN_FIELDS: &[&str] = &[
     "bound_cidrs",
     "token_no_default_policy",
     "token_type",
+    "max_live_leases_per_entity",
+    "max_issuance_per_minute_per_entity",
 ];
 
 fn secs(d: Option<Duration>) -> Option<u64> {
@@ -187,6 +201,22 @@ impl TokenParams {
                 }
             }
         }
+        for (field, slot) in [
+            (
+                "max_live_leases_per_entity",
+                &mut self.max_live_leases_per_entity,
+            ),
+            (
+                "max_issuance_per_minute_per_entity",
+                &mut self.max_issuance_per_minute_per_entity,
+            ),
+        ] {
+            if let Some(n) = fields::integer(data, field)? {
+                *slot = u64::try_from(n).map_err(|_| {
+                    CoreError::invalid(format!("{field} must be 0 (no cap) or more"))
+                })?;
+            }
+        }
         if self.token_max_ttl > 0 && self.token_ttl > self.token_max_ttl {
             return Err(CoreError::invalid(
                 "token_ttl cannot be greater than token_max_ttl",
@@ -214,7 +244,22 @@ impl TokenParams {
             "token_type": self.token_type,
         });
         match v {
-            Value::Object(m) => m,
+            Value::Object(mut m) => {
+                // Shown when set (Vault has no such fields).
+                if self.max_live_leases_per_entity > 0 {
+                    m.insert(
+                        "max_live_leases_per_entity".into(),
+                        json!(self.max_live_leases_per_entity),
+                    );
+                }
+                if self.max_issuance_per_minute_per_entity > 0 {
+                    m.insert(
+                        "max_issuance_per_minute_per_entity".into(),
+                        json!(self.max_issuance_per_minute_per_entity),
+                    );
+                }
+                m
+            }
             _ => Map::new(),
         }
     }
@@ -244,6 +289,10 @@ impl TokenParams {
             metadata,
             alias: alias.into(),
             role: None,
+            caps: crate::IssuanceCaps {
+                max_live_per_entity: self.max_live_leases_per_entity,
+                max_per_minute_per_entity: self.max_issuance_per_minute_per_entity,
+            },
         }
     }
 }

@@ -1060,3 +1060,67 @@ pub(crate) async fn pending_stats(inner: &Inner) -> Result<(u64, i64), CoreError
     }
     Ok((n, oldest))
 }
+// ---------------------------------------------------------------------- containment
+
+/// The kill switch: ends every pending or approved request `matches` picks (pending
+/// ones can no longer be approved, approved windows close and their leases are
+/// revoked). Returns how many were ended.
+pub(crate) async fn contain(
+    inner: &Arc<Inner>,
+    matches: impl Fn(&AccessRequest) -> bool,
+    actor: &Value,
+) -> Result<usize, CoreError> {
+    let now = inner.clock.unix();
+    let mut ended = 0;
+    let mut keys = inner.storage.list(NS, "pending/").await?;
+    keys.extend(inner.storage.list(NS, "open/").await?);
+    for key in keys {
+        let id = key
+            .trim_start_matches("pending/")
+            .trim_start_matches("open/")
+            .to_owned();
+        let Some(r) = load(inner, &id).await? else {
+            continue;
+        };
+        if !matches!(r.status, Status::Pending | Status::Approved) || !matches(&r) {
+            continue;
+        }
+        let (r, was) = change(inner, &id, move |r| {
+            let was = r.status;
+            match was {
+                Status::Pending => {
+                    r.status = Status::Expired;
+                    r.closed_at = Some(now);
+                    r.closed_reason = Some(crate::events::reason::CONTAINED.to_owned());
+                }
+                Status::Approved => {
+                    r.close(crate::events::reason::CONTAINED, now);
+                }
+                _ => {}
+            }
+            Ok(was)
+        })
+        .await?;
+        match was {
+            Status::Pending => {
+                audit(
+                    inner,
+                    "approval.expired",
+                    &r,
+                    actor.clone(),
+                    json!({"reason": crate::events::reason::CONTAINED}),
+                )
+                .await?;
+                finished(inner, &r).await?;
+                notify(inner, "expired", &r).await;
+            }
+            Status::Approved => {
+                close_window(inner, &r, Some(actor.clone())).await?;
+                notify(inner, "completed", &r).await;
+            }
+            _ => continue,
+        }
+        ended += 1;
+    }
+    Ok(ended)
+}

@@ -58,6 +58,12 @@ pub(crate) async fn scope<F: Future>(ctx: RequestCtx, f: F) -> F::Output {
     CURRENT.scope(Arc::new(ctx), f).await
 }
 
+/// Runs `f` (work a request started, e.g. an asynchronous containment job) with `ctx`
+/// as the current request.
+pub(crate) async fn scope_arc<F: Future>(ctx: Arc<RequestCtx>, f: F) -> F::Output {
+    CURRENT.scope(ctx, f).await
+}
+
 /// The request being handled by this task, if any.
 pub(crate) fn current() -> Option<Arc<RequestCtx>> {
     CURRENT.try_with(Arc::clone).ok()
@@ -131,6 +137,8 @@ pub(crate) mod reason {
     pub(crate) const PARENT_REVOKED: &str = "parent revoked";
     /// A leak scan (`sys/leaks/scan`) found it in text that left its holder.
     pub(crate) const LEAK: &str = "leak";
+    /// The kill switch (`sys/containment/lock`) ended everything its agent held.
+    pub(crate) const CONTAINED: &str = "contained";
 }
 
 /// The token an event is about (stored with each lease).

@@ -14,6 +14,11 @@
 //! token is named by its accessor HMAC'd with the first audit device's key (as in that
 //! device's log), a lease by its id (not a secret, as in the audit log).
 //!
+//! With `contain = true`, each leaking identity (the entity of a leaked token, or of the
+//! token a leaked database credential was issued to) is also run through the kill switch
+//! (`containment::run`): locked, and everything else it holds revoked; `contained`
+//! lists what that ended per entity.
+//!
 //! Not here: routing and the `sudo` requirement (`sys`), the CLI (`leash scan`).
 
 use std::collections::BTreeSet;
@@ -76,6 +81,9 @@ pub(crate) async fn scan(
             text.len()
         )));
     }
+    let contain = fields::boolean(data, "contain")?.unwrap_or(false);
+    // Entities of the leaking agents (for `contain`), in order found.
+    let mut leakers: Vec<String> = Vec::new();
     let mut found: Vec<Value> = Vec::new();
     let now = inner.clock.unix();
     let device = inner.audit.list().into_iter().next().map(|d| d.path);
@@ -95,6 +103,9 @@ pub(crate) async fn scan(
             stale_tokens += 1;
             continue;
         };
+        if !entry.entity_id.is_empty() && !leakers.contains(&entry.entity_id) {
+            leakers.push(entry.entity_id.clone());
+        }
         let mut leaked = Event::token(Kind::Leaked, &entry, now);
         leaked.reason = Some(reason::LEAK);
         events::emit(inner, &[leaked], false).await?;
@@ -165,6 +176,12 @@ pub(crate) async fn scan(
             .collect();
         events::emit(inner, &evs, false).await?;
         for (_, e) in &hits {
+            if let Some(i) = &e.issued
+                && !i.agent.entity_id.is_empty()
+                && !leakers.contains(&i.agent.entity_id)
+            {
+                leakers.push(i.agent.entity_id.clone());
+            }
             let (engine, role) = e.metric_labels();
             inner.tokens.telemetry().leak_detected("database");
             tracing::warn!(
@@ -186,6 +203,15 @@ pub(crate) async fn scan(
         }
     }
 
+    // `contain`: the leaking identities are locked and everything else they hold ends.
+    let mut contained: Vec<Value> = Vec::new();
+    if contain {
+        for entity_id in leakers {
+            let sel = crate::containment::Selector::Entity { entity_id };
+            let why = "leak: a credential of this agent was found by sys/leaks/scan";
+            contained.push(crate::containment::run(inner, &sel, why, caller).await?);
+        }
+    }
     let live = found.len();
     if live > 0 {
         tracing::warn!(
@@ -202,6 +228,7 @@ pub(crate) async fn scan(
             "database_usernames": stale_usernames,
         },
         "hmac_device": device,
+        "contained": contained,
     })))
 }
 

@@ -189,6 +189,9 @@ pub(crate) enum Reason {
     Revoked,
     /// A leak scan found their credentials (`sys/leaks/scan`): `revoked`, `leak`.
     Leak,
+    /// The kill switch (`sys/containment/lock`) ended everything their agent held:
+    /// `revoked`, `contained`.
+    Contained,
 }
 
 impl Reason {
@@ -197,8 +200,122 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::Revoked => "revoked",
             Reason::Leak => "leak",
+            Reason::Contained => "contained",
         }
     }
+}
+
+/// Issuance times (unix seconds) of the last minute per (mount, lease path, identity).
+#[derive(Default)]
+pub(crate) struct IssuanceWindows(std::sync::Mutex<HashMap<String, Vec<i64>>>);
+
+/// Most identities tracked for the per-minute caps (entries older than a minute are
+/// dropped first when full).
+const MAX_ISSUANCE_KEYS: usize = 100_000;
+
+impl IssuanceWindows {
+    /// Counts one issuance for `key` at `now` unless `max` were issued in the minute
+    /// before; returns how many were (the refusal's count) when refused.
+    pub(crate) fn take(&self, key: &str, now: i64, max: u64) -> Result<(), usize> {
+        let Ok(mut m) = self.0.lock() else {
+            return Ok(());
+        };
+        if m.len() >= MAX_ISSUANCE_KEYS && !m.contains_key(key) {
+            m.retain(|_, v| v.iter().any(|t| now - t < 60));
+        }
+        let v = m.entry(key.to_owned()).or_default();
+        v.retain(|t| now - t < 60);
+        if u64::try_from(v.len()).unwrap_or(u64::MAX) >= max {
+            return Err(v.len());
+        }
+        v.push(now);
+        Ok(())
+    }
+}
+
+/// Live leases of `mount_prefix` + `path` issued to `identity` (entity id, else token
+/// accessor): reads the leases under that path (each decrypted).
+async fn live_for(inner: &Inner, prefix: &str, identity: &str) -> Result<u64, CoreError> {
+    let mut n = 0;
+    for id in inner.storage.lease_ids_with_prefix(prefix).await? {
+        let Some(l) = inner.storage.lease_get(&id).await? else {
+            continue;
+        };
+        if l.state == LeaseState::Revoking {
+            continue;
+        }
+        let Ok(e) = LeaseEntry::decode(&l) else {
+            continue;
+        };
+        if e.issued.as_ref().is_some_and(|i| {
+            let who = if i.agent.entity_id.is_empty() {
+                &i.agent.accessor
+            } else {
+                &i.agent.entity_id
+            };
+            who == identity
+        }) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Enforces a role's issuance caps for the caller (429 naming the cap and the count).
+async fn check_caps(
+    inner: &Inner,
+    req: &BackendRequest<'_>,
+    caller: &leash_backend::Caller,
+    lease: &LeaseRequest,
+    now: i64,
+) -> Result<(), CoreError> {
+    let caps = lease.caps;
+    if caps == leash_backend::IssuanceCaps::default() {
+        return Ok(());
+    }
+    let identity = if caller.entry.entity_id.is_empty() {
+        caller.entry.accessor.as_str()
+    } else {
+        caller.entry.entity_id.as_str()
+    };
+    let prefix = format!(
+        "{}{}/",
+        req.mount.route_prefix(),
+        lease.path.trim_matches('/')
+    );
+    let refuse = |reason: &'static str, msg: String| {
+        inner.tokens.telemetry().issuance_refused(reason);
+        tracing::warn!(path = %prefix, reason, "issuance refused by a per-entity cap");
+        Err(CoreError::RateLimited(msg))
+    };
+    if caps.max_live_per_entity > 0 {
+        let live = live_for(inner, &prefix, identity).await?;
+        if live >= caps.max_live_per_entity {
+            return refuse(
+                "max_live_leases_per_entity",
+                format!(
+                    "max_live_leases_per_entity of {prefix} is {}: this entity holds {live} live leases of it; revoke one or wait for one to expire",
+                    caps.max_live_per_entity
+                ),
+            );
+        }
+    }
+    if caps.max_per_minute_per_entity > 0 {
+        let key = format!("{}\u{0}{prefix}\u{0}{identity}", req.mount.uuid);
+        if let Err(n) = inner
+            .issuance
+            .take(&key, now, caps.max_per_minute_per_entity)
+        {
+            return refuse(
+                "max_issuance_per_minute_per_entity",
+                format!(
+                    "max_issuance_per_minute_per_entity of {prefix} is {}: this entity was issued {n} in the last minute",
+                    caps.max_per_minute_per_entity
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The engines' handle on the lease book.
@@ -208,6 +325,22 @@ pub(crate) struct Registry {
 
 #[async_trait]
 impl LeaseRegistry for Registry {
+    async fn live_for_caller(
+        &self,
+        req: &BackendRequest<'_>,
+        id: &str,
+    ) -> Result<Option<u64>, CoreError> {
+        let inner = crate::upgrade(&self.inner)?;
+        let Some(caller) = req.caller else {
+            return Ok(None);
+        };
+        let now = inner.clock.unix();
+        Ok(inner.storage.lease_get(id).await?.and_then(|l| {
+            (l.state == LeaseState::Active && l.token == Some(caller.hash) && l.expire_at > now)
+                .then(|| u64::try_from(l.expire_at - now).unwrap_or(0))
+        }))
+    }
+
     async fn begin(
         &self,
         req: &BackendRequest<'_>,
@@ -259,6 +392,7 @@ impl LeaseRegistry for Registry {
                 "the token's remaining lifetime is too short to issue a lease",
             ));
         }
+        check_caps(&inner, req, caller, &lease, now).await?;
         let id = format!(
             "{}{}/{}",
             req.mount.route_prefix(),
@@ -525,6 +659,7 @@ pub(crate) async fn revoke_now(
             let (kind, why) = match reason {
                 Reason::Revoked => (Kind::Revoked, reason::OPERATOR),
                 Reason::Leak => (Kind::Revoked, reason::LEAK),
+                Reason::Contained => (Kind::Revoked, reason::CONTAINED),
                 Reason::Expired if l.state == LeaseState::Revoking => {
                     (Kind::Revoked, reason::TOKEN_REVOKED)
                 }
@@ -654,6 +789,41 @@ pub(crate) async fn revoke_ids_because(
         drop(guard);
     }
     Ok(outcome)
+}
+
+/// Claims the leases of `ids` nobody is revoking yet, runs `first` (which may make
+/// them due, e.g. by revoking their tokens: the worker leaves claimed leases alone),
+/// then revokes the claimed ones now with reason `why`. Returns `first`'s result, the
+/// outcome, and the ids that were busy (being revoked by someone else; the caller may
+/// hand them to [`revoke_ids_because`]).
+pub(crate) async fn revoke_claimed_after<T>(
+    inner: &Arc<Inner>,
+    ids: &[String],
+    why: Reason,
+    first: impl Future<Output = Result<T, CoreError>>,
+) -> Result<(T, Outcome, Vec<String>), CoreError> {
+    let (claimed, busy) = inner.lease_claims.claim(ids);
+    let guard = ClaimGuard {
+        claims: &inner.lease_claims,
+        ids: claimed.clone(),
+    };
+    let t = first.await?;
+    let mut outcome = Outcome::default();
+    for chunk in claimed.chunks(BATCH) {
+        let now = inner.clock.unix();
+        inner.storage.leases_mark_revoking(chunk, now).await?;
+        let mut leases = Vec::with_capacity(chunk.len());
+        for id in chunk {
+            if let Some(l) = inner.storage.lease_get(id).await? {
+                leases.push(l);
+            }
+        }
+        let o = revoke_now(inner, leases, why).await?;
+        outcome.revoked += o.revoked;
+        outcome.failed.extend(o.failed);
+    }
+    drop(guard);
+    Ok((t, outcome, busy))
 }
 
 /// One round of the worker: revokes everything due now, batch by batch.

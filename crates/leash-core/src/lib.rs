@@ -13,6 +13,7 @@
 
 mod approvals;
 mod audit_log;
+mod containment;
 mod events;
 mod expiry;
 mod identity;
@@ -99,6 +100,9 @@ pub(crate) struct Inner {
     pub(crate) approvals: approvals::Approvals,
     /// Leases being revoked right now (so a request and the worker never both do).
     pub(crate) lease_claims: leases::Claims,
+    /// Recent issuances per (mount, lease path, identity), for
+    /// `max_issuance_per_minute_per_entity`.
+    pub(crate) issuance: leases::IssuanceWindows,
 }
 
 /// A running core. Cheap to clone.
@@ -165,6 +169,7 @@ impl Core {
             logins: login::LoginGuard::default(),
             approvals: approvals::Approvals::new()?,
             lease_claims: leases::Claims::default(),
+            issuance: leases::IssuanceWindows::default(),
         });
         let core = Core(inner);
 

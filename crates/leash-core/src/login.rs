@@ -85,6 +85,14 @@ pub(crate) async fn complete(
             "this login would grant the root policy, which no auth method may grant".to_owned(),
         ));
     }
+    let entity = entity_id(inner, mount, &grant.alias);
+    if let Some(why) =
+        crate::containment::refusal(inner, mount, grant.role.as_deref(), &entity).await?
+    {
+        tracing::warn!(mount = %mount.route_prefix(), "refused a login of a locked identity");
+        return Err(CoreError::Forbidden(why));
+    }
+    check_login_caps(inner, mount, grant.caps, grant.role.as_deref(), &entity).await?;
     let spec = TokenSpec {
         policies,
         no_default_policy: grant.no_default_policy,
@@ -97,7 +105,7 @@ pub(crate) async fn complete(
         renewable: true,
         path: req.path.clone(),
         role: None,
-        entity_id: entity_id(inner, mount, &grant.alias),
+        entity_id: entity,
         bound_cidrs: grant.bound_cidrs,
         issuer: crate::token::Issuer::Login,
         // A login may only be narrower than its role.
@@ -109,6 +117,67 @@ pub(crate) async fn complete(
         .mint_for_role(spec, None, grant.role.as_deref())
         .await?;
     Ok((inner.tokens.auth_info(&minted), minted.warnings))
+}
+
+/// An auth role's per-identity caps: live tokens of this identity through this role
+/// (`max_live_leases_per_entity`) and logins per minute
+/// (`max_issuance_per_minute_per_entity`). Past either: 429 naming the cap and the count.
+async fn check_login_caps(
+    inner: &Inner,
+    mount: &MountEntry,
+    caps: leash_backend::IssuanceCaps,
+    role: Option<&str>,
+    entity: &str,
+) -> Result<(), CoreError> {
+    if caps == leash_backend::IssuanceCaps::default() {
+        return Ok(());
+    }
+    let role = role.unwrap_or("");
+    let prefix = mount.route_prefix();
+    let refuse = |reason: &'static str, msg: String| {
+        inner.tokens.telemetry().issuance_refused(reason);
+        tracing::warn!(mount = %prefix, role, reason, "login refused by a per-entity cap");
+        Err(CoreError::RateLimited(msg))
+    };
+    if caps.max_live_per_entity > 0 {
+        let live = inner
+            .tokens
+            .live_entries()
+            .await?
+            .iter()
+            .filter(|(_, e)| {
+                e.entity_id == entity
+                    && e.path.starts_with(&prefix)
+                    && e.metrics_role.as_deref() == Some(role)
+            })
+            .count() as u64;
+        if live >= caps.max_live_per_entity {
+            return refuse(
+                "max_live_leases_per_entity",
+                format!(
+                    "max_live_leases_per_entity of role {role:?} of {prefix} is {}: this entity holds {live} live tokens from it; revoke one or wait for one to expire",
+                    caps.max_live_per_entity
+                ),
+            );
+        }
+    }
+    if caps.max_per_minute_per_entity > 0 {
+        let key = format!("{}\u{0}login\u{0}{role}\u{0}{entity}", mount.uuid);
+        if let Err(n) =
+            inner
+                .issuance
+                .take(&key, inner.clock.unix(), caps.max_per_minute_per_entity)
+        {
+            return refuse(
+                "max_issuance_per_minute_per_entity",
+                format!(
+                    "max_issuance_per_minute_per_entity of role {role:?} of {prefix} is {}: this entity logged in {n} times in the last minute",
+                    caps.max_per_minute_per_entity
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 struct Window {

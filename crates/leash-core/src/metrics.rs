@@ -20,6 +20,7 @@
 //! `leash_tokens_untracked_total`, `leash_leases_issued_total{engine,role}`,
 //! `leash_leases_revoked_total{engine,role}`, `leash_login_failures_total{mount,role}`,
 //! `leash_leases`, `leash_lease_revocations_failing`, `leash_leaks_detected_total{kind}`,
+//! `leash_containment_actions_total{action}`, `leash_issuance_refused_total{reason}`,
 //! `leash_leases_live{engine,role}`, `leash_credential_anomalies_total{engine,role}`,
 //! `leash_audit_device_up{path}`,
 //! `leash_request_duration_seconds{route,method}` (histogram, see `latency`),
@@ -94,6 +95,8 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
     let l_revoked = t.leases_revoked.snapshot();
     let untracked = t.untracked.load(Ordering::Relaxed);
     let leaks = t.leaks.snapshot();
+    let contained = t.containment.snapshot();
+    let refused = t.issuance_refused.snapshot();
     let anomalies = t.anomalies.snapshot();
     let live = live_leases(inner).await?;
     let devices = inner.audit.stats();
@@ -232,6 +235,31 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
         );
         family(
             &mut out,
+            "leash_containment_actions_total",
+            "counter",
+            "Kill-switch calls (sys/containment/*, leak scans with contain), per action (lock, revoke, unlock).",
+            &["action"],
+            CONTAINMENT_ACTIONS.iter().map(|k| {
+                let n = contained
+                    .iter()
+                    .find(|(l, _)| l == k)
+                    .map_or(0, |(_, n)| *n);
+                (vec![*k], n.to_string())
+            }),
+        );
+        family(
+            &mut out,
+            "leash_issuance_refused_total",
+            "counter",
+            "Credential issuances refused (429) by a per-entity cap of their role, per cap.",
+            &["reason"],
+            ISSUANCE_CAPS.iter().map(|k| {
+                let n = refused.iter().find(|(l, _)| l == k).map_or(0, |(_, n)| *n);
+                (vec![*k], n.to_string())
+            }),
+        );
+        family(
+            &mut out,
             "leash_credential_anomalies_total",
             "counter",
             "Database sessions of a leased credential from an address other than the one its agent called leash from, per engine mount and role.",
@@ -311,6 +339,8 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
         "leases_revoked": pairs(&l_revoked, "engine", "role"),
         "leases_live": live.iter().map(|((e, r), n)| json!({"engine": e, "role": r, "count": n})).collect::<Vec<_>>(),
         "credential_anomalies": pairs(&anomalies, "engine", "role"),
+        "issuance_refused": refused.iter().map(|(k, n)| json!({"reason": k, "count": n})).collect::<Vec<_>>(),
+        "containment_actions": contained.iter().map(|(k, n)| json!({"action": k, "count": n})).collect::<Vec<_>>(),
         "leaks_detected": leaks.iter().map(|(k, n)| json!({"kind": k, "count": n})).collect::<Vec<_>>(),
         "audit_devices": devices.iter().map(|d| json!({
             "path": d.path, "up": d.up, "failures": d.failures, "entries": d.entries,
@@ -377,6 +407,14 @@ fn histograms(
 /// The kinds of `leash_leaks_detected_total`, exported from the start (at 0) so that
 /// `increase()` sees the first leak.
 const LEAK_KINDS: [&str; 2] = ["database", "token"];
+/// The actions of `leash_containment_actions_total`, exported from the start (at 0).
+const CONTAINMENT_ACTIONS: [&str; 3] = ["lock", "revoke", "unlock"];
+/// The reasons of `leash_issuance_refused_total`, exported from the start (at 0).
+const ISSUANCE_CAPS: [&str; 3] = [
+    "max_live_leases_per_entity",
+    "max_issuance_per_minute_per_entity",
+    "max_live_tokens_per_entity",
+];
 
 /// Most per-label counters kept in one family; past it, new label values count under
 /// `"(other)"` (role and entity names may come from callers, so the sets stay bounded).
@@ -408,6 +446,10 @@ pub(crate) struct Telemetry {
     leaks: Counters<&'static str>,
     /// Sessions of database credentials from an unexpected address, per engine and role.
     anomalies: Counters<(String, String)>,
+    /// Kill-switch calls, per action (`lock`, `revoke`, `unlock`).
+    containment: Counters<&'static str>,
+    /// Issuances refused by a per-entity cap, per cap.
+    issuance_refused: Counters<&'static str>,
     /// Request latency per route and method.
     pub(crate) latency: crate::latency::Latency,
 }
@@ -569,6 +611,14 @@ impl Telemetry {
     }
 
     /// A leak scan found a live credential of `kind`.
+    pub(crate) fn issuance_refused(&self, reason: &'static str) {
+        self.issuance_refused.add(reason, |k| k, 1);
+    }
+
+    pub(crate) fn containment(&self, action: &'static str) {
+        self.containment.add(action, |k| k, 1);
+    }
+
     pub(crate) fn leak_detected(&self, kind: &'static str) {
         self.leaks.add(kind, |k| k, 1);
     }

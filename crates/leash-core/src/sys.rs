@@ -34,7 +34,7 @@ const ROUTES: &[Route] = routes(false);
 const ROUTES_OPEN_METRICS: &[Route] = routes(true);
 
 const fn routes(open_metrics: bool) -> &'static [Route] {
-    const fn table(metrics: Route) -> [Route; 50] {
+    const fn table(metrics: Route) -> [Route; 55] {
         [
             Route::path("health").unauthenticated(),
             Route::path("seal-status").unauthenticated(),
@@ -59,6 +59,12 @@ const fn routes(open_metrics: bool) -> &'static [Route] {
             Route::path("audit-hash").sudo(),
             Route::path("audit-hash/*").sudo(),
             Route::path("leaks/scan").sudo(),
+            // The kill switch (containment.rs).
+            Route::path("containment/lock").sudo(),
+            Route::path("containment/unlock").sudo(),
+            Route::path("containment/locks").sudo(),
+            Route::path("containment/jobs").sudo(),
+            Route::path("containment/jobs/:id").sudo(),
             // Leases (sys_leases.rs); the short forms are Vault's legacy aliases.
             Route::path("leases/lookup/*").sudo(),
             Route::path("leases/lookup"),
@@ -91,8 +97,8 @@ const fn routes(open_metrics: bool) -> &'static [Route] {
             Route::path("control-group/authorize/*"),
         ]
     }
-    const CLOSED: [Route; 50] = table(Route::path("metrics"));
-    const OPEN: [Route; 50] = table(Route::path("metrics").unauthenticated());
+    const CLOSED: [Route; 55] = table(Route::path("metrics"));
+    const OPEN: [Route; 55] = table(Route::path("metrics").unauthenticated());
     if open_metrics { &OPEN } else { &CLOSED }
 }
 
@@ -171,6 +177,15 @@ impl Backend for SysBackend {
             ("leaks/scan", _) if write => Ok(Some(
                 crate::leaks::scan(&inner, req.data, req.caller).await?,
             )),
+            ("containment/lock", _) if write => Ok(Some(
+                crate::containment::lock(&inner, req.data, req.caller).await?,
+            )),
+            ("containment/unlock", _) if write => Ok(Some(
+                crate::containment::unlock(&inner, req.data, req.caller).await?,
+            )),
+            ("containment/locks", Operation::List | Operation::Read) => {
+                Ok(Some(crate::containment::locks(&inner).await?))
+            }
             ("audit", Operation::Read) => {
                 let mut m = Map::new();
                 for d in inner.audit.list() {
@@ -258,6 +273,12 @@ impl SysBackend {
                 _ => Err(CoreError::UnsupportedOperation),
             };
         }
+        if let Some(c) = match_route("containment/jobs/:id", p) {
+            return match op {
+                Operation::Read => crate::containment::job(inner, c[0]).await,
+                _ => Err(CoreError::UnsupportedOperation),
+            };
+        }
         if let Some(c) = match_route("audit-hash/*", p) {
             if !write {
                 return Err(CoreError::UnsupportedOperation);
@@ -310,6 +331,9 @@ const KNOWN_PATHS: &[&str] = &[
     "capabilities",
     "capabilities-accessor",
     "audit",
+    "containment/lock",
+    "containment/unlock",
+    "containment/locks",
 ];
 
 fn split_tune(rest: &str) -> (&str, bool) {
@@ -662,6 +686,10 @@ mod route_tests {
             "auth/userpass",
             "auth/userpass/tune",
             "leaks/scan",
+            "containment/lock",
+            "containment/unlock",
+            "containment/locks",
+            "containment/jobs/x",
             "leases/lookup/",
             "leases/lookup/database/creds/",
             "leases/revoke-prefix/database",

@@ -569,6 +569,9 @@ impl TokenStore {
             metrics_role: metrics_role.map(str::to_owned),
             scoped: spec.scope.is_some() || parent.is_some_and(|p| p.entry.scoped),
             scope: spec.scope,
+            trace_id: crate::events::current()
+                .map(|c| c.trace_id.clone())
+                .unwrap_or_default(),
         };
         let hash = self.hash(value.expose());
         let stored = StoredToken {
@@ -740,6 +743,32 @@ impl TokenStore {
             }
         }
         out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Every live token with its entry (the kill switch walks them to find an agent's
+    /// tokens and their subtrees), page by page like [`TokenStore::live_accessors`].
+    pub(crate) async fn live_entries(&self) -> Result<Vec<(KeyedHash, TokenEntry)>, CoreError> {
+        const PAGE: usize = 1000;
+        let now = self.clock.unix();
+        let mut after = None;
+        let mut out = Vec::new();
+        loop {
+            let page = self.storage.tokens_live_page(now, after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.hash);
+            for t in &page {
+                if t.uses_left == Some(0) {
+                    continue;
+                }
+                if let Ok(e) = Self::decode(t) {
+                    out.push((t.hash, e));
+                }
+            }
+            if page.len() < PAGE {
+                break;
+            }
+        }
         Ok(out)
     }
 

@@ -49,6 +49,10 @@ struct TokenRole {
     path_suffix: String,
     token_no_default_policy: bool,
     token_num_uses: i64,
+    /// Most live tokens of this role one entity (else one parent token) may hold; 0:
+    /// no cap.
+    #[serde(default)]
+    max_live_tokens_per_entity: u64,
 }
 
 impl TokenRole {
@@ -70,6 +74,7 @@ impl TokenRole {
             "path_suffix": self.path_suffix,
             "token_no_default_policy": self.token_no_default_policy,
             "token_num_uses": self.token_num_uses,
+            "max_live_tokens_per_entity": self.max_live_tokens_per_entity,
             "token_type": "service",
         })
     }
@@ -469,6 +474,35 @@ async fn create(
         Some(p) if !p.is_empty() => p.clone(),
         _ => Vec::new(),
     };
+    if let Some(role) = &role
+        && role.max_live_tokens_per_entity > 0
+    {
+        // The identity: the entity the new token inherits, else the parent token.
+        let live = inner
+            .tokens
+            .live_entries()
+            .await?
+            .iter()
+            .filter(|(_, e)| {
+                e.role.as_deref() == Some(role.name.as_str())
+                    && if parent.entry.entity_id.is_empty() {
+                        e.parent_accessor.as_deref() == Some(parent.entry.accessor.as_str())
+                    } else {
+                        e.entity_id == parent.entry.entity_id
+                    }
+            })
+            .count() as u64;
+        if live >= role.max_live_tokens_per_entity {
+            inner
+                .tokens
+                .telemetry()
+                .issuance_refused("max_live_tokens_per_entity");
+            return Err(CoreError::RateLimited(format!(
+                "max_live_tokens_per_entity of token role {:?} is {}: this entity holds {live} live tokens of it; revoke one or wait for one to expire",
+                role.name, role.max_live_tokens_per_entity
+            )));
+        }
+    }
     if let Some(role) = &role {
         orphan |= role.orphan;
         no_default_policy |= role.token_no_default_policy;
@@ -656,6 +690,7 @@ const ROLE_FIELDS: &[&str] = &[
     "path_suffix",
     "token_no_default_policy",
     "token_num_uses",
+    "max_live_tokens_per_entity",
     "token_type",
     "token_ttl",
     "token_max_ttl",
@@ -754,6 +789,11 @@ async fn role_op(
                     return Err(CoreError::invalid("path_suffix cannot contain '..'"));
                 }
                 role.path_suffix = v;
+            }
+            if let Some(v) = fields::integer(d, "max_live_tokens_per_entity")? {
+                role.max_live_tokens_per_entity = u64::try_from(v).map_err(|_| {
+                    CoreError::invalid("max_live_tokens_per_entity must be 0 (no cap) or more")
+                })?;
             }
             if let Some(v) = fields::integer(d, "token_num_uses")? {
                 if v < 0 {

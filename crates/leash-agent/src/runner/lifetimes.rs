@@ -137,6 +137,7 @@ impl Agent {
                     ending: !li.renewable,
                     attempts: 0,
                 });
+                self.token_generation += 1;
                 self.login_attempts = 0;
                 self.note_success();
                 Ok(())

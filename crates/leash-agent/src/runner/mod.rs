@@ -27,6 +27,7 @@ use serde_json::Value;
 use tokio::signal::unix::{SignalKind, signal};
 use zeroize::Zeroizing;
 
+mod leaks;
 mod lifetimes;
 mod output;
 use leash_types::{Clock as _, SystemClock};
@@ -35,7 +36,7 @@ use crate::AgentError;
 use crate::auth::Authenticator;
 use crate::cache::SecretData;
 use crate::config::{AgentConfig, ExecConfig, RestartMode};
-use crate::exec::{ChildProcess, exit_code, signal_by_name};
+use crate::exec::{ChildProcess, Redaction, exit_code, signal_by_name};
 use crate::files::write_atomic;
 use crate::health::{self, SharedStatus};
 use crate::schedule::{backoff, jitter};
@@ -143,6 +144,18 @@ struct Agent {
     exec: ExecConfig,
     /// `leash proxy`: where each render publishes the secrets.
     publish: Option<SecretPublisher>,
+    /// Redaction of the child's output (exec mode with `redact { enabled = true }`).
+    redaction: Option<Redaction>,
+    /// Matches the filter reports (`report_leaks`).
+    leaks: Option<tokio::sync::mpsc::UnboundedReceiver<crate::redact::Origin>>,
+    /// Values the filter looks for, current and replaced (see `leaks.rs`).
+    redact_values: Vec<(Zeroizing<String>, crate::redact::Origin)>,
+    /// Static secrets already warned about.
+    leaks_warned: Vec<String>,
+    /// When each secret was last re-issued after a leak.
+    leak_responses: BTreeMap<String, SystemTime>,
+    /// Counts successful logins (tells the current token from replaced ones).
+    token_generation: u64,
 }
 
 /// Runs the agent until it is told to stop; returns the process exit code.
@@ -176,6 +189,19 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<i32, AgentError> 
         ));
     }
     let agent_exec = cfg.exec.clone().unwrap_or_default();
+    let (redaction, leaks) = if exec_argv.is_some() && agent_exec.redact.enabled {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let report = agent_exec.redact.report_leaks;
+        (
+            Some(Redaction {
+                patterns: crate::redact::shared(),
+                report: report.then_some(tx),
+            }),
+            report.then_some(rx),
+        )
+    } else {
+        (None, None)
+    };
     let mut requests: Vec<SecretRequest> = cfg
         .templates
         .iter()
@@ -222,6 +248,12 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<i32, AgentError> 
         exec: agent_exec,
         exec_argv,
         publish: opts.publish,
+        redaction,
+        leaks,
+        redact_values: Vec::new(),
+        leaks_warned: Vec::new(),
+        leak_responses: BTreeMap::new(),
+        token_generation: 0,
     };
     let result = agent.main().await;
     if let Some(t) = health_task {
@@ -261,6 +293,7 @@ impl Agent {
             }
         }
         self.render(true).await?;
+        self.update_patterns();
         health::update(&self.status, |s| s.ready = true);
         self.save_cache();
         if self.cfg.exit_after_auth {
@@ -271,6 +304,7 @@ impl Agent {
             Some(argv) => Some(ChildProcess::start(
                 argv,
                 self.env.as_deref().unwrap_or(&[]),
+                self.redaction.as_ref(),
             )?),
             None => None,
         };
@@ -278,8 +312,10 @@ impl Agent {
             let wait = self.next_wake();
             let mut exited = None;
             let mut stop_with = None;
+            let mut leaked = None;
             tokio::select! {
                 _ = sleep_until(wait) => {}
+                Some(o) = recv_leak(&mut self.leaks) => leaked = Some(o),
                 r = wait_child(&mut child) => exited = Some(r),
                 _ = term.recv() => stop_with = Some("SIGTERM"),
                 _ = int.recv() => stop_with = Some("SIGINT"),
@@ -304,10 +340,14 @@ impl Agent {
                 };
                 return Ok(self.shutdown(Some(code)).await);
             }
+            if let Some(o) = leaked {
+                self.on_leak(o).await;
+            }
             let env_changed = match self.step().await {
                 Ok(()) => self.render(false).await,
                 Err(e) => Err(e),
             };
+            self.update_patterns();
             let env_changed = match env_changed {
                 Ok(c) => c,
                 Err(e) => {
@@ -335,7 +375,11 @@ impl Agent {
                         let s =
                             signal_by_name(&e.stop_signal).unwrap_or(rustix::process::Signal::TERM);
                         let _ = c.stop(s).await;
-                        *c = ChildProcess::start(argv, self.env.as_deref().unwrap_or(&[]))?;
+                        *c = ChildProcess::start(
+                            argv,
+                            self.env.as_deref().unwrap_or(&[]),
+                            self.redaction.as_ref(),
+                        )?;
                     }
                 }
             }
@@ -458,6 +502,15 @@ async fn wait_child(
 ) -> Result<std::process::ExitStatus, AgentError> {
     match child {
         Some(c) => c.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_leak(
+    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::redact::Origin>>,
+) -> Option<crate::redact::Origin> {
+    match rx {
+        Some(r) => r.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -20,8 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, LeaseInfo, LeaseRecord, LeaseRegistry, LeaseRequest,
-    MountEntry, Response, fields, match_route, store,
+    Backend, BackendRequest, CoreError, IssuanceCaps, LeaseInfo, LeaseRecord, LeaseRegistry,
+    LeaseRequest, MountEntry, Response, fields, match_route, store,
 };
 use leash_storage::Storage;
 use leash_types::{ExposeSecret, Operation, SecretString};
@@ -126,6 +126,31 @@ struct DbRole {
     /// What a request may narrow the credential to (`{{grants}}` in the statements).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     narrowing: Option<Narrowing>,
+    /// Most live leases of this role one entity may hold (0: no cap).
+    #[serde(default)]
+    max_live_leases_per_entity: u64,
+    /// Most leases of this role one entity may be issued per minute (0: no cap).
+    #[serde(default)]
+    max_issuance_per_minute_per_entity: u64,
+    /// A second request by the same token gets the live lease's credential again.
+    #[serde(default)]
+    reuse_lease_for_same_token: bool,
+}
+
+/// The credential of a live lease, kept for `reuse_lease_for_same_token` (sealed at
+/// rest like every engine entry; deleted when the lease is revoked). No `Debug`.
+#[derive(Serialize, Deserialize)]
+struct Reusable {
+    lease_id: String,
+    username: String,
+    password: String,
+}
+
+impl Drop for Reusable {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.password.zeroize();
+    }
 }
 
 /// What a lease remembers (no secret).
@@ -141,6 +166,9 @@ struct LeaseData {
     /// The narrowed scope (`SELECT on public.t1`), when the request narrowed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+    /// Its credential is kept for `reuse_lease_for_same_token` (deleted at revocation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    reusable: bool,
 }
 
 /// A live connection to one configured database.
@@ -452,6 +480,9 @@ const ROLE_FIELDS: &[&str] = &[
     "default_ttl",
     "max_ttl",
     "credential_type",
+    "max_live_leases_per_entity",
+    "max_issuance_per_minute_per_entity",
+    "reuse_lease_for_same_token",
 ];
 
 /// Whether a connection-string key names a password (`password`, `pwd`,
@@ -959,7 +990,36 @@ impl DatabaseBackend {
                 "credential_type is not supported: leash issues \"password\" credentials",
             ));
         }
+        let cap = |field: &str, old: u64| -> Result<u64, CoreError> {
+            match fields::integer(data, field)? {
+                Some(n) if n < 0 => Err(CoreError::invalid(format!(
+                    "{field} must be 0 (no cap) or more"
+                ))),
+                Some(n) => Ok(u64::try_from(n).unwrap_or(0)),
+                None => Ok(old),
+            }
+        };
+        let max_live_leases_per_entity = cap(
+            "max_live_leases_per_entity",
+            existing
+                .as_ref()
+                .map_or(0, |e| e.max_live_leases_per_entity),
+        )?;
+        let max_issuance_per_minute_per_entity = cap(
+            "max_issuance_per_minute_per_entity",
+            existing
+                .as_ref()
+                .map_or(0, |e| e.max_issuance_per_minute_per_entity),
+        )?;
+        let reuse_lease_for_same_token = match fields::boolean(data, "reuse_lease_for_same_token")?
+        {
+            Some(b) => b,
+            None => existing
+                .as_ref()
+                .is_some_and(|e| e.reuse_lease_for_same_token),
+        };
         let role = DbRole {
+            reuse_lease_for_same_token,
             db_name,
             creation_statements,
             revocation_statements,
@@ -968,6 +1028,8 @@ impl DatabaseBackend {
             default_ttl,
             max_ttl,
             narrowing,
+            max_live_leases_per_entity,
+            max_issuance_per_minute_per_entity,
         };
         self.save(&key, &role).await?;
         let mut warnings = Vec::new();
@@ -1005,6 +1067,9 @@ impl DatabaseBackend {
             "max_ttl": role.max_ttl,
             "credential_type": "password",
             "credential_config": {},
+            "max_live_leases_per_entity": role.max_live_leases_per_entity,
+            "max_issuance_per_minute_per_entity": role.max_issuance_per_minute_per_entity,
+            "reuse_lease_for_same_token": role.reuse_lease_for_same_token,
         }));
         if let (Some(n), Some(d)) = (&role.narrowing, r.data.as_mut()) {
             d["narrowing"] = json!(n);
@@ -1064,6 +1129,34 @@ impl DatabaseBackend {
             }
             None => None,
         };
+        // The same token asking again for this role: its live credential, not a new user.
+        let reuse_key = match (role.reuse_lease_for_same_token, req.caller, &narrowed) {
+            (true, Some(c), None) => Some(format!(
+                "reuse/{}/{role_name}",
+                c.hash
+                    .0
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            )),
+            _ => None,
+        };
+        if let Some(key) = &reuse_key
+            && let Some(r) = self.load::<Reusable>(key).await?
+            && let Some(ttl) = self.leases.live_for_caller(req, &r.lease_id).await?
+        {
+            tracing::debug!(role = role_name, "reusing the token's live credential");
+            let mut resp = Response::data(json!({
+                "username": r.username,
+                "password": r.password,
+            }));
+            resp.secret = Some(LeaseInfo {
+                lease_id: r.lease_id.clone(),
+                renewable: true,
+                lease_duration: ttl,
+            });
+            return Ok(Some(resp));
+        }
         let target = self.target(&role.db_name).await?;
         if let Some((_, nr)) = &narrowed {
             for (i, (schema, table)) in nr.tables.iter().enumerate() {
@@ -1096,6 +1189,7 @@ impl DatabaseBackend {
             revocation_statements: role.revocation_statements.clone(),
             renew_statements: role.renew_statements.clone(),
             scope: narrowed.as_ref().map(|(n, nr)| n.describe(nr)),
+            reusable: reuse_key.is_some(),
         };
         let pending = self
             .leases
@@ -1108,6 +1202,10 @@ impl DatabaseBackend {
                     renewable: true,
                     internal: serde_json::to_value(&internal)
                         .map_err(|e| CoreError::internal(e.to_string()))?,
+                    caps: IssuanceCaps {
+                        max_live_per_entity: role.max_live_leases_per_entity,
+                        max_per_minute_per_entity: role.max_issuance_per_minute_per_entity,
+                    },
                 },
             )
             .await?;
@@ -1133,6 +1231,19 @@ impl DatabaseBackend {
         if let Err(e) = self.leases.activate(&pending).await {
             self.leases.abandon(&pending).await?;
             return Err(e);
+        }
+        if let Some(key) = &reuse_key {
+            let rec = Reusable {
+                lease_id: pending.id.clone(),
+                username: username.clone(),
+                password: password.expose_secret().to_owned(),
+            };
+            // Best effort: without the record the next request makes a new user.
+            if let Err(e) = self.save(key, &rec).await {
+                tracing::warn!(error = %e, "could not record the credential for reuse");
+            } else if let Err(e) = self.save(&format!("reuse-lease/{}", pending.id), key).await {
+                tracing::warn!(error = %e, "could not index the reusable credential");
+            }
         }
         let mut r = Response::data(json!({
             "username": username,
@@ -1384,6 +1495,17 @@ impl Backend for DatabaseBackend {
                     for (i, _, _) in &items {
                         out[*i] = Some(Err(CoreError::Upstream(msg.clone())));
                     }
+                }
+            }
+        }
+        // Revoked credentials are no longer handed out again.
+        for (l, r) in leases.iter().zip(&out) {
+            let reusable = l.internal.get("reusable").and_then(Value::as_bool) == Some(true);
+            if reusable && matches!(r, Some(Ok(()))) {
+                let idx = format!("reuse-lease/{}", l.id);
+                if let Ok(Some(key)) = self.load::<String>(&idx).await {
+                    let _ = self.storage.delete(&self.ns, &key).await;
+                    let _ = self.storage.delete(&self.ns, &idx).await;
                 }
             }
         }

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use leash_client::{Client, ClientConfig, ClientError};
 
 mod audit;
+mod contain;
 mod flags;
 mod input;
 mod jit;
@@ -60,6 +61,8 @@ pub(crate) enum ClientCommand {
     Audit(audit::AuditCommand),
     /// Find leash credentials in a file (or stdin) and revoke the live ones (exit 1 if any).
     Scan(scan::ScanArgs),
+    /// Kill switch: revoke everything an agent holds and lock its identity (--list, --unlock).
+    Contain(contain::ContainArgs),
     /// Read data from any path.
     Read(paths::ReadArgs),
     /// Write data to any path.
@@ -171,6 +174,7 @@ pub(crate) fn run(cmd: ClientCommand) -> ExitCode {
             ClientCommand::Audit(c) => audit::run(c).await,
             ClientCommand::Jit(c) => jit::run(c).await,
             ClientCommand::Scan(a) => scan::run(a).await,
+            ClientCommand::Contain(a) => contain::run(a).await,
             ClientCommand::Read(a) => paths::read(a).await,
             ClientCommand::Write(a) => paths::write(a).await,
             ClientCommand::List(a) => paths::list(a).await,

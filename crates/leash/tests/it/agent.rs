@@ -669,3 +669,122 @@ async fn kubernetes_auto_auth_logs_in_with_the_service_account_token() {
     assert_eq!(me["data"]["path"], "auth/kubernetes/login");
     fx.cleanup().await;
 }
+
+/// Exec mode redacts the child's stdout and stderr: the password it prints (in one
+/// write or split across two), and the agent's token, become `[REDACTED:<kind>]`; other
+/// bytes (non-UTF-8 included) pass unchanged; the leaked credential is revoked and
+/// re-issued (the child restarted with the new one), the leaked token replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_mode_redacts_the_childs_output_and_reissues_what_leaked() {
+    let fx = Fixture::new("5m", "10m").await;
+    let role = fx.pg.role.clone();
+    let env = format!(
+        "env_template \"DB_USER\" {{ contents = \"{{{{ with secret \\\"database/creds/{role}\\\" }}}}{{{{ .Data.username }}}}{{{{ end }}}}\" }}\n\
+         env_template \"DB_PASSWORD\" {{ contents = \"{{{{ with secret \\\"database/creds/{role}\\\" }}}}{{{{ .Data.password }}}}{{{{ end }}}}\" }}"
+    );
+    // The child is not restarted when its credential is re-issued, so it prints all of
+    // its output whatever the agent does meanwhile.
+    let cfg = fx.config(
+        &format!("{env}\nexec {{ restart_on_secret_changes = \"never\" }}"),
+        &[],
+    );
+    let d = fx.dir.path().display().to_string();
+    // Print the password whole, split over two writes 200 ms apart (with no newline in
+    // between), on stderr, the agent's token, and some binary.
+    let script = format!(
+        "printf 'user=%s pw=%s\\n' \"$DB_USER\" \"$DB_PASSWORD\"; \
+           printf 'half=%s' \"$(printf %s \"$DB_PASSWORD\" | cut -c1-6)\"; sleep 0.2; \
+           printf '%s end\\n' \"$(printf %s \"$DB_PASSWORD\" | cut -c7-)\"; \
+           printf 'err=%s\\n' \"$DB_PASSWORD\" >&2; \
+           printf 'tok=%s\\n' \"$(cat {d}/token)\"; \
+           printf '\\377\\376 binary\\n'; \
+           printf '%s\\n' \"$DB_PASSWORD\" > {d}/leaked; cp {d}/token {d}/leaked-token; \
+           echo \"$DB_USER\" > {d}/seen; exec sleep 600"
+    );
+    let out_path = fx.dir.path().join("child-stdout");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&fx.log_path)
+        .unwrap();
+    let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_leash"))
+        .args([
+            "agent",
+            "exec",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ])
+        .env("LEASH_LOG", "info,leash_agent=debug")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let seen = fx.dir.path().join("seen");
+    eventually("the child to print everything", LONG, || async {
+        seen.exists()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let users: Vec<String> = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let password = std::fs::read_to_string(fx.dir.path().join("leaked"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let token = std::fs::read_to_string(fx.dir.path().join("leaked-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let out = std::fs::read(&out_path).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains(&password), "the password passed: {text}");
+    assert!(!text.contains(&token), "the token passed: {text}");
+    assert!(
+        text.contains(&format!("user={} pw=[REDACTED:password]\n", users[0])),
+        "{text}"
+    );
+    assert!(text.contains("half=[REDACTED:password] end\n"), "{text}");
+    assert!(text.contains("tok=[REDACTED:token]\n"), "{text}");
+    assert!(
+        out.windows(9).any(|w| w == b"\xff\xfe binary"),
+        "binary output is kept: {text}"
+    );
+    let log_text = fx.log();
+    assert!(log_text.contains("err=[REDACTED:password]"), "{log_text}");
+    assert!(!log_text.contains(&password), "the password reached stderr");
+    // The leaked credential is dead: its role is dropped; the leaked token is revoked.
+    eventually("the leaked role to be dropped", LONG, || async {
+        !fx.pg.role_exists(&users[0]).await
+    })
+    .await;
+    eventually("the leaked token to be revoked", LONG, || async {
+        fx.srv
+            .call("GET", "auth/token/lookup-self", Some(&token), None)
+            .await
+            .0
+            == 403
+    })
+    .await;
+    // A new credential was issued in its place (and again under the new token); the
+    // replaced ones are dropped.
+    assert!(
+        fx.log().matches("credential issued").count() >= 2,
+        "{}",
+        fx.log()
+    );
+    eventually("one live role", LONG, || async {
+        fx.pg.our_roles().await.len() == 1
+    })
+    .await;
+    sigterm(&agent);
+    support::wait_exit(&mut agent).await;
+    fx.cleanup().await;
+}

@@ -20,6 +20,7 @@ mod auth_token;
 mod auth_userpass;
 mod cli_lease;
 mod clients_compat;
+mod containment;
 mod crash;
 mod database;
 mod database_mysql;
