@@ -8,11 +8,17 @@ use zeroize::Zeroizing;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    // The credential values are made by the caller for each run (`scripts/bench-redact`
+    // passes the same prefix to its input generator); none is committed.
+    let prefix = std::env::var("REDACT_BENCH_SECRET").unwrap_or_else(|_| {
+        eprintln!("redact_filter: set REDACT_BENCH_SECRET to the credential prefix to look for");
+        std::process::exit(2);
+    });
     let patterns = shared();
     let values = (0..4)
         .map(|i| {
             (
-                Zeroizing::new(format!("Zq8-pass-word-{i}-0123456789abcdef")),
+                Zeroizing::new(format!("{prefix}-{i}")),
                 Origin::Secret {
                     request: format!("database/creds/r{i}"),
                     kind: "password".to_owned(),

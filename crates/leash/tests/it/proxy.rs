@@ -663,7 +663,7 @@ async fn sse_and_large_downloads_stream_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_from_an_environment_variable() {
     let fx = Fixture::new("30s", "1h").await;
-    kv_token(&fx, "ghp_from_env_0123456789").await;
+    kv_token(&fx, &format!("ghp_{}", leash_types::random::base62(30))).await;
     let port = free_port();
     let cfg = proxy_config(
         &fx,
