@@ -123,14 +123,15 @@ impl Routes<'_> {
     }
 }
 
-/// Whether `path` matches `pattern` (see the module docs).
+/// Whether `path` matches `pattern` (see the module docs). No allocation: this runs for
+/// every request against each route of the backend until one matches.
 fn matches(pattern: &str, path: &str) -> bool {
-    let segs: Vec<&str> = pattern.split('/').collect();
+    let mut segs = pattern.split('/').peekable();
     let mut rest = Some(path);
-    for (i, seg) in segs.iter().enumerate() {
-        let last = i + 1 == segs.len();
+    while let Some(seg) = segs.next() {
+        let last = segs.peek().is_none();
         let Some(r) = rest else { return false };
-        if *seg == "*" && last {
+        if seg == "*" && last {
             return true;
         }
         let (head, tail) = match r.split_once('/') {
@@ -140,7 +141,7 @@ fn matches(pattern: &str, path: &str) -> bool {
         let ok = if seg.starts_with(':') {
             !head.is_empty()
         } else {
-            *seg == head
+            seg == head
         };
         if !ok {
             return false;

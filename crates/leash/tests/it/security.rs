@@ -417,6 +417,22 @@ path "auth/token/*" { capabilities = ["create", "read", "update", "delete", "lis
         ("POST", "auth/token/revoke-orphan/", json!({"token": "x"})),
         ("LIST", "auth/token/accessors/", Value::Null),
         ("LIST", "auth/token/accessors", Value::Null),
+        // The kill switch: nobody without sudo may lock (revoke everything an agent
+        // holds) or unlock, whatever the spelling.
+        (
+            "PUT",
+            "sys/containment/lock",
+            json!({"accessor": "x", "reason": "r"}),
+        ),
+        (
+            "PUT",
+            "sys/containment/lock/",
+            json!({"accessor": "x", "reason": "r"}),
+        ),
+        ("PUT", "sys/containment/unlock/", json!({"entity_id": "x"})),
+        ("LIST", "sys/containment/locks/", Value::Null),
+        ("LIST", "sys/containment/locks", Value::Null),
+        ("GET", "sys/containment/jobs/x/", Value::Null),
     ];
     for (method, path, body) in cases {
         let body = (!body.is_null()).then(|| body.clone());
