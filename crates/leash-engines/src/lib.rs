@@ -3,4 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod database;
+pub(crate) mod https;
+pub mod kubernetes;
 pub mod kv;

@@ -25,6 +25,7 @@ mod crash;
 mod database;
 mod database_mysql;
 mod http_errors;
+mod kubernetes_secrets;
 mod kv;
 mod leaks;
 mod lifecycle;
