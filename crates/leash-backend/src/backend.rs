@@ -106,6 +106,24 @@ pub trait Backend: Send + Sync {
     async fn revoke_leases(&self, leases: &[LeaseRecord]) -> Vec<Result<(), CoreError>> {
         leases.iter().map(|_| Ok(())).collect()
     }
+
+    /// Called when the identity holding these leases is being locked
+    /// (`sys/containment/lock`; `lock` names the lock, e.g. `entity/<id>`), just before
+    /// they are revoked through [`Backend::revoke_leases`]. An engine whose credentials
+    /// cannot be revoked in their target (AWS STS sessions) does here what else ends
+    /// them, and records it so [`Backend::release_lock`] can undo it. The default does
+    /// nothing.
+    async fn contain_leases(&self, leases: &[LeaseRecord], lock: &str) -> Result<(), CoreError> {
+        let _ = (leases, lock);
+        Ok(())
+    }
+
+    /// Undoes what [`Backend::contain_leases`] did for `lock`, when it is unlocked.
+    /// The default has nothing to undo.
+    async fn release_lock(&self, lock: &str) -> Result<(), CoreError> {
+        let _ = lock;
+        Ok(())
+    }
 }
 
 /// Matches a relative path against a route pattern: literal segments, `:name` for one

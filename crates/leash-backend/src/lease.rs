@@ -67,6 +67,9 @@ pub struct PendingLease {
     pub expire_at: i64,
     /// Its TTL in whole seconds, as returned to the caller.
     pub ttl: u64,
+    /// The trace id of the issuing request (the engine may pass it on, e.g. in an AWS
+    /// role session name, so the target's own logs join leash's audit).
+    pub trace_id: String,
     /// The core's stored form of the lease (opaque to engines; lets
     /// [`LeaseRegistry::abandon`] re-record a lease that was removed meanwhile).
     pub stored: Vec<u8>,

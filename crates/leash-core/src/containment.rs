@@ -293,12 +293,50 @@ async fn matching_leases(
     Ok(out)
 }
 
-/// Revokes everything `sel` picks (see the module docs). Locks nothing.
+/// Lets each engine do what else ends the leases `ids` under the lock `lock` (an
+/// engine whose credentials cannot be revoked, such as AWS STS sessions, denies them),
+/// before they are revoked. Returns the engines' errors (logged; the revocation goes on).
+async fn engine_containment(inner: &Arc<Inner>, ids: &[String], lock: &str) -> Vec<String> {
+    let router = inner.router();
+    let mut by_mount: Vec<(
+        String,
+        Arc<dyn leash_backend::Backend>,
+        Vec<leash_backend::LeaseRecord>,
+    )> = Vec::new();
+    for id in ids {
+        let Ok(Some(l)) = inner.storage.lease_get(id).await else {
+            continue;
+        };
+        let Ok(e) = LeaseEntry::decode(&l) else {
+            continue;
+        };
+        let Some(m) = router.all().find(|m| m.entry.uuid == e.mount_uuid) else {
+            continue;
+        };
+        let rec = e.record(&l, l.expire_at);
+        match by_mount.iter_mut().find(|(u, _, _)| *u == e.mount_uuid) {
+            Some((_, _, recs)) => recs.push(rec),
+            None => by_mount.push((e.mount_uuid.clone(), Arc::clone(&m.backend), vec![rec])),
+        }
+    }
+    let mut errors = Vec::new();
+    for (_, backend, recs) in by_mount {
+        if let Err(e) = backend.contain_leases(&recs, lock).await {
+            tracing::error!(error = %e, "containment: an engine could not contain its leases");
+            errors.push(e.to_string());
+        }
+    }
+    errors
+}
+
+/// Revokes everything `sel` picks (see the module docs). Locks nothing; with `lock`
+/// (the selector locks an identity) the engines first contain what they cannot revoke.
 pub(crate) async fn contain(
     inner: &Arc<Inner>,
     sel: &Selector,
     actor: &Value,
-) -> Result<Counts, CoreError> {
+    lock: Option<&str>,
+) -> Result<(Counts, Vec<String>), CoreError> {
     let live = inner.tokens.live_entries().await?;
     // The selected tokens and their subtrees.
     let mut accessors: HashSet<String> = live
@@ -340,6 +378,10 @@ pub(crate) async fn contain(
     drop(live);
 
     let lease_ids = matching_leases(inner, sel, &accessors, &hashes).await?;
+    let engine_errors = match lock {
+        Some(l) => engine_containment(inner, &lease_ids, l).await,
+        None => Vec::new(),
+    };
     let revoke_tokens = async {
         let now = inner.clock.unix();
         let mut gone: Vec<TokenEntry> = Vec::new();
@@ -393,7 +435,7 @@ pub(crate) async fn contain(
         actor,
     )
     .await?;
-    Ok(counts)
+    Ok((counts, engine_errors))
 }
 
 fn actor_of(caller: Option<&Caller>) -> Value {
@@ -456,7 +498,9 @@ pub(crate) async fn run(
         };
         leash_backend::store::save_json(inner.storage.as_ref(), NS, &key, &lock).await?;
     }
-    let counts = contain(inner, sel, &actor).await?;
+    let lock = sel.lock_key();
+    let lock = lock.as_deref().map(|k| k.trim_start_matches("lock/"));
+    let (counts, engine_errors) = contain(inner, sel, &actor, lock).await?;
     inner
         .tokens
         .telemetry()
@@ -485,6 +529,9 @@ pub(crate) async fn run(
         "approvals": counts.approvals,
     });
     out["leases_retrying"] = json!(counts.leases_failed);
+    if !engine_errors.is_empty() {
+        out["engine_errors"] = json!(engine_errors);
+    }
     out["elapsed_ms"] = json!(elapsed_ms);
     Ok(out)
 }
@@ -576,6 +623,16 @@ pub(crate) async fn unlock(
         return Err(CoreError::invalid("that identity is not locked"));
     };
     inner.storage.delete(NS, &key).await?;
+    // What engines did to contain what they could not revoke (an AWS role's deny
+    // policy) is undone.
+    let lock = key.trim_start_matches("lock/");
+    let mut engine_errors = Vec::new();
+    for m in inner.router().all() {
+        if let Err(e) = m.backend.release_lock(lock).await {
+            tracing::error!(error = %e, mount = %m.entry.path, "containment: an engine could not release a lock");
+            engine_errors.push(e.to_string());
+        }
+    }
     inner.tokens.telemetry().containment("unlock");
     audit(
         inner,
@@ -586,6 +643,9 @@ pub(crate) async fn unlock(
     .await?;
     let mut out = sel.view();
     out["unlocked"] = json!(true);
+    if !engine_errors.is_empty() {
+        out["engine_errors"] = json!(engine_errors);
+    }
     Ok(Response::data(out))
 }
 

@@ -147,7 +147,7 @@ impl LeaseEntry {
             .map_err(|e| CoreError::internal(format!("lease {} is unreadable: {e}", l.id)))
     }
 
-    fn record(&self, l: &StoredLease, expire_at: i64) -> LeaseRecord {
+    pub(crate) fn record(&self, l: &StoredLease, expire_at: i64) -> LeaseRecord {
         LeaseRecord {
             id: l.id.clone(),
             path: self.path.clone(),
@@ -415,6 +415,11 @@ impl LeaseRegistry for Registry {
             }),
         };
         let stored = encode(&entry)?;
+        let trace_id = entry
+            .issued
+            .as_ref()
+            .map(|i| i.trace_id.clone())
+            .unwrap_or_default();
         let expire_at = now + ttl;
         // Recorded on the access request before the credential exists, so closing the
         // window early revokes it whatever happens next.
@@ -444,6 +449,7 @@ impl LeaseRegistry for Registry {
             id,
             expire_at,
             ttl: u64::try_from(ttl).unwrap_or(0),
+            trace_id,
             stored,
         })
     }
