@@ -360,6 +360,11 @@ impl Core {
                 Arc::clone(&self.0.storage),
                 Arc::new(leases::Registry { inner: weak }),
             ),
+            (MountTable::Secret, "aws") => leash_engines::aws::new_backend(
+                m,
+                Arc::clone(&self.0.storage),
+                Arc::new(leases::Registry { inner: weak }),
+            ),
             (MountTable::Secret, "kubernetes") => leash_engines::kubernetes::new_backend(
                 m,
                 Arc::clone(&self.0.storage),
