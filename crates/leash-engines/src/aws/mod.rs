@@ -32,9 +32,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use leash_backend::{
     Backend, BackendRequest, CoreError, LeaseInfo, LeaseRecord, LeaseRegistry, LeaseRequest,
-    MountEntry, Response, Route, Routes, fields, match_route, store,
+    MountStorage, Response, Route, Routes, fields, match_route,
 };
-use leash_storage::Storage;
 use leash_types::{Clock as _, ExposeSecret, Operation, SecretString, SystemClock, random};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -153,22 +152,16 @@ struct Contained {
 
 /// The engine serving one `aws` mount.
 pub struct AwsSecrets {
-    ns: String,
-    storage: Arc<dyn Storage>,
+    store: MountStorage,
     leases: Arc<dyn LeaseRegistry>,
     client: Mutex<Option<reqwest::Client>>,
     config_lock: tokio::sync::Mutex<()>,
 }
 
 /// An `aws` secrets engine for `mount`.
-pub fn new_backend(
-    mount: &MountEntry,
-    storage: Arc<dyn Storage>,
-    leases: Arc<dyn LeaseRegistry>,
-) -> Arc<dyn Backend> {
+pub fn new_backend(store: MountStorage, leases: Arc<dyn LeaseRegistry>) -> Arc<dyn Backend> {
     Arc::new(AwsSecrets {
-        ns: mount.storage_ns(),
-        storage,
+        store,
         leases,
         client: Mutex::new(None),
         config_lock: tokio::sync::Mutex::new(()),
@@ -279,11 +272,11 @@ fn lock_id(lock: &str) -> String {
 
 impl AwsSecrets {
     async fn load<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CoreError> {
-        store::load_json(&*self.storage, &self.ns, key).await
+        self.store.load_json(key).await
     }
 
     async fn save<T: Serialize>(&self, key: &str, v: &T) -> Result<(), CoreError> {
-        store::save_json(&*self.storage, &self.ns, key, v).await
+        self.store.save_json(key, v).await
     }
 
     fn http(&self) -> Result<reqwest::Client, CoreError> {
@@ -1034,7 +1027,7 @@ impl Backend for AwsSecrets {
         } else {
             return Ok(None);
         };
-        Ok(Some(self.storage.get(&self.ns, &key).await?.is_some()))
+        Ok(Some(self.store.get(&key).await?.is_some()))
     }
 
     fn routes(&self) -> Routes<'_> {
@@ -1114,8 +1107,8 @@ impl Backend for AwsSecrets {
                 return match op {
                     Operation::List | Operation::Read => {
                         let keys: Vec<String> = self
-                            .storage
-                            .list(&self.ns, "role/")
+                            .store
+                            .list("role/")
                             .await?
                             .into_iter()
                             .map(|k| k["role/".len()..].to_owned())
@@ -1136,9 +1129,7 @@ impl Backend for AwsSecrets {
                     .await?
                     .map(|r| Response::data(Self::role_json(&r)))),
                 Operation::Delete => {
-                    self.storage
-                        .delete(&self.ns, &format!("role/{name}"))
-                        .await?;
+                    self.store.delete(&format!("role/{name}")).await?;
                     Ok(None)
                 }
                 _ if write => self.write_role(name, req.data).await,
@@ -1161,6 +1152,30 @@ impl Backend for AwsSecrets {
             req.mount.route_prefix(),
             path
         )))
+    }
+
+    fn lease_role<'p>(&self, path: &'p str) -> &'p str {
+        path.strip_prefix("creds/")
+            .or_else(|| path.strip_prefix("sts/"))
+            .and_then(|r| r.split('/').next())
+            .unwrap_or("")
+    }
+
+    /// An `iam_user` lease's IAM user name (what leaked text and CloudTrail show).
+    fn credential_identity<'a>(&self, internal: &'a Value) -> Option<&'a str> {
+        internal
+            .get("username")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+    }
+
+    /// Words of `text` that look like IAM users leash made (`leash-…`, long enough to
+    /// carry the random part).
+    fn leak_candidates(&self, text: &str) -> std::collections::BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)))
+            .filter(|w| w.starts_with("leash-") && w.len() >= 30)
+            .map(str::to_owned)
+            .collect()
     }
 
     async fn renew_lease(&self, lease: &LeaseRecord) -> Result<(), CoreError> {
@@ -1292,7 +1307,7 @@ impl Backend for AwsSecrets {
                 Err(e) => return Err(upstream(&e)),
             }
         }
-        self.storage.delete(&self.ns, &key).await?;
+        self.store.delete(&key).await?;
         Ok(())
     }
 }

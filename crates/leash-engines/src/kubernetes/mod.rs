@@ -30,9 +30,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use leash_backend::{
     Backend, BackendRequest, CoreError, LeaseInfo, LeaseRecord, LeaseRegistry, LeaseRequest,
-    MountEntry, Response, Route, Routes, fields, match_route, store,
+    MountStorage, Response, Route, Routes, fields, match_route,
 };
-use leash_storage::Storage;
 use leash_types::{Clock as _, ExposeSecret, Operation, SecretString, SystemClock};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -125,22 +124,16 @@ struct LeaseData {
 
 /// The engine serving one `kubernetes` mount.
 pub struct KubernetesSecrets {
-    ns: String,
-    storage: Arc<dyn Storage>,
+    store: MountStorage,
     leases: Arc<dyn LeaseRegistry>,
     /// The HTTP client for the CA it was built with (rebuilt when it changes).
     client: Mutex<Option<(Option<String>, reqwest::Client)>>,
 }
 
 /// A `kubernetes` secrets engine for `mount`.
-pub fn new_backend(
-    mount: &MountEntry,
-    storage: Arc<dyn Storage>,
-    leases: Arc<dyn LeaseRegistry>,
-) -> Arc<dyn Backend> {
+pub fn new_backend(store: MountStorage, leases: Arc<dyn LeaseRegistry>) -> Arc<dyn Backend> {
     Arc::new(KubernetesSecrets {
-        ns: mount.storage_ns(),
-        storage,
+        store,
         leases,
         client: Mutex::new(None),
     })
@@ -242,11 +235,11 @@ fn parse_rules(text: &str) -> Result<Value, CoreError> {
 
 impl KubernetesSecrets {
     async fn load<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CoreError> {
-        store::load_json(&*self.storage, &self.ns, key).await
+        self.store.load_json(key).await
     }
 
     async fn save<T: Serialize>(&self, key: &str, v: &T) -> Result<(), CoreError> {
-        store::save_json(&*self.storage, &self.ns, key, v).await
+        self.store.save_json(key, v).await
     }
 
     fn http(&self, ca: Option<String>) -> Result<reqwest::Client, CoreError> {
@@ -738,7 +731,7 @@ impl Backend for KubernetesSecrets {
         } else {
             return Ok(None);
         };
-        Ok(Some(self.storage.get(&self.ns, &key).await?.is_some()))
+        Ok(Some(self.store.get(&key).await?.is_some()))
     }
 
     fn routes(&self) -> Routes<'_> {
@@ -766,7 +759,7 @@ impl Backend for KubernetesSecrets {
                     }))
                 })),
                 Operation::Delete => {
-                    self.storage.delete(&self.ns, "config").await?;
+                    self.store.delete("config").await?;
                     Ok(None)
                 }
                 _ if write => self.write_config(req.data).await,
@@ -777,8 +770,8 @@ impl Backend for KubernetesSecrets {
             return match op {
                 Operation::List | Operation::Read => {
                     let keys: Vec<String> = self
-                        .storage
-                        .list(&self.ns, "role/")
+                        .store
+                        .list("role/")
                         .await?
                         .into_iter()
                         .map(|k| k["role/".len()..].to_owned())
@@ -797,9 +790,7 @@ impl Backend for KubernetesSecrets {
                     .await?
                     .map(|r| Response::data(Self::role_json(&r)))),
                 Operation::Delete => {
-                    self.storage
-                        .delete(&self.ns, &format!("role/{name}"))
-                        .await?;
+                    self.store.delete(&format!("role/{name}")).await?;
                     Ok(None)
                 }
                 _ if write => self.write_role(name, req.data).await,
@@ -818,6 +809,12 @@ impl Backend for KubernetesSecrets {
             req.mount.route_prefix(),
             path
         )))
+    }
+
+    fn lease_role<'p>(&self, path: &'p str) -> &'p str {
+        path.strip_prefix("creds/")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or("")
     }
 
     async fn revoke_leases(&self, leases: &[LeaseRecord]) -> Vec<Result<(), CoreError>> {
