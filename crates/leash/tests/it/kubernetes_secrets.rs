@@ -605,3 +605,110 @@ async fn bad_configuration_and_roles_are_refused_naming_the_field() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_events_metrics_and_the_kill_switch_cover_kubernetes_credentials() {
+    let api = api().await;
+    let (srv, _) = setup(&api).await;
+    let log = srv.dir.join("audit.log");
+    let (s, b) = srv
+        .root(
+            "PUT",
+            "sys/audit/file",
+            Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = srv
+        .root(
+            "POST",
+            "kubernetes/roles/edit",
+            Some(
+                json!({"allowed_kubernetes_namespaces": ["jobs"], "kubernetes_role_name": "edit"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    srv.write_policy(
+        "k8s-edit",
+        r#"path "kubernetes/creds/edit" { capabilities = ["update"] }"#,
+    )
+    .await;
+    let (s, b) = srv
+        .root(
+            "POST",
+            "auth/token/create",
+            Some(json!({"policies": ["k8s-edit"], "ttl": "1h"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let token = b["auth"]["client_token"].as_str().unwrap().to_owned();
+    let accessor = b["auth"]["accessor"].as_str().unwrap().to_owned();
+    let (s, b) = srv
+        .call(
+            "POST",
+            "kubernetes/creds/edit",
+            Some(&token),
+            Some(json!({"kubernetes_namespace": "jobs"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let sa = b["data"]["service_account_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let lease_id = b["lease_id"].as_str().unwrap().to_owned();
+    let secret = b["data"]["service_account_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(api.holds(&format!("/api/v1/namespaces/jobs/serviceaccounts/{sa}")));
+
+    // The kill switch (by the token's accessor) deletes the account and its binding.
+    let (s, b) = srv
+        .root(
+            "PUT",
+            "sys/containment/lock",
+            Some(json!({"accessor": accessor, "reason": "test"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["data"]["revoked"]["leases"], 1, "{b}");
+    assert!(!api.holds(&format!("/api/v1/namespaces/jobs/serviceaccounts/{sa}")));
+    assert!(!api.holds(&format!(
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/jobs/rolebindings/{sa}"
+    )));
+
+    // Lifecycle events: issued, then revoked because contained; the token never logged.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains(&secret),
+        "the service-account token is in the audit log"
+    );
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "lifecycle" && v["lease_id"] == lease_id.as_str())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["agent.credential.issued", "agent.credential.revoked"],
+        "{events:?}"
+    );
+    assert_eq!(events[0]["credential_type"], "kubernetes");
+    assert_eq!(events[1]["reason"], "contained");
+
+    // Metrics count them per engine and role.
+    let (_, b) = srv.root("GET", "sys/metrics", None).await;
+    let issued = &b["data"]["leases_issued"];
+    assert!(issued.to_string().contains("\"role\":\"edit\""), "{issued}");
+    let revoked = b["data"]["leases_revoked"].to_string();
+    assert!(
+        revoked.contains("kubernetes/") && revoked.contains("edit"),
+        "{revoked}"
+    );
+}
