@@ -37,7 +37,7 @@ use serde_json::Value;
 use self::config::{JwtConfig, KeySource};
 use self::keys::{KeyCache, Remote};
 use self::role::JwtRole;
-use crate::verify::{JwtError, UnverifiedJwt};
+use crate::verify::{FetchError, JwtError, UnverifiedJwt};
 
 /// The method serving one `jwt` (or `oidc`) mount.
 pub struct JwtBackend {
@@ -137,7 +137,7 @@ impl JwtBackend {
             ca_pem: &ca_pem,
         };
         let now = self.clock.unix();
-        let fetch_failed = |e: String| {
+        let fetch_failed = |e: FetchError| {
             tracing::warn!(url = %url, error = %e, "fetching the issuer's keys failed");
             CoreError::Forbidden(format!("cannot fetch the issuer's keys: {e}"))
         };

@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 use leash_backend::{CoreError, ObservedSession};
 use serde_json::Value;
 
-use super::{DatabaseBackend, DbConfig, Target, connect};
+use super::DatabaseBackend;
+use super::config::DbConfig;
+use super::target::{Target, connect};
 
 /// Every username leash generates starts with this.
 const USER_PREFIX: &str = "v-";
