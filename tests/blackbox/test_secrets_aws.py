@@ -121,6 +121,10 @@ def test_root_configuration_lease_and_rotation(root, engine):
     assert "secret_key" not in cfg
     assert engine["root_key"]["SecretAccessKey"] not in json.dumps(cfg)
 
+    # Pointing the engine elsewhere needs the secret again (it never follows on its own).
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="secret_key"):
+        root.adapter.post(f"/v1/{m}/config/root", json={"iam_endpoint": "http://127.0.0.1:9"})
+
     root.secrets.aws.configure_lease(lease="5m", lease_max="1h", mount_point=m)
     assert root.secrets.aws.read_lease_config(mount_point=m)["data"] == {"lease": "0h5m0s", "lease_max": "1h0m0s"}
 
