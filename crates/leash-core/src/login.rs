@@ -135,7 +135,7 @@ async fn check_login_caps(
     let role = role.unwrap_or("");
     let prefix = mount.route_prefix();
     let refuse = |reason: &'static str, msg: String| {
-        inner.tokens.telemetry().issuance_refused(reason);
+        inner.telemetry.issuance_refused(reason);
         tracing::warn!(mount = %prefix, role, reason, "login refused by a per-entity cap");
         Err(CoreError::RateLimited(msg))
     };

@@ -82,7 +82,7 @@ pub(crate) async fn refund(inner: &Inner, grant: &Grant) {
 }
 
 /// Records a lease begun under the current grant (before its credential exists).
-pub(crate) async fn record_lease(inner: &Inner, grant: &Grant, lease_id: &str) {
+async fn record_lease(inner: &Inner, grant: &Grant, lease_id: &str) {
     let lease = lease_id.to_owned();
     if let Err(e) = change(inner, &grant.request_id, move |r| {
         r.leases.push(lease);
@@ -108,3 +108,14 @@ pub(crate) async fn granted(inner: &Inner, grant: &Grant, lease_id: &str) -> Res
 }
 
 // ------------------------------------------------------------------------------ API
+
+/// The approvals service as the lease book sees it: where leases begun under a grant
+/// are recorded (see [`crate::leases::GrantLeases`]).
+pub(crate) struct GrantLedger;
+
+#[async_trait::async_trait]
+impl crate::leases::GrantLeases for GrantLedger {
+    async fn record_lease(&self, inner: &Inner, grant: &Grant, lease_id: &str) {
+        record_lease(inner, grant, lease_id).await;
+    }
+}
