@@ -49,20 +49,20 @@ pub enum DbTlsError {
     Postgres(#[from] tokio_postgres::Error),
 }
 
-/// A handshake failure (rustls' or a driver's text of it) in words that say whose
+/// A handshake failure (the text rustls or a driver gives) in words that say whose
 /// certificate is wrong and how: an unknown CA, a name mismatch, an expired
 /// certificate.
 pub fn describe_tls_failure(text: &str) -> String {
     let hint = if text.contains("UnknownIssuer") {
         Some(
-            "the server's certificate is not signed by the CA leash trusts (sslrootcert / tls_ca): wrong CA file, or a server certificate from another CA",
+            "the certificate of the server is not signed by the CA leash was given (sslrootcert / tls_ca): a wrong CA, or a server certificate from another CA",
         )
     } else if text.contains("not valid for name") || text.contains("NotValidForName") {
         Some(
-            "the server's certificate does not name the host leash connected to (sslmode=verify-full checks it; use the name in the certificate, or tls_server_name)",
+            "the certificate of the server does not name the host leash connected to (sslmode=verify-full checks it; connect by a name in the certificate, or set tls_server_name)",
         )
     } else if text.contains("Expired") || text.contains("expired") {
-        Some("the server's certificate has expired (or is used before its start date)")
+        Some("the certificate of the server has expired (or is used before its start date)")
     } else if text.contains("CertificateRequired") || text.contains("certificate required") {
         Some("the server requires a client certificate (sslcert and sslkey)")
     } else {
@@ -82,6 +82,8 @@ mod tests {
     fn unknown_issuer_names_the_ca_problem() {
         let m = describe_tls_failure("invalid peer certificate: UnknownIssuer");
         assert!(m.contains("not signed by the CA"), "{m}");
+        // Clients see messages with quoted parts masked: no quote in the hint.
+        assert!(!m.contains('\'') && !m.contains('"'), "{m}");
         assert!(m.contains("UnknownIssuer"));
         assert_eq!(describe_tls_failure("other"), "other");
     }

@@ -130,6 +130,9 @@ pub struct TlsOptions {
     /// The name the certificate must carry, when not the host connected to
     /// (`tls_server_name`).
     pub server_name: Option<String>,
+    /// Encrypt but accept any certificate, whatever the mode and root certificate say
+    /// (Vault's `tls_skip_verify`).
+    pub skip_verify: bool,
 }
 
 /// The libpq keywords this crate owns; they are taken out of a connection string
@@ -177,10 +180,48 @@ impl TlsOptions {
         Ok(())
     }
 
+    /// Applies settings given as separate configuration fields over those of the
+    /// connection string: each field given wins. A root certificate given as a field
+    /// with no `sslmode` anywhere means `verify-full` (what an operator handing leash a
+    /// CA wants; Vault's MySQL plugin does the same with `tls_ca`).
+    pub fn overlay(&mut self, fields: &TlsOptions) {
+        if fields.mode_given {
+            self.mode = fields.mode;
+            self.mode_given = true;
+        }
+        if let Some(root) = &fields.root_cert {
+            self.root_cert = Some(root.clone());
+            if !self.mode_given {
+                self.mode = SslMode::VerifyFull;
+                self.mode_given = true;
+            }
+        }
+        if fields.client_cert.is_some() {
+            self.client_cert = fields.client_cert.clone();
+        }
+        if fields.client_key.is_some() {
+            self.client_key = fields.client_key.clone();
+        }
+        if fields.server_name.is_some() {
+            self.server_name = fields.server_name.clone();
+        }
+        if fields.skip_verify {
+            self.skip_verify = true;
+            if !self.mode_given {
+                self.mode = SslMode::Require;
+                self.mode_given = true;
+            }
+        }
+    }
+
     /// The mode in force: `require` and `prefer` with a root certificate verify the
-    /// chain, as libpq does.
+    /// chain, as libpq does; `skip_verify` verifies nothing.
     pub fn effective_mode(&self) -> SslMode {
+        if self.skip_verify && self.mode.requires_tls() {
+            return SslMode::Require;
+        }
         match (self.mode, &self.root_cert) {
+            (SslMode::Prefer, _) if self.skip_verify => SslMode::Prefer,
             (SslMode::Require | SslMode::Prefer, Some(_)) => SslMode::VerifyCa,
             (m, _) => m,
         }
@@ -198,7 +239,10 @@ impl TlsOptions {
                 reason: "a client certificate needs its key (sslcert and sslkey together)".into(),
             });
         }
-        if self.root_cert == Some(Pem::System) && self.mode != SslMode::VerifyFull {
+        if self.root_cert == Some(Pem::System)
+            && self.mode != SslMode::VerifyFull
+            && !self.skip_verify
+        {
             return Err(DbTlsError::Invalid {
                 key: "sslrootcert",
                 reason: "sslrootcert=system needs sslmode=verify-full (as in libpq)".into(),
@@ -491,6 +535,28 @@ mod tests {
         assert!(t.client_config().is_err());
         t.set("sslmode", "disable").unwrap();
         assert!(t.client_config().unwrap().is_none());
+    }
+
+    #[test]
+    fn fields_overlay_the_connection_string() {
+        let (_, mut t) = split_pg_url("postgresql://db/app").unwrap();
+        t.overlay(&TlsOptions {
+            root_cert: Some(Pem::Inline("pem".into())),
+            ..TlsOptions::default()
+        });
+        assert_eq!(t.effective_mode(), SslMode::VerifyFull);
+        let (_, mut t) = split_pg_url("postgresql://db/app?sslmode=verify-ca").unwrap();
+        t.overlay(&TlsOptions {
+            root_cert: Some(Pem::Inline("pem".into())),
+            ..TlsOptions::default()
+        });
+        assert_eq!(t.effective_mode(), SslMode::VerifyCa);
+        t.overlay(&TlsOptions {
+            skip_verify: true,
+            ..TlsOptions::default()
+        });
+        assert_eq!(t.effective_mode(), SslMode::Require);
+        assert!(t.client_config().unwrap().is_some());
     }
 
     #[test]
