@@ -185,13 +185,19 @@ impl fmt::Debug for MySqlTarget {
     }
 }
 
+/// Whether `target` logs in without TLS.
+fn opts_plain(target: &MySqlTarget) -> bool {
+    target.read().opts.ssl_opts().is_none()
+}
+
 impl MySqlTarget {
     /// Parses `config.connection_url` (substituting `{{username}}` and `{{password}}`)
     /// and opens one connection to check it works (Vault's `verify_connection`); that
     /// connection stays in the pool. Errors say why, without the URL or password.
     pub async fn connect(config: MySqlConfig) -> Result<MySqlTarget, DbError> {
         let mut opts = connection_opts(&config)?;
-        if dsn::tls_mode(&config) == leash_dbtls::SslMode::Prefer && opts.ssl_opts().is_some() {
+        let mode = dsn::tls_mode(&config);
+        if mode == leash_dbtls::SslMode::Prefer && opts.ssl_opts().is_some() {
             // `tls=preferred`: TLS if the server offers it, else plain text.
             let probe = tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts.clone())).await;
             if let Ok(Err(mysql_async::Error::Driver(
@@ -215,7 +221,21 @@ impl MySqlTarget {
             username: config.username,
             max_open_connections: max,
         };
-        drop(target.checkout().await?);
+        match target.checkout().await {
+            Ok(c) => drop(c),
+            // A server that wants TLS (MariaDB `require_secure_transport`, an account
+            // `REQUIRE SSL`) often answers a plain login with a bare "access denied".
+            Err(DbError::Connect { message })
+                if opts_plain(&target) && message.contains("1045") =>
+            {
+                return Err(DbError::Connect {
+                    message: format!(
+                        "{message} (this connection does not use TLS: if the server requires TLS, set tls=true in the DSN and tls_ca)"
+                    ),
+                });
+            }
+            Err(e) => return Err(e),
+        }
         Ok(target)
     }
 
