@@ -4,6 +4,8 @@
 //! private cluster with certificates and wrong CAs is exercised through the database
 //! engine in `crates/leash/tests/it/db_tls.rs`.
 
+#![allow(clippy::unwrap_used)]
+
 use leash_dbtls::pg;
 
 fn url() -> Option<String> {
