@@ -40,6 +40,82 @@ fn write_private(dir: &Path, name: &str, contents: &str, chown_postgres: bool) -
     path
 }
 
+/// Runs `openssl` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
+}
+
+/// A CA for client certificates and a client certificate for the PostgreSQL user
+/// `postgres` it signed: `(ca_pem, cert_pem, key_pem)`.
+fn client_pki(dir: &Path) -> (String, String, String) {
+    let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    openssl(dir, &[&["genpkey"][..], &ec, &["-out", "cca.key"]].concat());
+    std::fs::write(
+        dir.join("cca.cnf"),
+        "[req]\ndistinguished_name = dn\nprompt = no\nx509_extensions = v3_ca\n\
+         [dn]\nCN = leash test client CA\n\
+         [v3_ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n\
+         subjectKeyIdentifier = hash\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-new", "-key", "cca.key", "-config", "cca.cnf", "-days", "2", "-out",
+            "cca.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[&["genpkey"][..], &ec, &["-out", "client.key"]].concat(),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "client.key",
+            "-subj",
+            "/CN=postgres",
+            "-out",
+            "client.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints = CA:FALSE\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = clientAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "cca.pem",
+            "-CAkey",
+            "cca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+            "-out",
+            "client.pem",
+        ],
+    );
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    (read("cca.pem"), read("client.pem"), read("client.key"))
+}
+
 async fn write_config(srv: &TestServer, name: &str, body: Value) -> (u16, Value) {
     srv.root("POST", &format!("database/config/{name}"), Some(body))
         .await
@@ -72,16 +148,22 @@ async fn postgres_tls_modes_against_a_tls_only_cluster() {
     let dir = pg.dir.path();
     let cert = write_private(dir, "server.crt", &pki.server.cert_pem, pg.as_postgres);
     let key = write_private(dir, "server.key", &pki.server.key_pem, pg.as_postgres);
+    let pki_dir = tempfile::tempdir().unwrap();
+    let (client_ca, client_cert, client_key) =
+        tokio::task::block_in_place(|| client_pki(pki_dir.path()));
+    let client_ca_file = write_private(dir, "client-ca.pem", &client_ca, pg.as_postgres);
     // TCP only with TLS; the Unix socket (the test's own admin connection) stays open.
+    // Database `certdb` takes a client certificate instead of a password.
     std::fs::write(
         pg.data().join("pg_hba.conf"),
-        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        "local all all trust\nhostssl certdb all 127.0.0.1/32 cert\nhostssl all all 127.0.0.1/32 trust\n",
     )
     .unwrap();
     let ssl = format!(
-        "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c ssl_ca_file={}",
         cert.display(),
-        key.display()
+        key.display(),
+        client_ca_file.display()
     );
     assert!(
         tokio::task::block_in_place(|| pg.start_with(&ssl)),
@@ -230,6 +312,28 @@ async fn postgres_tls_modes_against_a_tls_only_cluster() {
     );
     let (tcp, tls) = tcp_sessions(&admin).await;
     assert_eq!(tcp, tls, "no plain TCP session was left open");
+
+    // A client certificate (tls_certificate + private_key) logs in where pg_hba says
+    // `cert`; without it the server refuses.
+    admin.batch_execute("CREATE DATABASE certdb").await.unwrap();
+    let cert_url = format!(
+        "postgresql://{{{{username}}}}@127.0.0.1:{}/certdb?sslmode=verify-full",
+        pg.port
+    );
+    let mut body = base(cert_url.clone());
+    body["tls_ca"] = json!(pki.ca_pem);
+    let (s, b) = write_config(&srv, "no-client-cert", body.clone()).await;
+    assert_eq!(s, 400, "pg_hba cert without a client certificate: {b}");
+    body["tls_certificate"] = json!(client_cert);
+    body["private_key"] = json!(client_key);
+    let (s, b) = write_config(&srv, "client-cert", body).await;
+    assert_eq!(s, 204, "login with the client certificate: {b}");
+    let (s, b) = srv.root("GET", "database/config/client-cert", None).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        !b.to_string().contains("PRIVATE KEY"),
+        "the private key is never returned: {b}"
+    );
     tokio::task::block_in_place(|| pg.stop());
 }
 
