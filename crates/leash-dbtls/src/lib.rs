@@ -24,3 +24,4 @@ mod verify;
 
 pub use error::{DbTlsError, describe_tls_failure};
 pub use options::{Pem, PemKey, SslMode, TlsOptions, split_pg_url};
+pub use pg::connect as pg_connect;
