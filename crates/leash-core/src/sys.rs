@@ -10,8 +10,8 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 use leash_audit::DeviceConfig;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, MountEntry, MountTable, Response, Route, Routes, fields,
-    match_route,
+    Backend, BackendRequest, CoreError, MountEntry, MountKind, MountTable, Response, Route, Routes,
+    fields, match_route,
 };
 use leash_types::Operation;
 use serde_json::{Map, Value, json};
@@ -86,7 +86,7 @@ const fn routes(open_metrics: bool) -> &'static [Route] {
             Route::path("revoke-force").sudo(),
             Route::path("revoke-force/*").sudo(),
             Route::path("leases/failing").sudo(),
-            // Just-in-time approvals (approvals.rs).
+            // Just-in-time approvals (approvals/).
             Route::path("control-group/config").sudo(),
             Route::path("control-group/rules").sudo(),
             Route::path("control-group/rules/*").sudo(),
@@ -531,7 +531,10 @@ async fn mount_op(
             let Some(entry) = existing else {
                 return Ok(None);
             };
-            if matches!(entry.kind.as_str(), "system" | "token") {
+            if matches!(
+                entry.mount_kind(),
+                Some(MountKind::System | MountKind::Token)
+            ) {
                 return Err(CoreError::invalid(format!(
                     "cannot unmount {:?}",
                     entry.route_prefix()

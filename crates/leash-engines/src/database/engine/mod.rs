@@ -21,6 +21,7 @@
 //! [`redact`] (passwords out of connection URLs).
 
 mod config;
+mod hooks;
 mod issue;
 mod redact;
 mod roles;
@@ -30,36 +31,27 @@ mod target;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use leash_backend::{Backend, CoreError, LeaseRegistry, MountEntry, store};
-use leash_storage::Storage;
+use leash_backend::{Backend, CoreError, LeaseRegistry, MountStorage};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::DbError;
 use target::Target;
 
-pub use target::observe_sessions;
-
 /// The engine serving one `database` mount.
 pub struct DatabaseBackend {
-    ns: String,
-    storage: Arc<dyn Storage>,
+    store: MountStorage,
     leases: Arc<dyn LeaseRegistry>,
     targets: Mutex<HashMap<String, Arc<Target>>>,
     /// Serialises configuration changes (write, rotate-root, reset, delete) per mount.
     config_lock: tokio::sync::Mutex<()>,
 }
 
-/// A database engine for `mount`. Time comes from the lease registry (expirations are
+/// A database engine storing in `store` (its mount's namespace). Time comes from the lease registry (expirations are
 /// the core's), so the engine needs no clock of its own.
-pub fn new_backend(
-    mount: &MountEntry,
-    storage: Arc<dyn Storage>,
-    leases: Arc<dyn LeaseRegistry>,
-) -> Arc<dyn Backend> {
+pub fn new_backend(store: MountStorage, leases: Arc<dyn LeaseRegistry>) -> Arc<dyn Backend> {
     Arc::new(DatabaseBackend {
-        ns: mount.storage_ns(),
-        storage,
+        store,
         leases,
         targets: Mutex::new(HashMap::new()),
         config_lock: tokio::sync::Mutex::new(()),
@@ -114,11 +106,11 @@ fn check_name(kind: &str, name: &str) -> Result<(), CoreError> {
 
 impl DatabaseBackend {
     async fn load<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CoreError> {
-        store::load_json(&*self.storage, &self.ns, key).await
+        self.store.load_json(key).await
     }
 
     async fn save<T: Serialize>(&self, key: &str, v: &T) -> Result<(), CoreError> {
-        store::save_json(&*self.storage, &self.ns, key, v).await
+        self.store.save_json(key, v).await
     }
 }
 

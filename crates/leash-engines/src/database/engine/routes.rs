@@ -1,21 +1,40 @@
 //! The `Backend` implementation: Vault's `database/` paths, lease renewal and
 //! revocation (grouped per connection).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
-use leash_backend::{Backend, BackendRequest, CoreError, LeaseRecord, Response, match_route};
+use leash_backend::{
+    Backend, BackendRequest, CoreError, LeaseRecord, ObservedSession, Response, match_route,
+};
 use leash_types::Operation;
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::config::DbConfig;
+use super::hooks;
 use super::issue::LeaseData;
 use super::{DatabaseBackend, check_name, upstream};
 use crate::database::template::Vars;
 
 #[async_trait]
 impl Backend for DatabaseBackend {
+    async fn observe_sessions(&self) -> Result<Option<Vec<ObservedSession>>, CoreError> {
+        self.sessions_to_observe().await
+    }
+
+    fn credential_identity<'a>(&self, internal: &'a Value) -> Option<&'a str> {
+        hooks::credential_identity(internal)
+    }
+
+    fn leak_candidates(&self, text: &str) -> BTreeSet<String> {
+        hooks::leak_candidates(text)
+    }
+
+    fn lease_role<'p>(&self, path: &'p str) -> &'p str {
+        hooks::lease_role(path)
+    }
+
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>, CoreError> {
         let key = if let Some(c) = match_route("config/:name", req.path) {
             format!("config/{}", c[0])
@@ -24,7 +43,7 @@ impl Backend for DatabaseBackend {
         } else {
             return Ok(None);
         };
-        Ok(Some(self.storage.get(&self.ns, &key).await?.is_some()))
+        Ok(Some(self.store.get(&key).await?.is_some()))
     }
 
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
@@ -35,8 +54,8 @@ impl Backend for DatabaseBackend {
             return match op {
                 Operation::List | Operation::Read => {
                     let keys: Vec<String> = self
-                        .storage
-                        .list(&self.ns, "config/")
+                        .store
+                        .list("config/")
                         .await?
                         .into_iter()
                         .map(|k| k["config/".len()..].to_owned())
@@ -54,8 +73,8 @@ impl Backend for DatabaseBackend {
             return match op {
                 Operation::List | Operation::Read => {
                     let keys: Vec<String> = self
-                        .storage
-                        .list(&self.ns, "role/")
+                        .store
+                        .list("role/")
                         .await?
                         .into_iter()
                         .map(|k| k["role/".len()..].to_owned())
@@ -79,9 +98,7 @@ impl Backend for DatabaseBackend {
                     .map(|c| Response::data(Self::config_json(&c)))),
                 Operation::Delete => {
                     let _guard = self.config_lock.lock().await;
-                    self.storage
-                        .delete(&self.ns, &format!("config/{name}"))
-                        .await?;
+                    self.store.delete(&format!("config/{name}")).await?;
                     self.forget(name);
                     Ok(None)
                 }
@@ -95,9 +112,7 @@ impl Backend for DatabaseBackend {
             return match op {
                 Operation::Read => self.read_role(name).await,
                 Operation::Delete => {
-                    self.storage
-                        .delete(&self.ns, &format!("role/{name}"))
-                        .await?;
+                    self.store.delete(&format!("role/{name}")).await?;
                     Ok(None)
                 }
                 _ if write => self.write_role(name, req.data).await,
@@ -128,12 +143,7 @@ impl Backend for DatabaseBackend {
                 return Err(CoreError::UnsupportedOperation);
             }
             let _guard = self.config_lock.lock().await;
-            if self
-                .storage
-                .get(&self.ns, &format!("config/{name}"))
-                .await?
-                .is_none()
-            {
+            if self.store.get(&format!("config/{name}")).await?.is_none() {
                 return Err(CoreError::invalid(format!(
                     "no database configuration named {name:?}"
                 )));
@@ -213,8 +223,8 @@ impl Backend for DatabaseBackend {
             if reusable && matches!(r, Some(Ok(()))) {
                 let idx = format!("reuse-lease/{}", l.id);
                 if let Ok(Some(key)) = self.load::<String>(&idx).await {
-                    let _ = self.storage.delete(&self.ns, &key).await;
-                    let _ = self.storage.delete(&self.ns, &idx).await;
+                    let _ = self.store.delete(&key).await;
+                    let _ = self.store.delete(&idx).await;
                 }
             }
         }

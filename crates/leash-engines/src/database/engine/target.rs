@@ -3,16 +3,15 @@
 
 use std::sync::Arc;
 
-use leash_backend::{CoreError, store};
-use leash_storage::Storage;
+use leash_backend::CoreError;
 use leash_types::{ExposeSecret, SecretString};
 
 use super::config::{DbConfig, Plugin};
 use super::{DatabaseBackend, upstream};
+use crate::database::DbError;
 use crate::database::mysql::{MySqlConfig, MySqlTarget};
 use crate::database::postgres::{PasswordAuthentication, PgConfig, PgTarget};
 use crate::database::template::Vars;
-use crate::database::{DbError, Session};
 
 /// A live connection to one configured database.
 /// (Held behind an `Arc`, so the size difference between variants costs nothing.)
@@ -114,39 +113,6 @@ pub(super) async fn connect(config: &DbConfig, password: &SecretString) -> Resul
             reason: e.to_string(),
         }),
     }
-}
-
-/// The sessions of leash-made users (names starting with `v-`) on every connection of
-/// the `database` mount whose storage namespace is `ns` that has `observe_sessions` on:
-/// `(connection name, sessions)`. Each poll opens its own short-lived connection, so the
-/// observer never competes with issuance for the engine's pool. A connection that cannot
-/// be reached is logged and skipped.
-pub async fn observe_sessions(
-    storage: &Arc<dyn Storage>,
-    ns: &str,
-) -> Result<Vec<(String, Vec<Session>)>, CoreError> {
-    let mut out = Vec::new();
-    for key in storage.list(ns, "config/").await? {
-        let Some(config) = store::load_json::<DbConfig>(&**storage, ns, &key).await? else {
-            continue;
-        };
-        if !config.observe_sessions {
-            continue;
-        }
-        let name = key.trim_start_matches("config/").to_owned();
-        let sessions = match connect(&config, &config.password).await {
-            Ok(Target::Pg(t)) => t.sessions("v-").await,
-            Ok(Target::My(t)) => t.sessions("v-").await,
-            Err(e) => Err(e),
-        };
-        match sessions {
-            Ok(s) => out.push((name, s)),
-            Err(e) => {
-                tracing::warn!(database = %name, error = %e, "session observer could not list sessions")
-            }
-        }
-    }
-    Ok(out)
 }
 
 impl DatabaseBackend {
