@@ -502,8 +502,7 @@ pub(crate) async fn run(
     let lock = lock.as_deref().map(|k| k.trim_start_matches("lock/"));
     let (counts, engine_errors) = contain(inner, sel, &actor, lock).await?;
     inner
-        .tokens
-        .telemetry()
+        .telemetry
         .containment(if sel.locks() { "lock" } else { "revoke" });
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     audit(
@@ -633,7 +632,7 @@ pub(crate) async fn unlock(
             engine_errors.push(e.to_string());
         }
     }
-    inner.tokens.telemetry().containment("unlock");
+    inner.telemetry.containment("unlock");
     audit(
         inner,
         "containment.unlocked",

@@ -24,6 +24,7 @@ mod containment;
 mod crash;
 mod database;
 mod database_mysql;
+mod db_tls;
 mod http_errors;
 mod kubernetes_secrets;
 mod kv;
