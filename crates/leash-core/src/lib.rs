@@ -11,6 +11,7 @@
 //! engines live in their own crates behind [`leash_backend::Backend`].
 #![forbid(unsafe_code)]
 
+mod agents;
 mod approvals;
 mod audit_log;
 mod containment;
@@ -103,6 +104,8 @@ pub(crate) struct Inner {
     /// Recent issuances per (mount, lease path, identity), for
     /// `max_issuance_per_minute_per_entity`.
     pub(crate) issuance: leases::IssuanceWindows,
+    /// Last use and recent trace ids per token, for `sys/containment/agents`.
+    pub(crate) activity: agents::Activity,
 }
 
 /// A running core. Cheap to clone.
@@ -170,6 +173,7 @@ impl Core {
             approvals: approvals::Approvals::new()?,
             lease_claims: leases::Claims::default(),
             issuance: leases::IssuanceWindows::default(),
+            activity: agents::Activity::default(),
         });
         let core = Core(inner);
 

@@ -220,7 +220,9 @@ async fn handle_in_scope(inner: &Arc<Inner>, mut req: Request) -> Result<Respons
         }
         // Every authenticated request is a use of its token: one event, written (not
         // synced on its own: the response entry follows it on every device).
-        let used = Event::token(Kind::Used, &c.entry, inner.clock.unix());
+        let now = inner.clock.unix();
+        let used = Event::token(Kind::Used, &c.entry, now);
+        inner.activity.used(&c.entry.accessor, &req.trace_id, now);
         events::emit(inner, &[used], false).await?;
     }
 

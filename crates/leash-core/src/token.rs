@@ -572,6 +572,8 @@ impl TokenStore {
             trace_id: crate::events::current()
                 .map(|c| c.trace_id.clone())
                 .unwrap_or_default(),
+            canary: false,
+            contain_on_trip: false,
         };
         let hash = self.hash(value.expose());
         let stored = StoredToken {
