@@ -14,6 +14,7 @@
 mod agents;
 mod approvals;
 mod audit_log;
+mod canary;
 mod containment;
 mod events;
 mod expiry;
@@ -106,6 +107,8 @@ pub(crate) struct Inner {
     pub(crate) issuance: leases::IssuanceWindows,
     /// Last use and recent trace ids per token, for `sys/containment/agents`.
     pub(crate) activity: agents::Activity,
+    /// Canaries already tripped (contained once), see `canary.rs`.
+    pub(crate) canaries: canary::Tripped,
 }
 
 /// A running core. Cheap to clone.
@@ -174,6 +177,7 @@ impl Core {
             lease_claims: leases::Claims::default(),
             issuance: leases::IssuanceWindows::default(),
             activity: agents::Activity::default(),
+            canaries: canary::Tripped::default(),
         });
         let core = Core(inner);
 

@@ -2,7 +2,8 @@
 //! from where.
 //!
 //! Off by default; turned on per database connection with `observe_sessions = true` in
-//! `database/config/:name`. Every [`TICK`] the observer asks each such connection for the
+//! `database/config/:name`, and always on for a connection that serves a canary role
+//! (`canary = true`: a session of a canary user trips it instead, see `canary.rs`). Every [`TICK`] the observer asks each such connection for the
 //! sessions of leash-made users (PostgreSQL `pg_stat_activity`, MySQL/MariaDB
 //! `information_schema.PROCESSLIST`), matches each session's user to the live lease that
 //! issued it, and logs:
@@ -158,7 +159,6 @@ async fn poll(inner: &Arc<Inner>, seen: &Mutex<Seen>) {
                     .map(|i| i.remote_address.clone())
                     .unwrap_or_default();
                 let client = s.client_addr.map(|a| a.to_string()).unwrap_or_default();
-                let anomaly = is_anomaly(&agent_address, s.client_addr);
                 let context = json!({
                     "initiator": "session-observer",
                     "database": db,
@@ -168,8 +168,12 @@ async fn poll(inner: &Arc<Inner>, seen: &Mutex<Seen>) {
                     "first_use": leash_types::rfc3339(first),
                     "latest_use": leash_types::rfc3339(now),
                 });
+                if crate::canary::is_canary(entry) {
+                    crate::canary::trip_lease(inner, lease_id, entry, &context).await;
+                    continue;
+                }
                 let mut evs = vec![entry.event(lease_id, Kind::Used, 0, None)];
-                if anomaly {
+                if is_anomaly(&agent_address, s.client_addr) {
                     let (engine, role) = entry.metric_labels();
                     inner.tokens.telemetry().anomaly(engine, role);
                     tracing::warn!(engine, role, client = %client, agent = %agent_address,

@@ -135,6 +135,30 @@ struct DbRole {
     /// A second request by the same token gets the live lease's credential again.
     #[serde(default)]
     reuse_lease_for_same_token: bool,
+    /// A canary role: its credentials are real (same username pattern, a user that can
+    /// log in) but made by `canary_statements` (default: a login role with no
+    /// privilege), and any login with one trips the canary (the core's session observer
+    /// watches its connection whatever `observe_sessions` says).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    canary: bool,
+    /// What makes a canary's user (empty: [`canary_default_statements`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    canary_statements: Vec<String>,
+    /// On a trip, run the kill switch on the identity the canary was issued to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    contain_on_trip: bool,
+}
+
+/// A canary's user when the operator gives no `canary_statements`: it can log in and
+/// nothing else (no grant), and carries the lease's expiry where the dialect can.
+fn canary_default_statements(dialect: Dialect) -> Vec<String> {
+    match dialect {
+        Dialect::Postgres => vec![
+            "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
+                .to_owned(),
+        ],
+        Dialect::MySql => vec!["CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}';".to_owned()],
+    }
 }
 
 /// The credential of a live lease, kept for `reuse_lease_for_same_token` (sealed at
@@ -169,6 +193,12 @@ struct LeaseData {
     /// Its credential is kept for `reuse_lease_for_same_token` (deleted at revocation).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     reusable: bool,
+    /// A canary credential (leash's records are the only place that says so).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    canary: bool,
+    /// On a trip, contain the identity it was issued to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    contain_on_trip: bool,
 }
 
 /// A live connection to one configured database.
@@ -257,7 +287,8 @@ async fn connect(config: &DbConfig, password: &SecretString) -> Result<Target, D
 }
 
 /// The sessions of leash-made users (names starting with `v-`) on every connection of
-/// the `database` mount whose storage namespace is `ns` that has `observe_sessions` on:
+/// the `database` mount whose storage namespace is `ns` that has `observe_sessions` on
+/// or serves a canary role (`canary = true`):
 /// `(connection name, sessions)`. Each poll opens its own short-lived connection, so the
 /// observer never competes with issuance for the engine's pool. A connection that cannot
 /// be reached is logged and skipped.
@@ -266,14 +297,24 @@ pub async fn observe_sessions(
     ns: &str,
 ) -> Result<Vec<(String, Vec<super::Session>)>, CoreError> {
     let mut out = Vec::new();
+    // A connection serving a canary role is observed whatever its configuration says:
+    // a login with a canary credential must be seen.
+    let mut canaries = std::collections::HashSet::new();
+    for key in storage.list(ns, "role/").await? {
+        if let Some(role) = store::load_json::<DbRole>(&**storage, ns, &key).await?
+            && role.canary
+        {
+            canaries.insert(role.db_name);
+        }
+    }
     for key in storage.list(ns, "config/").await? {
         let Some(config) = store::load_json::<DbConfig>(&**storage, ns, &key).await? else {
             continue;
         };
-        if !config.observe_sessions {
+        let name = key.trim_start_matches("config/").to_owned();
+        if !config.observe_sessions && !canaries.contains(&name) {
             continue;
         }
-        let name = key.trim_start_matches("config/").to_owned();
         let sessions = match connect(&config, &config.password).await {
             Ok(Target::Pg(t)) => t.sessions("v-").await,
             Ok(Target::My(t)) => t.sessions("v-").await,
@@ -483,6 +524,9 @@ const ROLE_FIELDS: &[&str] = &[
     "max_live_leases_per_entity",
     "max_issuance_per_minute_per_entity",
     "reuse_lease_for_same_token",
+    "canary",
+    "canary_statements",
+    "contain_on_trip",
 ];
 
 /// Whether a connection-string key names a password (`password`, `pwd`,
@@ -913,11 +957,29 @@ impl DatabaseBackend {
             "creation_statements",
             existing.as_ref().map(|e| &e.creation_statements),
         )?;
-        if creation_statements.is_empty() {
+        let canary = match fields::boolean(data, "canary")? {
+            Some(b) => b,
+            None => existing.as_ref().is_some_and(|e| e.canary),
+        };
+        let canary_statements = pick(
+            "canary_statements",
+            existing.as_ref().map(|e| &e.canary_statements),
+        )?;
+        let contain_on_trip = match fields::boolean(data, "contain_on_trip")? {
+            Some(b) => b,
+            None => existing.as_ref().is_some_and(|e| e.contain_on_trip),
+        };
+        if !canary && (!canary_statements.is_empty() || contain_on_trip) {
+            return Err(CoreError::invalid(
+                "canary_statements and contain_on_trip need \"canary\": true",
+            ));
+        }
+        if creation_statements.is_empty() && !canary {
             return Err(CoreError::invalid(
                 "missing required field \"creation_statements\"",
             ));
         }
+        check_templates("canary_statements", &canary_statements, true, true)?;
         let revocation_statements = pick(
             "revocation_statements",
             existing.as_ref().map(|e| &e.revocation_statements),
@@ -1018,7 +1080,15 @@ impl DatabaseBackend {
                 .as_ref()
                 .is_some_and(|e| e.reuse_lease_for_same_token),
         };
+        if canary && narrowing.is_some() {
+            return Err(CoreError::invalid(
+                "narrowing: a canary role makes its own user (canary_statements); it cannot be narrowed",
+            ));
+        }
         let role = DbRole {
+            canary,
+            canary_statements,
+            contain_on_trip,
             reuse_lease_for_same_token,
             db_name,
             creation_statements,
@@ -1070,6 +1140,9 @@ impl DatabaseBackend {
             "max_live_leases_per_entity": role.max_live_leases_per_entity,
             "max_issuance_per_minute_per_entity": role.max_issuance_per_minute_per_entity,
             "reuse_lease_for_same_token": role.reuse_lease_for_same_token,
+            "canary": role.canary,
+            "canary_statements": role.canary_statements,
+            "contain_on_trip": role.contain_on_trip,
         }));
         if let (Some(n), Some(d)) = (&role.narrowing, r.data.as_mut()) {
             d["narrowing"] = json!(n);
@@ -1130,7 +1203,11 @@ impl DatabaseBackend {
             None => None,
         };
         // The same token asking again for this role: its live credential, not a new user.
-        let reuse_key = match (role.reuse_lease_for_same_token, req.caller, &narrowed) {
+        let reuse_key = match (
+            role.reuse_lease_for_same_token && !role.canary,
+            req.caller,
+            &narrowed,
+        ) {
             (true, Some(c), None) => Some(format!(
                 "reuse/{}/{role_name}",
                 c.hash
@@ -1174,6 +1251,10 @@ impl DatabaseBackend {
         }
         let creation_statements = match &narrowed {
             Some((n, nr)) => narrowing::expand(&role.creation_statements, &n.grants(nr, dialect)),
+            None if role.canary && role.canary_statements.is_empty() => {
+                canary_default_statements(dialect)
+            }
+            None if role.canary => role.canary_statements.clone(),
             None => role.creation_statements.clone(),
         };
         let display = req
@@ -1190,6 +1271,8 @@ impl DatabaseBackend {
             renew_statements: role.renew_statements.clone(),
             scope: narrowed.as_ref().map(|(n, nr)| n.describe(nr)),
             reusable: reuse_key.is_some(),
+            canary: role.canary,
+            contain_on_trip: role.contain_on_trip,
         };
         let pending = self
             .leases
