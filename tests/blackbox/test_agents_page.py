@@ -151,6 +151,7 @@ def run(w, pg, browser, tmp_path):  # noqa: F811
     assert w.token_works()
 
     browser.click("#logout")
+    assert "see the live agents" in browser.text("#signin"), "signed out, back on the Agents page"
 
     # --- The operator: sees the button, confirms, and the agent is contained.
     sign_in(browser, w, "ops")
@@ -160,10 +161,12 @@ def run(w, pg, browser, tmp_path):  # noqa: F811
     assert browser.script(
         "return getComputedStyle(document.querySelector('header')).backgroundColor"
     ) == "rgb(20, 32, 46)"
-    browser.viewport(1280, 720)
+    browser.viewport(1280, 800)
+    browser.go(f"{w.url}/ui/agents")
     browser.screenshot(shots / "agents-desktop.png")
     browser.viewport(390, 844, mobile=True)
     browser.go(f"{w.url}/ui/agents")
+    browser.script(f"document.querySelector('{w.row()}').scrollIntoView()")
     assert browser.script(
         f"return getComputedStyle(document.querySelector('{w.row()}')).display"
     ) == "block", "on a phone each agent is a card"

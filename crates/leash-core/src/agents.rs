@@ -97,7 +97,8 @@ fn role_of(e: &TokenEntry) -> String {
         .unwrap_or_default()
 }
 
-/// The live agents (see the module docs), most recently used first.
+/// The live agents (see the module docs), most recently used first (the caller's own
+/// identity last).
 pub(crate) async fn list(inner: &Inner, caller: Option<&Caller>) -> Result<Response, CoreError> {
     let now = inner.clock.unix();
     let live = inner.tokens.live_entries().await?;
@@ -201,7 +202,14 @@ pub(crate) async fn list(inner: &Inner, caller: Option<&Caller>) -> Result<Respo
             (a.last_use, key, v)
         })
         .collect();
-    rows.sort_by(|x, y| y.0.cmp(&x.0).then_with(|| x.1.cmp(&y.1)));
+    // The caller's own identity last, then the most recently used first.
+    rows.sort_by(|x, y| {
+        let you = |r: &(i64, String, Value)| r.2["you"].as_bool() == Some(true);
+        you(x)
+            .cmp(&you(y))
+            .then_with(|| y.0.cmp(&x.0))
+            .then_with(|| x.1.cmp(&y.1))
+    });
     let keys: Vec<&String> = rows.iter().map(|(_, k, _)| k).collect();
     let info: serde_json::Map<String, Value> = rows
         .iter()

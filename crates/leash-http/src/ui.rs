@@ -211,7 +211,7 @@ fn login_page_for(page: Page, message: Option<&str>) -> String {
     layout(
         page.title(),
         &format!(
-            "{flash}<p>Sign in to {what}.</p>\
+            "{flash}<p id=\"signin\">Sign in to {what}.</p>\
 <form class=\"card\" method=\"post\" action=\"/ui/login\"><input type=\"hidden\" name=\"next\" value=\"{}\">\
 <p><label>Auth mount <input id=\"mount\" name=\"mount\" value=\"userpass\" required></label></p>\
 <p><label>Username <input id=\"username\" name=\"username\" autocomplete=\"username\" required></label></p>\
@@ -222,12 +222,14 @@ fn login_page_for(page: Page, message: Option<&str>) -> String {
     )
 }
 
-fn signed_in(name: &str, csrf: &str) -> String {
+fn signed_in(page: Page, name: &str, csrf: &str) -> String {
     format!(
         "<div class=\"who\"><p>Signed in as <strong id=\"who\">{}</strong>.</p>\
-<form class=\"inline\" method=\"post\" action=\"/ui/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button id=\"logout\" class=\"secondary\" type=\"submit\">Sign out</button></form></div>",
+<form class=\"inline\" method=\"post\" action=\"/ui/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<input type=\"hidden\" name=\"next\" value=\"{}\"><button id=\"logout\" class=\"secondary\" type=\"submit\">Sign out</button></form></div>",
         esc(name),
-        esc(csrf)
+        esc(csrf),
+        page.name()
     )
 }
 
@@ -419,7 +421,7 @@ async fn page(
         .unwrap_or_default();
     let body = format!(
         "{flash}{}<h2>Pending requests</h2>{table}",
-        signed_in(&name, &csrf)
+        signed_in(Page::Approvals, &name, &csrf)
     );
     html(StatusCode::OK, layout("Approvals", &body), None)
 }
@@ -563,8 +565,9 @@ async fn logout(State(ui): State<Ui>, headers: HeaderMap, body: Body) -> HttpRes
     match checked(&ui, &headers, &f) {
         Ok(sid) => {
             ui.end(&sid);
+            let next = Page::of(f.get("next").map(String::as_str).unwrap_or(""));
             redirect(
-                "/ui/approvals",
+                next.path(),
                 Some(format!(
                     "{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"
                 )),
@@ -765,7 +768,7 @@ async fn agents_page(
         .as_deref()
         .map(|m| format!("<p id=\"flash\" class=\"flash\">{}</p>", esc(m)))
         .unwrap_or_default();
-    let head = format!("{flash}{}", signed_in(&cur.name, &cur.csrf));
+    let head = format!("{flash}{}", signed_in(Page::Agents, &cur.name, &cur.csrf));
     let listed = ui
         .call(
             peer,
@@ -827,21 +830,27 @@ async fn agents_page(
     for key in &keys {
         let v = &data["key_info"][key];
         let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
-        let list = |k: &str, empty: &str| {
-            let items: Vec<String> = v[k]
+        // At most `max` items of a list (the API has them all).
+        let list = |k: &str, empty: &str, max: usize| {
+            let all: Vec<&str> = v[k]
                 .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(|x| format!("<li><code>{}</code></li>", esc(x)))
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            if items.is_empty() {
-                format!("<span class=\"muted\">{empty}</span>")
-            } else {
-                format!("<ul class=\"plain\">{}</ul>", items.concat())
+            if all.is_empty() {
+                return format!("<span class=\"muted\">{empty}</span>");
             }
+            let mut items: String = all
+                .iter()
+                .take(max)
+                .map(|x| format!("<li><code>{}</code></li>", esc(x)))
+                .collect();
+            if all.len() > max {
+                items.push_str(&format!(
+                    "<li class=\"muted\">and {} more</li>",
+                    all.len() - max
+                ));
+            }
+            format!("<ul class=\"plain\">{items}</ul>")
         };
         let id = dom_id(key);
         let entity = s("entity_id");
@@ -885,13 +894,13 @@ async fn agents_page(
             "<tr id=\"agent-{id}\"><td data-label=\"Identity\">{identity}</td><td data-label=\"Role\">{}</td>\
 <td data-label=\"Tokens\" class=\"tokens\">{}</td><td data-label=\"Leases\" class=\"leases\"><span class=\"count\">{leases_n}</span>{}</td>\
 <td data-label=\"Last use\">{}</td><td data-label=\"Trace ids (last hour)\">{}</td><td data-label=\"Action\">{action}</td></tr>",
-            list("roles", "—"),
+            list("roles", "—", 4),
             v["tokens"].as_u64().unwrap_or(0),
-            list("leases", ""),
+            list("leases", "", 20),
             v["last_use"]
                 .as_str()
                 .map_or_else(|| "<span class=\"muted\">not since start</span>".to_owned(), esc),
-            list("trace_ids", "none"),
+            list("trace_ids", "none", 3),
         ));
     }
     let table = if rows.is_empty() {
@@ -973,7 +982,7 @@ It has no identity to lock."
 <p><label>Reason (shown to the agent at login) <textarea id=\"reason\" name=\"reason\" required maxlength=\"1024\"></textarea></label></p>\
 <div class=\"actions\"><button id=\"confirm-contain\" class=\"danger\" type=\"submit\">{button}</button></div></form>\
 <p><a id=\"cancel\" href=\"/ui/agents\">Cancel</a></p></div>",
-        signed_in(&cur.name, &cur.csrf),
+        signed_in(Page::Agents, &cur.name, &cur.csrf),
         esc(&value),
         if kind == "entity_id" {
             "entity"
