@@ -22,7 +22,7 @@
 //!   keyed hashes (HMAC under the storage key, separated per mount and purpose): the
 //!   record of a secret ID is found by the keyed hash of the value presented, and the
 //!   stored hash is compared again in constant time. Role IDs are indexed the same way.
-//! * A limited secret ID's uses are spent by one atomic read-modify-write in storage,
+//! * A limited secret ID's uses are spent by one atomic read-modify-write in store,
 //!   so concurrent logins can never spend the same last use twice. A used-up secret ID
 //!   is kept as a tombstone for a day, so a replay is told so; an expired one is refused.
 //! * CIDR bindings (`secret_id_bound_cidrs` of the role, `cidr_list` of the secret ID)
@@ -48,9 +48,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, MountEntry, Response, Route, Routes, match_route,
+    Backend, BackendRequest, CoreError, MountEntry, MountStorage, Response, Route, Routes,
+    match_route,
 };
-use leash_storage::Storage;
+
 use leash_types::cidr::Cidr;
 use leash_types::{Clock, Operation};
 use serde_json::{Map, Value};
@@ -75,9 +76,8 @@ const MAX_CIDRS: usize = 64;
 
 /// The backend serving one `approle` mount.
 pub struct AppRoleBackend {
-    ns: String,
     mount_uuid: String,
-    storage: Arc<dyn Storage>,
+    store: MountStorage,
     clock: Arc<dyn Clock>,
     /// Role writes and deletes hold it exclusively; secret-ID creation shares it, so
     /// no secret ID is written for a role while it is being deleted, and the role-ID
@@ -91,13 +91,12 @@ pub struct AppRoleBackend {
 /// The `approle` auth method for `mount`.
 pub fn new_backend(
     mount: &MountEntry,
-    storage: Arc<dyn Storage>,
+    store: MountStorage,
     clock: Arc<dyn Clock>,
 ) -> Arc<dyn Backend> {
     Arc::new(AppRoleBackend {
-        ns: mount.storage_ns(),
         mount_uuid: mount.uuid.clone(),
-        storage,
+        store,
         clock,
         roles: tokio::sync::RwLock::new(()),
         sweeps: Mutex::new(HashMap::new()),
@@ -223,14 +222,14 @@ impl AppRoleBackend {
     /// hold instead of role IDs, secret IDs and accessors.
     fn keyed(&self, purpose: &str, value: &str) -> String {
         let input = Zeroizing::new(format!("approle\0{}\0{purpose}\0{value}", self.mount_uuid));
-        hex(&self.storage.keyring().token_hash(&input).0)
+        hex(&self.store.keyring().token_hash(&input).0)
     }
 
     async fn load_json<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
     ) -> Result<Option<T>, CoreError> {
-        match self.storage.get(&self.ns, key).await? {
+        match self.store.get(key).await? {
             None => Ok(None),
             Some(raw) => serde_json::from_slice(raw.as_slice())
                 .map(Some)
@@ -242,7 +241,7 @@ impl AppRoleBackend {
 
     async fn save_json<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<(), CoreError> {
         let bytes = serde_json::to_vec(v).map_err(|e| CoreError::internal(e.to_string()))?;
-        self.storage.put(&self.ns, key, bytes).await?;
+        self.store.put(key, bytes).await?;
         Ok(())
     }
 

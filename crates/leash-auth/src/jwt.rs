@@ -26,10 +26,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, MountEntry, Response, Route, Routes, fields, match_route,
-    store,
+    Backend, BackendRequest, CoreError, MountStorage, Response, Route, Routes, fields, match_route,
 };
-use leash_storage::Storage;
+
 use leash_types::{Clock, Operation};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -38,25 +37,19 @@ use serde_json::Value;
 use self::config::{JwtConfig, KeySource};
 use self::keys::{KeyCache, Remote};
 use self::role::JwtRole;
-use crate::verify::{JwtError, UnverifiedJwt};
+use crate::verify::{FetchError, JwtError, UnverifiedJwt};
 
 /// The method serving one `jwt` (or `oidc`) mount.
 pub struct JwtBackend {
-    ns: String,
-    storage: Arc<dyn Storage>,
+    store: MountStorage,
     clock: Arc<dyn Clock>,
     keys: KeyCache,
 }
 
-/// The `jwt` auth method for `mount`.
-pub fn new_backend(
-    mount: &MountEntry,
-    storage: Arc<dyn Storage>,
-    clock: Arc<dyn Clock>,
-) -> Arc<dyn Backend> {
+/// The `jwt` auth method, storing in `store` (its mount's namespace).
+pub fn new_backend(store: MountStorage, clock: Arc<dyn Clock>) -> Arc<dyn Backend> {
     Arc::new(JwtBackend {
-        ns: mount.storage_ns(),
-        storage,
+        store,
         clock,
         keys: KeyCache::default(),
     })
@@ -66,11 +59,11 @@ const OIDC_FLOW: &str = "the OIDC browser login flow is not supported by leash: 
 
 impl JwtBackend {
     async fn load<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CoreError> {
-        store::load_json(&*self.storage, &self.ns, key).await
+        self.store.load_json(key).await
     }
 
     async fn save<T: Serialize>(&self, key: &str, v: &T) -> Result<(), CoreError> {
-        store::save_json(&*self.storage, &self.ns, key, v).await
+        self.store.save_json(key, v).await
     }
 
     async fn write_config(
@@ -144,7 +137,7 @@ impl JwtBackend {
             ca_pem: &ca_pem,
         };
         let now = self.clock.unix();
-        let fetch_failed = |e: String| {
+        let fetch_failed = |e: FetchError| {
             tracing::warn!(url = %url, error = %e, "fetching the issuer's keys failed");
             CoreError::Forbidden(format!("cannot fetch the issuer's keys: {e}"))
         };
@@ -231,7 +224,7 @@ impl JwtBackend {
 #[async_trait]
 impl Backend for JwtBackend {
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>, CoreError> {
-        crate::config_or_role_exists(self.storage.as_ref(), &self.ns, req.path).await
+        crate::config_or_role_exists(&self.store, req.path).await
     }
 
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
@@ -256,7 +249,7 @@ impl Backend for JwtBackend {
         }
         if path == "role" {
             return match op {
-                Operation::List => crate::list_roles(self.storage.as_ref(), &self.ns).await,
+                Operation::List => crate::list_roles(&self.store).await,
                 _ => Err(CoreError::UnsupportedOperation),
             };
         }
@@ -270,7 +263,7 @@ impl Backend for JwtBackend {
                     .await?
                     .map(|r| Response::data(r.to_json()))),
                 Operation::Delete => {
-                    self.storage.delete(&self.ns, &key).await?;
+                    self.store.delete(&key).await?;
                     Ok(None)
                 }
                 _ if write => self.write_role(name, req.data).await,

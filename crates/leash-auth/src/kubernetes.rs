@@ -35,10 +35,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use jsonwebtoken::Algorithm;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, MountEntry, Response, Route, Routes, fields, match_route,
-    store,
+    Backend, BackendRequest, CoreError, MountStorage, Response, Route, Routes, fields, match_route,
 };
-use leash_storage::Storage;
+
 use leash_types::{Clock, Operation, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -63,22 +62,16 @@ const SKEW: i64 = 60;
 
 /// The method serving one `kubernetes` mount.
 pub struct KubernetesBackend {
-    ns: String,
-    storage: Arc<dyn Storage>,
+    store: MountStorage,
     clock: Arc<dyn Clock>,
     /// The TokenReview client for the CA it was built with (rebuilt when it changes).
     client: Mutex<Option<(Option<String>, reqwest::Client)>>,
 }
 
-/// The `kubernetes` auth method for `mount`.
-pub fn new_backend(
-    mount: &MountEntry,
-    storage: Arc<dyn Storage>,
-    clock: Arc<dyn Clock>,
-) -> Arc<dyn Backend> {
+/// The `kubernetes` auth method, storing in `store` (its mount's namespace).
+pub fn new_backend(store: MountStorage, clock: Arc<dyn Clock>) -> Arc<dyn Backend> {
     Arc::new(KubernetesBackend {
-        ns: mount.storage_ns(),
-        storage,
+        store,
         clock,
         client: Mutex::new(None),
     })
@@ -86,11 +79,11 @@ pub fn new_backend(
 
 impl KubernetesBackend {
     async fn load<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CoreError> {
-        store::load_json(&*self.storage, &self.ns, key).await
+        self.store.load_json(key).await
     }
 
     async fn save<T: Serialize>(&self, key: &str, v: &T) -> Result<(), CoreError> {
-        store::save_json(&*self.storage, &self.ns, key, v).await
+        self.store.save_json(key, v).await
     }
 
     /// The TokenReview client trusting `ca` (only).
@@ -268,7 +261,7 @@ impl KubernetesBackend {
 #[async_trait]
 impl Backend for KubernetesBackend {
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>, CoreError> {
-        crate::config_or_role_exists(self.storage.as_ref(), &self.ns, req.path).await
+        crate::config_or_role_exists(&self.store, req.path).await
     }
 
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
@@ -297,7 +290,7 @@ impl Backend for KubernetesBackend {
         }
         if path == "role" {
             return match op {
-                Operation::List => crate::list_roles(self.storage.as_ref(), &self.ns).await,
+                Operation::List => crate::list_roles(&self.store).await,
                 _ => Err(CoreError::UnsupportedOperation),
             };
         }
@@ -311,7 +304,7 @@ impl Backend for KubernetesBackend {
                     .await?
                     .map(|r| Response::data(r.to_json()))),
                 Operation::Delete => {
-                    self.storage.delete(&self.ns, &key).await?;
+                    self.store.delete(&key).await?;
                     Ok(None)
                 }
                 _ if write => {

@@ -36,8 +36,7 @@ pub(crate) fn check_role_name(name: &str) -> Result<(), CoreError> {
 /// create-vs-update existence check of the JWT and Kubernetes methods); `None` for other
 /// paths.
 pub(crate) async fn config_or_role_exists(
-    storage: &dyn leash_storage::Storage,
-    ns: &str,
+    store: &leash_backend::MountStorage,
     path: &str,
 ) -> Result<Option<bool>, CoreError> {
     let key = if path == "config" {
@@ -47,16 +46,15 @@ pub(crate) async fn config_or_role_exists(
     } else {
         return Ok(None);
     };
-    Ok(Some(storage.get(ns, &key).await?.is_some()))
+    Ok(Some(store.get(&key).await?.is_some()))
 }
 
-/// `LIST role/`: the role names stored in namespace `ns` (`None` when there are none).
+/// `LIST role/`: the role names stored in the mount's namespace (`None` when there are none).
 pub(crate) async fn list_roles(
-    storage: &dyn leash_storage::Storage,
-    ns: &str,
+    store: &leash_backend::MountStorage,
 ) -> Result<Option<leash_backend::Response>, CoreError> {
-    let keys: Vec<String> = storage
-        .list(ns, "role/")
+    let keys: Vec<String> = store
+        .list("role/")
         .await?
         .into_iter()
         .filter_map(|k| k.strip_prefix("role/").map(str::to_owned))

@@ -31,11 +31,11 @@ use argon2::{Argon2, Params};
 use async_trait::async_trait;
 use base64::Engine as _;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, MountEntry, Response, Route, Routes, TOKEN_FIELDS,
+    Backend, BackendRequest, CoreError, MountStorage, Response, Route, Routes, TOKEN_FIELDS,
     TokenParams, fields, match_route, store,
 };
-use leash_storage::Storage;
-use leash_types::{Clock, Operation};
+
+use leash_types::Operation;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
@@ -66,8 +66,7 @@ struct UserEntry {
 
 /// The backend serving one `userpass` mount.
 pub struct UserpassBackend {
-    ns: String,
-    storage: Arc<dyn Storage>,
+    store: MountStorage,
     /// Bounds concurrent Argon2 computations (each takes ~19 MiB and a core).
     hashing: Arc<Semaphore>,
     /// A PHC string with the default parameters and random salt and output: unknown
@@ -75,16 +74,12 @@ pub struct UserpassBackend {
     dummy_hash: String,
 }
 
-/// The `userpass` auth method for `mount`. It needs no clock: passwords do not expire.
-pub fn new_backend(
-    mount: &MountEntry,
-    storage: Arc<dyn Storage>,
-    _clock: Arc<dyn Clock>,
-) -> Arc<dyn Backend> {
+/// The `userpass` auth method, storing in `store` (its mount's namespace). It needs no
+/// clock: passwords do not expire.
+pub fn new_backend(store: MountStorage) -> Arc<dyn Backend> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     Arc::new(UserpassBackend {
-        ns: mount.storage_ns(),
-        storage,
+        store,
         hashing: Arc::new(Semaphore::new(cores)),
         dummy_hash: dummy_hash(),
     })
@@ -175,7 +170,7 @@ impl UserpassBackend {
     }
 
     async fn load(&self, name: &str) -> Result<Option<UserEntry>, CoreError> {
-        store::load_json(&*self.storage, &self.ns, &Self::key(name)).await
+        self.store.load_json(&Self::key(name)).await
     }
 
     /// Runs Argon2 work on the blocking pool, holding a hashing permit until it ends
@@ -209,9 +204,8 @@ impl UserpassBackend {
         name: &str,
         change: impl FnOnce(Option<UserEntry>) -> Result<UserEntry, String> + Send + 'static,
     ) -> Result<(), CoreError> {
-        self.storage
+        self.store
             .modify(
-                &self.ns,
                 &Self::key(name),
                 Box::new(move |old| {
                     let old = match old {
@@ -322,8 +316,8 @@ impl UserpassBackend {
 
     async fn list_users(&self) -> Result<Option<Response>, CoreError> {
         let keys: Vec<String> = self
-            .storage
-            .list(&self.ns, USER_PREFIX)
+            .store
+            .list(USER_PREFIX)
             .await?
             .into_iter()
             .filter_map(|k| k.strip_prefix(USER_PREFIX).map(str::to_owned))
@@ -409,7 +403,7 @@ impl Backend for UserpassBackend {
             return match op {
                 Operation::Read => self.read_user(&name).await,
                 Operation::Delete => {
-                    self.storage.delete(&self.ns, &Self::key(&name)).await?;
+                    self.store.delete(&Self::key(&name)).await?;
                     Ok(None)
                 }
                 _ if write => self.write_user(&name, req.data).await,
@@ -453,14 +447,13 @@ impl Backend for UserpassBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leash_backend::{MountConfig, MountTable};
+    use leash_backend::{MountConfig, MountEntry, MountTable};
     use leash_storage::{Keyring, SqliteStorage};
-    use leash_types::SystemClock;
     use serde_json::json;
 
     struct Fixture {
         backend: Arc<dyn Backend>,
-        storage: Arc<dyn Storage>,
+        store: MountStorage,
         mount: MountEntry,
         _dir: tempfile::TempDir,
     }
@@ -468,7 +461,8 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let keyring = Keyring::from_master(&Keyring::generate_master()).unwrap();
-        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), keyring).unwrap());
+        let storage: Arc<dyn leash_storage::Storage> =
+            Arc::new(SqliteStorage::open(dir.path(), keyring).unwrap());
         let mount = MountEntry {
             path: "userpass/".into(),
             kind: "userpass".into(),
@@ -480,10 +474,11 @@ mod tests {
             local: false,
             table: MountTable::Auth,
         };
-        let backend = new_backend(&mount, Arc::clone(&storage), Arc::new(SystemClock));
+        let store = MountStorage::new(storage, &mount);
+        let backend = new_backend(store.clone());
         Fixture {
             backend,
-            storage,
+            store,
             mount,
             _dir: dir,
         }
@@ -576,12 +571,7 @@ mod tests {
             !text.contains("correct horse") && !text.contains("argon2"),
             "{text}"
         );
-        let stored = f
-            .storage
-            .get(&f.mount.storage_ns(), "user/alice")
-            .await
-            .unwrap()
-            .unwrap();
+        let stored = f.store.get("user/alice").await.unwrap().unwrap();
         let stored = String::from_utf8(stored.to_vec()).unwrap();
         assert!(stored.contains("$argon2id$") && !stored.contains("correct horse"));
 

@@ -5,7 +5,8 @@
 //! relative to the mount. Backends therefore never do authorization or audit themselves.
 //! A backend instance serves exactly one mount.
 
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 
 use async_trait::async_trait;
 use leash_types::Operation;
@@ -106,6 +107,64 @@ pub trait Backend: Send + Sync {
     async fn revoke_leases(&self, leases: &[LeaseRecord]) -> Vec<Result<(), CoreError>> {
         leases.iter().map(|_| Ok(())).collect()
     }
+
+    // Hooks through which the core's session observer, leak response and metrics learn
+    // what they need of an engine's credentials without knowing the engine. Each
+    // default says "this engine has nothing of the kind".
+
+    /// The sessions currently open in this engine's targets with credentials it
+    /// issued, for the session observer; `Ok(None)` if the engine has nothing to
+    /// observe (the default, and an engine whose observation is switched off).
+    async fn observe_sessions(&self) -> Result<Option<Vec<ObservedSession>>, CoreError> {
+        Ok(None)
+    }
+
+    /// How a credential this engine leased (with `internal`, the data it gave
+    /// [`crate::LeaseRegistry::begin`]) shows in its target's sessions and in leaked
+    /// text: the database user name. `None` (the default): no such identity.
+    fn credential_identity<'a>(&self, _internal: &'a Value) -> Option<&'a str> {
+        None
+    }
+
+    /// Words of `text` that may be [`Backend::credential_identity`]s of this engine's
+    /// credentials, for the leak scan (each is then compared with the live leases). The
+    /// default finds none.
+    fn leak_candidates(&self, _text: &str) -> BTreeSet<String> {
+        BTreeSet::new()
+    }
+
+    /// The role label of the lease at `path` (below the mount) in the lease metrics;
+    /// `""` (the default) for an engine without roles.
+    fn lease_role<'p>(&self, _path: &'p str) -> &'p str {
+        ""
+    }
+
+    /// Whether the credential this engine leased (with `internal`, as for
+    /// [`Backend::credential_identity`]) is a canary: `Some` says so, and what to do
+    /// when it is used. `None` (the default): a real credential.
+    fn canary(&self, _internal: &Value) -> Option<Canary> {
+        None
+    }
+}
+
+/// What an engine says of a canary credential ([`Backend::canary`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canary {
+    /// Run the kill switch on the identity it was issued to when it is used.
+    pub contain_on_trip: bool,
+}
+
+/// A session open in an engine's target with a credential the engine issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedSession {
+    /// The target it is open in (the database connection's name).
+    pub target: String,
+    /// The target's id of the session (PostgreSQL backend pid, MySQL connection id).
+    pub id: String,
+    /// The credential's identity as the target names it (the database user).
+    pub identity: String,
+    /// The client's address; `None` for a local (Unix-socket) session.
+    pub client_addr: Option<IpAddr>,
 }
 
 /// Matches a relative path against a route pattern: literal segments, `:name` for one

@@ -18,11 +18,12 @@ pub mod request;
 pub mod routes;
 pub mod store;
 
-pub use backend::{Backend, BackendRequest, GrantWindow, match_route};
+pub use backend::{Backend, BackendRequest, Canary, GrantWindow, ObservedSession, match_route};
 pub use caller::{Caller, TokenEntry};
 pub use error::CoreError;
 pub use lease::{IssuanceCaps, LeaseRecord, LeaseRegistry, LeaseRequest, PendingLease};
 pub use login::{LoginGrant, TOKEN_FIELDS, TokenParams};
-pub use mount::{MountConfig, MountEntry, MountTable};
+pub use mount::{MountConfig, MountEntry, MountKind, MountTable};
 pub use request::{AuthInfo, LeaseInfo, Request, Response, ResponseKind};
 pub use routes::{Route, Routes, canonical_request_path};
+pub use store::MountStorage;

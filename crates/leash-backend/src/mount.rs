@@ -26,6 +26,47 @@ pub enum MountTable {
     Auth,
 }
 
+/// The backends leash can mount, per table (`kubernetes` is an auth method here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MountKind {
+    /// `sys/`.
+    System,
+    /// `identity/`.
+    Identity,
+    /// Key/value secrets, versions 1 and 2.
+    Kv,
+    /// Dynamic database credentials.
+    Database,
+    /// `auth/token/`.
+    Token,
+    /// Username and password logins.
+    Userpass,
+    /// AppRole logins.
+    AppRole,
+    /// JWT logins (also mounted as `oidc`).
+    Jwt,
+    /// Kubernetes service-account logins.
+    KubernetesAuth,
+}
+
+impl MountKind {
+    /// The kind a mount of `kind` in `table` is; `None` for a type leash does not have.
+    pub fn parse(table: MountTable, kind: &str) -> Option<MountKind> {
+        Some(match (table, kind) {
+            (MountTable::Secret, "system") => MountKind::System,
+            (MountTable::Secret, "identity") => MountKind::Identity,
+            (MountTable::Secret, "kv") => MountKind::Kv,
+            (MountTable::Secret, "database") => MountKind::Database,
+            (MountTable::Auth, "token") => MountKind::Token,
+            (MountTable::Auth, "userpass") => MountKind::Userpass,
+            (MountTable::Auth, "approle") => MountKind::AppRole,
+            (MountTable::Auth, "jwt" | "oidc") => MountKind::Jwt,
+            (MountTable::Auth, "kubernetes") => MountKind::KubernetesAuth,
+            _ => return None,
+        })
+    }
+}
+
 /// One mounted backend.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MountEntry {
@@ -66,6 +107,11 @@ impl MountEntry {
     /// The storage namespace reserved for this mount's backend.
     pub fn storage_ns(&self) -> String {
         format!("mount/{}", self.uuid)
+    }
+
+    /// Which backend this is; `None` for a type this build does not know.
+    pub fn mount_kind(&self) -> Option<MountKind> {
+        MountKind::parse(self.table, &self.kind)
     }
 
     /// KV version of a `kv` mount (1 unless `options.version == "2"`).

@@ -22,13 +22,17 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use leash_backend::TokenEntry;
+use leash_backend::{Canary, TokenEntry};
 use serde_json::{Value, json};
 
 use crate::Inner;
 use crate::containment::{self, Selector};
 use crate::events::{self, Event, Kind};
 use crate::leases::LeaseEntry;
+
+/// The metric label of lease canaries (the database engine is the only engine with
+/// canaries).
+const DATABASE: &str = "database";
 
 /// Canaries remembered as tripped (beyond it the memory is cleared: a canary may then
 /// trip, and contain, once more).
@@ -51,25 +55,18 @@ impl Tripped {
     }
 }
 
-/// Whether the lease entry is a canary's (the engine's record says so).
-pub(crate) fn is_canary(e: &LeaseEntry) -> bool {
-    e.internal.get("canary").and_then(Value::as_bool) == Some(true)
-}
-
-fn contains_on_trip(e: &LeaseEntry) -> bool {
-    e.internal.get("contain_on_trip").and_then(Value::as_bool) == Some(true)
-}
-
-/// A session of the canary database credential of lease `lease_id` was seen
-/// (`context`: the observer's, with the client address).
+/// A session of the canary credential of lease `lease_id` was seen (`canary`: what
+/// its engine says of it, [`leash_backend::Backend::canary`]; `context`: the
+/// observer's, with the client address).
 pub(crate) async fn trip_lease(
     inner: &Arc<Inner>,
     lease_id: &str,
     e: &LeaseEntry,
+    canary: Canary,
     context: &Value,
 ) {
     let (engine, role) = e.metric_labels();
-    inner.tokens.telemetry().canary_tripped("database");
+    inner.tokens.telemetry().canary_tripped(DATABASE);
     tracing::warn!(
         engine,
         role,
@@ -83,7 +80,7 @@ pub(crate) async fn trip_lease(
         .as_ref()
         .map(|i| i.agent.entity_id.clone())
         .unwrap_or_default();
-    let contain = contains_on_trip(e);
+    let contain = canary.contain_on_trip;
     let mut ctx = context.clone();
     ctx["canary"] = json!({"lease_id": lease_id, "contain_on_trip": contain});
     events::emit_observed(inner, &[ev], &ctx).await;

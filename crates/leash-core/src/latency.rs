@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use leash_backend::Request;
+use leash_backend::{MountKind, Request};
 
 use crate::Inner;
 use crate::router::Router;
@@ -142,7 +142,7 @@ pub(crate) fn route_label(router: &Router, path: &str) -> String {
     };
     let mount = m.entry.route_prefix();
     let mount = mount.trim_end_matches('/');
-    if m.entry.kind == "kv" && m.entry.kv_version() == 1 {
+    if m.entry.mount_kind() == Some(MountKind::Kv) && m.entry.kv_version() == 1 {
         return mount.to_owned();
     }
     let first = rel.split('/').next().unwrap_or("");

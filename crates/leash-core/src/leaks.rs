@@ -4,9 +4,10 @@
 //! * **Tokens** are recognised offline by their format ([`leash_types::token::recognise`]:
 //!   prefix, length, alphabet and checksum), then looked up; a live one is revoked with
 //!   its subtree.
-//! * **Database credentials** are recognised by the usernames leash generates
-//!   (`v-<display>-<role>-<random>-<unix>`); each candidate is compared with the
-//!   usernames of the live leases of every `database` mount.
+//! * **Engine credentials** are recognised by each engine ([`Backend::leak_candidates`]:
+//!   the database engine finds the usernames it generates,
+//!   `v-<display>-<role>-<random>-<unix>`); each candidate is compared with the
+//!   identities of the live leases of that mount ([`Backend::credential_identity`]).
 //!
 //! Each live credential found gets an `agent.credential.leaked` event, then its
 //! `revoked` event with reason `leak` (children of a token: `parent revoked`), and
@@ -24,7 +25,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use leash_backend::{Caller, CoreError, Response, fields};
+use leash_backend::{Backend, Caller, CoreError, Response, fields};
 use leash_storage::LeaseState;
 use leash_types::token::{TokenKind, recognise};
 use serde_json::{Map, Value, json};
@@ -35,8 +36,6 @@ use crate::leases::{self, LeaseEntry, Reason};
 
 /// The largest text accepted (the HTTP body limit applies first).
 const MAX_TEXT: usize = 8 << 20;
-/// The shortest generated database username (`v-` + parts + 20 random characters).
-const MIN_USERNAME: usize = 24;
 
 /// Token candidates in `text`: every `<prefix><alphanumerics>` run that passes the
 /// offline format check, once each.
@@ -56,15 +55,6 @@ pub(crate) fn token_candidates(text: &str) -> BTreeSet<String> {
         }
     }
     out
-}
-
-/// Database username candidates in `text`: words of `[a-z0-9_-]` that start with `v-`
-/// and are long enough to be generated ones.
-pub(crate) fn username_candidates(text: &str) -> BTreeSet<String> {
-    text.split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'))
-        .filter(|w| w.starts_with("v-") && w.len() >= MIN_USERNAME)
-        .map(str::to_owned)
-        .collect()
 }
 
 /// `PUT sys/leaks/scan {"text": …}`.
@@ -140,35 +130,47 @@ pub(crate) async fn scan(
         }));
     }
 
-    // Database credentials.
-    let names = username_candidates(&text);
-    let mut stale_usernames = names.len();
-    if !names.is_empty() {
+    // Engine credentials (database users): each engine names the candidates it
+    // recognises in the text, which are compared with its live leases.
+    let mut stale_usernames = 0usize;
+    let engines: Vec<(String, String, Arc<dyn Backend>)> = inner
+        .router()
+        .all()
+        .map(|m| {
+            (
+                m.entry.route_prefix(),
+                m.entry.kind.clone(),
+                Arc::clone(&m.backend),
+            )
+        })
+        .collect();
+    // Candidates are counted once, whichever mounts recognised them.
+    let mut candidates: BTreeSet<String> = BTreeSet::new();
+    let mut matched: BTreeSet<String> = BTreeSet::new();
+    for (mount, kind, backend) in engines {
+        let names = backend.leak_candidates(&text);
+        if names.is_empty() {
+            continue;
+        }
+        candidates.extend(names.iter().cloned());
         let mut hits: Vec<(String, LeaseEntry)> = Vec::new();
-        let mounts: Vec<String> = inner
-            .router()
-            .all()
-            .filter(|m| m.entry.kind == "database")
-            .map(|m| m.entry.path.clone())
-            .collect();
-        for mount in mounts {
-            for id in inner.storage.lease_ids_with_prefix(&mount).await? {
-                let Some(l) = inner.storage.lease_get(&id).await? else {
-                    continue;
-                };
-                if l.state != LeaseState::Active {
-                    continue;
-                }
-                let Ok(e) = LeaseEntry::decode(&l) else {
-                    continue;
-                };
-                let user = e.internal.get("username").and_then(Value::as_str);
-                if user.is_some_and(|u| names.contains(u)) {
-                    hits.push((id, e));
-                }
+        for id in inner.storage.lease_ids_with_prefix(&mount).await? {
+            let Some(l) = inner.storage.lease_get(&id).await? else {
+                continue;
+            };
+            if l.state != LeaseState::Active {
+                continue;
+            }
+            let Ok(e) = LeaseEntry::decode(&l) else {
+                continue;
+            };
+            if let Some(user) = backend.credential_identity(&e.internal)
+                && names.contains(user)
+            {
+                matched.insert(user.to_owned());
+                hits.push((id, e));
             }
         }
-        stale_usernames -= hits.len().min(stale_usernames);
         let ids: Vec<String> = hits.iter().map(|(id, _)| id.clone()).collect();
         let evs: Vec<Event> = hits
             .iter()
@@ -183,18 +185,14 @@ pub(crate) async fn scan(
                 leakers.push(i.agent.entity_id.clone());
             }
             let (engine, role) = e.metric_labels();
-            inner.tokens.telemetry().leak_detected("database");
-            tracing::warn!(
-                engine,
-                role,
-                "leaked database credential found; revoking it"
-            );
+            inner.tokens.telemetry().leak_detected(&kind);
+            tracing::warn!(engine, role, kind = %kind, "leaked credential found; revoking it");
         }
         let outcome = leases::revoke_ids_because(inner, &ids, Reason::Leak).await?;
         for (id, e) in &hits {
             let failed = outcome.failed.iter().any(|(f, _)| f == id);
             found.push(json!({
-                "kind": "database",
+                "kind": kind,
                 "lease_id": id,
                 "scope": e.internal.get("role"),
                 "live": true,
@@ -202,6 +200,7 @@ pub(crate) async fn scan(
             }));
         }
     }
+    stale_usernames += candidates.len() - matched.len().min(candidates.len());
 
     // `contain`: the leaking identities are locked and everything else they hold ends.
     let mut contained: Vec<Value> = Vec::new();
@@ -251,16 +250,5 @@ mod tests {
         assert!(token_candidates(&bad).is_empty());
         // Glued to more alphanumerics, it is not the token.
         assert!(token_candidates(&format!("{t}x")).is_empty());
-    }
-
-    #[test]
-    fn usernames_are_generated_looking_words() {
-        let text = "FATAL: password authentication failed for user \"v-approle-ro-abcdefghij0123456789-1700000000\" \
-                    v-short vault v-x";
-        let found = username_candidates(text);
-        assert_eq!(
-            found.into_iter().collect::<Vec<_>>(),
-            vec!["v-approle-ro-abcdefghij0123456789-1700000000".to_owned()]
-        );
     }
 }

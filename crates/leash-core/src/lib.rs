@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use leash_audit::Broker;
 pub use leash_backend::{AuthInfo, CoreError, LeaseInfo, Request, Response, ResponseKind};
-use leash_backend::{Backend, MountConfig, MountEntry, MountTable};
+use leash_backend::{Backend, MountConfig, MountEntry, MountKind, MountStorage, MountTable};
 use leash_storage::Storage;
 use leash_types::{Clock, SecretString};
 pub use router::{Mounted, Router};
@@ -334,48 +334,30 @@ impl Core {
 
     fn backend_for(&self, m: &MountEntry) -> Result<Arc<dyn Backend>, CoreError> {
         let weak: Weak<Inner> = Arc::downgrade(&self.0);
-        Ok(match (m.table, m.kind.as_str()) {
-            (MountTable::Secret, "system") => Arc::new(sys::SysBackend::new(weak)),
-            (MountTable::Auth, "token") => Arc::new(token_backend::TokenBackend::new(weak)),
-            (MountTable::Secret, "identity") => Arc::new(identity::IdentityBackend::new(weak)),
-            (MountTable::Secret, "kv") => leash_engines::kv::new_backend(
-                m,
-                Arc::clone(&self.0.storage),
-                Arc::clone(&self.0.clock),
-            ),
-            (MountTable::Auth, "userpass") => leash_auth::userpass::new_backend(
-                m,
-                Arc::clone(&self.0.storage),
-                Arc::clone(&self.0.clock),
-            ),
-            (MountTable::Auth, "approle") => leash_auth::approle::new_backend(
-                m,
-                Arc::clone(&self.0.storage),
-                Arc::clone(&self.0.clock),
-            ),
-            (MountTable::Auth, "jwt" | "oidc") => leash_auth::jwt::new_backend(
-                m,
-                Arc::clone(&self.0.storage),
-                Arc::clone(&self.0.clock),
-            ),
-            (MountTable::Auth, "kubernetes") => leash_auth::kubernetes::new_backend(
-                m,
-                Arc::clone(&self.0.storage),
-                Arc::clone(&self.0.clock),
-            ),
-            (MountTable::Secret, "database") => leash_engines::database::engine::new_backend(
-                m,
-                Arc::clone(&self.0.storage),
+        // Engines and auth methods see their own storage namespace only.
+        let store = || MountStorage::new(Arc::clone(&self.0.storage), m);
+        let clock = || Arc::clone(&self.0.clock);
+        let Some(kind) = m.mount_kind() else {
+            let what = if m.table == MountTable::Auth {
+                "auth method"
+            } else {
+                "secrets engine"
+            };
+            return Err(CoreError::invalid(format!("unknown {what} type")));
+        };
+        Ok(match kind {
+            MountKind::System => Arc::new(sys::SysBackend::new(weak)),
+            MountKind::Token => Arc::new(token_backend::TokenBackend::new(weak)),
+            MountKind::Identity => Arc::new(identity::IdentityBackend::new(weak)),
+            MountKind::Kv => leash_engines::kv::new_backend(m, store(), clock()),
+            MountKind::Userpass => leash_auth::userpass::new_backend(store()),
+            MountKind::AppRole => leash_auth::approle::new_backend(m, store(), clock()),
+            MountKind::Jwt => leash_auth::jwt::new_backend(store(), clock()),
+            MountKind::KubernetesAuth => leash_auth::kubernetes::new_backend(store(), clock()),
+            MountKind::Database => leash_engines::database::engine::new_backend(
+                store(),
                 Arc::new(leases::Registry { inner: weak }),
             ),
-            (t, _) => {
-                let what = if t == MountTable::Auth {
-                    "auth method"
-                } else {
-                    "secrets engine"
-                };
-                return Err(CoreError::invalid(format!("unknown {what} type")));
-            }
         })
     }
 }

@@ -234,10 +234,19 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
             "counter",
             "Live credentials found (and revoked) by leak scans, per kind (token, database).",
             &["kind"],
-            LEAK_KINDS.iter().map(|k| {
-                let n = leaks.iter().find(|(l, _)| l == k).map_or(0, |(_, n)| *n);
-                (vec![*k], n.to_string())
-            }),
+            LEAK_KINDS
+                .iter()
+                .copied()
+                .chain(
+                    leaks
+                        .iter()
+                        .map(|(k, _)| k.as_str())
+                        .filter(|k| !LEAK_KINDS.contains(k)),
+                )
+                .map(|k| {
+                    let n = leaks.iter().find(|(l, _)| l == k).map_or(0, |(_, n)| *n);
+                    (vec![k], n.to_string())
+                }),
         );
         family(
             &mut out,
@@ -368,26 +377,17 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
 
 /// Live leases per (engine mount path, role), read from the lease ids alone (the
 /// primary-key index; no lease is decrypted), so the gauge is right after a restart
-/// and on storage shared by several servers. The role is the segment after `creds/` of
-/// a `database` mount's lease id (the engine role, as in the other lease series);
-/// leases of other engines have role `""`, of a mount since disabled engine
-/// `(unmounted)`.
+/// and on storage shared by several servers. The role is what the engine says of the
+/// lease's path ([`leash_backend::Backend::lease_role`]: the database engine's role, as
+/// in the other lease series; `""` for engines without roles); leases of a mount since
+/// disabled are under `(unmounted)`.
 async fn live_leases(inner: &Inner) -> Result<BTreeMap<(String, String), u64>, CoreError> {
     let ids = inner.storage.lease_ids_with_prefix("").await?;
     let router = inner.router();
     let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
     for id in &ids {
         let key = match router.route(id) {
-            Some((m, rel)) => {
-                let role = if m.entry.kind == "database" {
-                    rel.strip_prefix("creds/")
-                        .and_then(|r| r.split('/').next())
-                        .unwrap_or("")
-                } else {
-                    ""
-                };
-                (m.entry.route_prefix(), role.to_owned())
-            }
+            Some((m, rel)) => (m.entry.route_prefix(), m.backend.lease_role(rel).to_owned()),
             None => ("(unmounted)".to_owned(), String::new()),
         };
         *out.entry(key).or_insert(0) += 1;
@@ -461,7 +461,7 @@ pub(crate) struct Telemetry {
     leases_issued: Counters<(String, String)>,
     leases_revoked: Counters<(String, String)>,
     /// Live credentials found by leak scans, per kind (`token`, `database`).
-    leaks: Counters<&'static str>,
+    leaks: Counters<String>,
     /// Sessions of database credentials from an unexpected address, per engine and role.
     anomalies: Counters<(String, String)>,
     /// Canary credentials used, per credential type (`database`, `token`).
@@ -639,8 +639,9 @@ impl Telemetry {
         self.containment.add(action, |k| k, 1);
     }
 
-    pub(crate) fn leak_detected(&self, kind: &'static str) {
-        self.leaks.add(kind, |k| k, 1);
+    /// A leak scan found a live credential of `kind` (`token`, or the engine's type).
+    pub(crate) fn leak_detected(&self, kind: &str) {
+        self.leaks.add(kind.to_owned(), |_| other(), 1);
     }
 
     /// A canary credential of `kind` (`database`, `token`) was used.

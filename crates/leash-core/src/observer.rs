@@ -1,12 +1,14 @@
-//! The database session observer: who really uses a leased database credential, and
-//! from where.
+//! The session observer: who really uses a leased credential, and from where.
 //!
-//! Off by default; turned on per database connection with `observe_sessions = true` in
-//! `database/config/:name`, and always on for a connection that serves a canary role
-//! (`canary = true`: a session of a canary user trips it instead, see `canary.rs`). Every [`TICK`] the observer asks each such connection for the
-//! sessions of leash-made users (PostgreSQL `pg_stat_activity`, MySQL/MariaDB
-//! `information_schema.PROCESSLIST`), matches each session's user to the live lease that
-//! issued it, and logs:
+//! Every [`TICK`] the observer asks each mounted backend for the sessions open with
+//! its credentials ([`Backend::observe_sessions`]; engines without sessions answer
+//! `None`). The database engine has them, off by default and turned on per connection
+//! with `observe_sessions = true` in `database/config/:name`, and always on for a
+//! connection that serves a canary role (PostgreSQL `pg_stat_activity`, MySQL/MariaDB
+//! `information_schema.PROCESSLIST`). A session with a canary credential
+//! ([`Backend::canary`]) trips the canary instead of being logged as a use (`canary.rs`). The observer
+//! matches each session's identity to the live lease whose credential it is
+//! ([`Backend::credential_identity`]) and logs:
 //!
 //! * `agent.credential.used` once per new session (not once per poll), with the client
 //!   address, the session id and the first and latest use of the lease seen so far in
@@ -19,13 +21,14 @@
 //! still open is logged once more. Leases issued before leash remembered the caller's
 //! address are never anomalous (nothing to compare with).
 //!
-//! Not here: listing sessions (the database engine, `observe_sessions`).
+//! Not here: listing sessions (each engine's `observe_sessions` hook).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use leash_backend::Backend;
 use leash_storage::LeaseState;
 use serde_json::json;
 use tokio::sync::watch;
@@ -87,37 +90,36 @@ pub(crate) fn start(inner: Weak<Inner>, mut stopped: watch::Receiver<bool>) -> J
     })
 }
 
-/// One round over every `database` mount.
+/// One round over every mount whose backend has sessions to observe.
 async fn poll(inner: &Arc<Inner>, seen: &Mutex<Seen>) {
-    let mounts: Vec<(String, String)> = inner
+    let mounts: Vec<(String, Arc<dyn Backend>)> = inner
         .router()
         .all()
-        .filter(|m| m.entry.kind == "database")
-        .map(|m| (m.entry.route_prefix(), m.entry.storage_ns()))
+        .map(|m| (m.entry.route_prefix(), Arc::clone(&m.backend)))
         .collect();
-    for (prefix, ns) in mounts {
-        let observed =
-            match leash_engines::database::engine::observe_sessions(&inner.storage, &ns).await {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::warn!(mount = %prefix, error = %e, "session observer failed");
-                    continue;
-                }
-            };
+    for (prefix, backend) in mounts {
+        let observed = match backend.observe_sessions().await {
+            Ok(Some(o)) => o,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(mount = %prefix, error = %e, "session observer failed");
+                continue;
+            }
+        };
         // Sessions already logged need nothing more; the leases are read (one pass over
         // the mount's leases) only when a session is new to the observer.
         let any_new = {
             let Ok(seen) = seen.lock() else { return };
-            observed.iter().any(|(db, sessions)| {
-                sessions
-                    .iter()
-                    .any(|s| !seen.session_ids.contains(&session_key(&prefix, db, &s.id)))
+            observed.iter().any(|s| {
+                !seen
+                    .session_ids
+                    .contains(&session_key(&prefix, &s.target, &s.id))
             })
         };
         if !any_new {
             continue;
         }
-        let leases = match live_leases_by_user(inner, &prefix).await {
+        let leases = match live_leases_by_identity(inner, &prefix, &*backend).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(mount = %prefix, error = %e, "session observer cannot read leases");
@@ -125,63 +127,61 @@ async fn poll(inner: &Arc<Inner>, seen: &Mutex<Seen>) {
             }
         };
         if let Ok(mut seen) = seen.lock() {
-            for (db, sessions) in &observed {
-                for s in sessions {
-                    seen.session_ids.insert(session_key(&prefix, db, &s.id));
-                }
+            for s in &observed {
+                seen.session_ids
+                    .insert(session_key(&prefix, &s.target, &s.id));
             }
         }
-        for (db, sessions) in observed {
-            for s in sessions {
-                let Some((lease_id, entry)) = leases.get(&s.username) else {
-                    continue;
-                };
-                let now = inner.clock.unix();
-                let first = {
-                    let Ok(mut seen) = seen.lock() else { return };
-                    if seen.sessions.len() >= MAX_TRACKED || seen.session_ids.len() >= MAX_TRACKED {
-                        seen.sessions.clear();
-                        seen.session_ids.clear();
-                        seen.first_use.clear();
-                    }
-                    if seen
-                        .sessions
-                        .insert((lease_id.clone(), s.id.clone()), ())
-                        .is_some()
-                    {
-                        continue;
-                    }
-                    *seen.first_use.entry(lease_id.clone()).or_insert(now)
-                };
-                let agent_address = entry
-                    .issued
-                    .as_ref()
-                    .map(|i| i.remote_address.clone())
-                    .unwrap_or_default();
-                let client = s.client_addr.map(|a| a.to_string()).unwrap_or_default();
-                let context = json!({
-                    "initiator": "session-observer",
-                    "database": db,
-                    "session_id": s.id,
-                    "client_address": client,
-                    "agent_address": agent_address,
-                    "first_use": leash_types::rfc3339(first),
-                    "latest_use": leash_types::rfc3339(now),
-                });
-                if crate::canary::is_canary(entry) {
-                    crate::canary::trip_lease(inner, lease_id, entry, &context).await;
+        for s in observed {
+            let Some((lease_id, entry)) = leases.get(&s.identity) else {
+                continue;
+            };
+            let now = inner.clock.unix();
+            let first = {
+                let Ok(mut seen) = seen.lock() else { return };
+                if seen.sessions.len() >= MAX_TRACKED || seen.session_ids.len() >= MAX_TRACKED {
+                    seen.sessions.clear();
+                    seen.session_ids.clear();
+                    seen.first_use.clear();
+                }
+                if seen
+                    .sessions
+                    .insert((lease_id.clone(), s.id.clone()), ())
+                    .is_some()
+                {
                     continue;
                 }
-                let mut evs = vec![entry.event(lease_id, Kind::Used, 0, None)];
-                if is_anomaly(&agent_address, s.client_addr) {
-                    let (engine, role) = entry.metric_labels();
-                    inner.tokens.telemetry().anomaly(engine, role);
-                    tracing::warn!(engine, role, client = %client, agent = %agent_address,
-                        "database credential used from an address other than its agent's");
-                    evs.push(entry.event(lease_id, Kind::Anomaly, 0, None));
-                }
-                events::emit_observed(inner, &evs, &context).await;
+                *seen.first_use.entry(lease_id.clone()).or_insert(now)
+            };
+            let agent_address = entry
+                .issued
+                .as_ref()
+                .map(|i| i.remote_address.clone())
+                .unwrap_or_default();
+            let client = s.client_addr.map(|a| a.to_string()).unwrap_or_default();
+            let anomaly = is_anomaly(&agent_address, s.client_addr);
+            let context = json!({
+                "initiator": "session-observer",
+                "database": s.target,
+                "session_id": s.id,
+                "client_address": client,
+                "agent_address": agent_address,
+                "first_use": leash_types::rfc3339(first),
+                "latest_use": leash_types::rfc3339(now),
+            });
+            if let Some(canary) = backend.canary(&entry.internal) {
+                crate::canary::trip_lease(inner, lease_id, entry, canary, &context).await;
+                continue;
             }
+            let mut evs = vec![entry.event(lease_id, Kind::Used, 0, None)];
+            if anomaly {
+                let (engine, role) = entry.metric_labels();
+                inner.tokens.telemetry().anomaly(engine, role);
+                tracing::warn!(engine, role, client = %client, agent = %agent_address,
+                    "database credential used from an address other than its agent's");
+                evs.push(entry.event(lease_id, Kind::Anomaly, 0, None));
+            }
+            events::emit_observed(inner, &evs, &context).await;
         }
     }
 }
@@ -191,10 +191,12 @@ fn session_key(mount: &str, db: &str, id: &str) -> String {
     format!("{mount}{db}/{id}")
 }
 
-/// The live (`Active`) leases of the mount at `prefix`, by database username.
-async fn live_leases_by_user(
+/// The live (`Active`) leases of the mount at `prefix`, by the identity their
+/// credential shows in sessions (the database user).
+async fn live_leases_by_identity(
     inner: &Arc<Inner>,
     prefix: &str,
+    backend: &dyn Backend,
 ) -> Result<HashMap<String, (String, LeaseEntry)>, leash_backend::CoreError> {
     let mut out = HashMap::new();
     for id in inner.storage.lease_ids_with_prefix(prefix).await? {
@@ -207,7 +209,7 @@ async fn live_leases_by_user(
         let Ok(e) = LeaseEntry::decode(&l) else {
             continue;
         };
-        if let Some(user) = e.internal.get("username").and_then(|u| u.as_str()) {
+        if let Some(user) = backend.credential_identity(&e.internal) {
             out.insert(user.to_owned(), (id, e));
         }
     }

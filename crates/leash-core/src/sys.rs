@@ -10,8 +10,8 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 use leash_audit::DeviceConfig;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, MountEntry, MountTable, Response, Route, Routes, fields,
-    match_route,
+    Backend, BackendRequest, CoreError, MountEntry, MountKind, MountTable, Response, Route, Routes,
+    fields, match_route,
 };
 use leash_types::Operation;
 use serde_json::{Map, Value, json};
@@ -537,7 +537,10 @@ async fn mount_op(
             let Some(entry) = existing else {
                 return Ok(None);
             };
-            if matches!(entry.kind.as_str(), "system" | "token") {
+            if matches!(
+                entry.mount_kind(),
+                Some(MountKind::System | MountKind::Token)
+            ) {
                 return Err(CoreError::invalid(format!(
                     "cannot unmount {:?}",
                     entry.route_prefix()

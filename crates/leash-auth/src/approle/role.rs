@@ -142,9 +142,8 @@ impl AppRoleBackend {
             name: name.to_owned(),
         })
         .map_err(|e| CoreError::internal(e.to_string()))?;
-        self.storage
+        self.store
             .modify(
-                &self.ns,
                 &self.role_id_key(role_id),
                 Box::new(move |old| {
                     if let Some(b) = old
@@ -164,9 +163,8 @@ impl AppRoleBackend {
     /// Removes the index entry of `role_id` if it still points at `name`.
     async fn release_role_id(&self, name: &str, role_id: &str) -> Result<(), CoreError> {
         let owner = name.to_owned();
-        self.storage
+        self.store
             .modify(
-                &self.ns,
                 &self.role_id_key(role_id),
                 Box::new(move |old| match old {
                     Some(b) => match serde_json::from_slice::<RoleIdIndex>(b) {
@@ -266,8 +264,8 @@ impl AppRoleBackend {
 
     pub(super) async fn list_roles(&self) -> Result<Option<Response>, CoreError> {
         let keys: Vec<String> = self
-            .storage
-            .list(&self.ns, ROLE_PREFIX)
+            .store
+            .list(ROLE_PREFIX)
             .await?
             .into_iter()
             .filter_map(|k| k.strip_prefix(ROLE_PREFIX).map(str::to_owned))
@@ -282,7 +280,7 @@ impl AppRoleBackend {
             return Ok(None);
         };
         // The role first: from here on no login through it can succeed.
-        self.storage.delete(&self.ns, &Self::role_key(name)).await?;
+        self.store.delete(&Self::role_key(name)).await?;
         self.release_role_id(name, &role.role_id).await?;
         self.delete_secret_ids_of(&role).await?;
         if let Ok(mut m) = self.sweeps.lock() {

@@ -249,11 +249,8 @@ impl AppRoleBackend {
     /// their answer takes as long as one with a known role and a wrong secret ID).
     pub(super) async fn secret_lookup_cost(&self, secret_id: &str) {
         let hash = self.keyed("secret-id", secret_id);
-        let _ = self.storage.get(&self.ns, "role/-").await;
-        let _ = self
-            .storage
-            .get(&self.ns, &format!("secret_id/-/{hash}"))
-            .await;
+        let _ = self.store.get("role/-").await;
+        let _ = self.store.get(&format!("secret_id/-/{hash}")).await;
     }
 
     /// Deletes the dead (expired, long used-up) secret IDs of `role` once enough were
@@ -272,11 +269,7 @@ impl AppRoleBackend {
         }
         let now = self.clock.unix();
         let mut kept = 0u64;
-        for key in self
-            .storage
-            .list(&self.ns, &format!("secret_id/{}/", role.uid))
-            .await?
-        {
+        for key in self.store.list(&format!("secret_id/{}/", role.uid)).await? {
             match self.load_json::<SecretIdEntry>(&key).await {
                 Ok(Some(e)) if matches!(e.dead(now), Some(Dead::Expired | Dead::Gone)) => {
                     self.remove_secret_id(role, &key, &e).await?;
@@ -298,20 +291,20 @@ impl AppRoleBackend {
         key: &str,
         entry: &SecretIdEntry,
     ) -> Result<(), CoreError> {
-        self.storage.delete(&self.ns, key).await?;
-        self.storage
-            .delete(&self.ns, &self.accessor_key(role, &entry.accessor))
+        self.store.delete(key).await?;
+        self.store
+            .delete(&self.accessor_key(role, &entry.accessor))
             .await?;
         Ok(())
     }
 
     /// Deletes every secret ID of `role` (the role is being deleted).
     pub(super) async fn delete_secret_ids_of(&self, role: &RoleEntry) -> Result<(), CoreError> {
-        self.storage
-            .delete_prefix(&self.ns, &format!("secret_id/{}/", role.uid))
+        self.store
+            .delete_prefix(&format!("secret_id/{}/", role.uid))
             .await?;
-        self.storage
-            .delete_prefix(&self.ns, &format!("accessor/{}/", role.uid))
+        self.store
+            .delete_prefix(&format!("accessor/{}/", role.uid))
             .await?;
         Ok(())
     }
@@ -326,9 +319,8 @@ impl AppRoleBackend {
         now: i64,
     ) -> Result<SecretIdEntry, CoreError> {
         let written = self
-            .storage
+            .store
             .modify(
-                &self.ns,
                 key,
                 Box::new(move |old| {
                     let Some(b) = old else {
@@ -363,8 +355,8 @@ impl AppRoleBackend {
             .ok_or_else(|| CoreError::internal("a spent secret ID could not be read back"))?;
         if entry.exhausted_at.is_some() {
             // Used up: it no longer lists; the tombstone answers replays.
-            self.storage
-                .delete(&self.ns, &self.accessor_key(role, &entry.accessor))
+            self.store
+                .delete(&self.accessor_key(role, &entry.accessor))
                 .await?;
         }
         Ok(entry)
@@ -461,9 +453,8 @@ impl AppRoleBackend {
             metadata,
         };
         let bytes = serde_json::to_vec(&entry).map_err(|e| CoreError::internal(e.to_string()))?;
-        self.storage
+        self.store
             .modify(
-                &self.ns,
                 &key,
                 Box::new(move |old| {
                     // A live secret ID with this value exists (only possible for custom
@@ -509,7 +500,7 @@ impl AppRoleBackend {
         };
         let prefix = format!("accessor/{}/", role.uid);
         let mut keys = Vec::new();
-        for k in self.storage.list(&self.ns, &prefix).await? {
+        for k in self.store.list(&prefix).await? {
             if let Some(a) = self.load_json::<AccessorEntry>(&k).await? {
                 keys.push(a.accessor);
             }
@@ -572,7 +563,7 @@ impl AppRoleBackend {
             Some(e) if ct_str_eq(&e.accessor, accessor) => Ok((key, e)),
             _ => {
                 // A stale accessor record (its secret ID is gone): clean it up.
-                self.storage.delete(&self.ns, &acc_key).await?;
+                self.store.delete(&acc_key).await?;
                 Err(missing())
             }
         }
@@ -610,7 +601,7 @@ impl AppRoleBackend {
         let _roles = self.roles.read().await;
         let now = self.clock.unix();
         let mut uids = BTreeSet::new();
-        for k in self.storage.list(&self.ns, "role/").await? {
+        for k in self.store.list("role/").await? {
             if let Some(r) = self.load_json::<RoleEntry>(&k).await? {
                 uids.insert(r.uid);
             }
@@ -621,19 +612,19 @@ impl AppRoleBackend {
                 .map(|(uid, _)| uid.to_owned())
         };
         let mut secret_ids_deleted = 0u64;
-        for key in self.storage.list(&self.ns, "secret_id/").await? {
+        for key in self.store.list("secret_id/").await? {
             let live_role = uid_of(&key, "secret_id/").is_some_and(|u| uids.contains(&u));
             let dead = match self.load_json::<SecretIdEntry>(&key).await {
                 Ok(Some(e)) => matches!(e.dead(now), Some(Dead::Expired | Dead::Gone)),
                 Ok(None) => false,
                 Err(_) => true,
             };
-            if (!live_role || dead) && self.storage.delete(&self.ns, &key).await? {
+            if (!live_role || dead) && self.store.delete(&key).await? {
                 secret_ids_deleted += 1;
             }
         }
         let mut accessors_deleted = 0u64;
-        for key in self.storage.list(&self.ns, "accessor/").await? {
+        for key in self.store.list("accessor/").await? {
             let uid = uid_of(&key, "accessor/");
             let live = match (&uid, self.load_json::<AccessorEntry>(&key).await) {
                 (Some(u), Ok(Some(a))) if uids.contains(u) => {
@@ -645,7 +636,7 @@ impl AppRoleBackend {
                 }
                 _ => false,
             };
-            if !live && self.storage.delete(&self.ns, &key).await? {
+            if !live && self.store.delete(&key).await? {
                 accessors_deleted += 1;
             }
         }

@@ -40,7 +40,11 @@ fn fixture() -> Fixture {
         local: false,
         table: MountTable::Auth,
     };
-    let backend = new_backend(&mount, Arc::clone(&storage), Arc::new(clock.clone()));
+    let backend = new_backend(
+        &mount,
+        leash_backend::MountStorage::new(Arc::clone(&storage), &mount),
+        Arc::new(clock.clone()),
+    );
     Fixture {
         backend,
         storage,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::verify::{self, PublicKey};
+use crate::verify::{self, FetchError, PublicKey};
 
 /// Seconds a fetched key set is used before it is fetched again.
 pub(crate) const MAX_AGE: i64 = 600;
@@ -61,7 +61,7 @@ impl Remote<'_> {
         format!("{}\n{}\n{}", self.discovery, self.url, self.ca_pem)
     }
 
-    async fn fetch(&self) -> Result<KeySet, String> {
+    async fn fetch(&self) -> Result<KeySet, FetchError> {
         let ca = (!self.ca_pem.is_empty()).then_some(self.ca_pem);
         let client = verify::http_client(ca, FETCH_TIMEOUT)?;
         if !self.discovery {
@@ -74,21 +74,24 @@ impl Remote<'_> {
         let base = self.url.trim_end_matches('/');
         let doc_url = format!("{base}/.well-known/openid-configuration");
         let doc: Value = serde_json::from_slice(&get(&client, &doc_url).await?)
-            .map_err(|_| "the discovery document is not JSON".to_owned())?;
+            .map_err(|_| FetchError::Discovery("the discovery document is not JSON"))?;
         let issuer = doc
             .get("issuer")
             .and_then(Value::as_str)
-            .ok_or("the discovery document has no issuer")?;
+            .ok_or(FetchError::Discovery(
+                "the discovery document has no issuer",
+            ))?;
         if issuer.trim_end_matches('/') != base {
-            return Err(
-                "the discovery document's issuer is not oidc_discovery_url (OpenID Connect Discovery requires them to match)"
-                    .to_owned(),
-            );
+            return Err(FetchError::Discovery(
+                "the discovery document's issuer is not oidc_discovery_url (OpenID Connect Discovery requires them to match)",
+            ));
         }
         let jwks_uri = doc
             .get("jwks_uri")
             .and_then(Value::as_str)
-            .ok_or("the discovery document has no jwks_uri")?;
+            .ok_or(FetchError::Discovery(
+                "the discovery document has no jwks_uri",
+            ))?;
         let keys = get_jwks(&client, jwks_uri).await?;
         Ok(KeySet {
             keys: Arc::new(keys),
@@ -97,28 +100,32 @@ impl Remote<'_> {
     }
 }
 
-async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, FetchError> {
     let resp = client
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| verify::describe_http_error(&e))?;
+        .map_err(FetchError::Http)?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(format!("HTTP {}", status.as_u16()));
+        return Err(FetchError::Status(status.as_u16()));
     }
     verify::read_body(resp, MAX_DOCUMENT).await
 }
 
-async fn get_jwks(client: &reqwest::Client, url: &str) -> Result<Vec<PublicKey>, String> {
-    verify::public_keys_from_jwks(&get(client, url).await?)
+async fn get_jwks(client: &reqwest::Client, url: &str) -> Result<Vec<PublicKey>, FetchError> {
+    Ok(verify::public_keys_from_jwks(&get(client, url).await?)?)
 }
 
 impl KeyCache {
     /// The keys for `remote`: cached unless absent, from another configuration, or
     /// older than [`MAX_AGE`].
-    pub(crate) async fn current(&self, remote: &Remote<'_>, now: i64) -> Result<KeySet, String> {
+    pub(crate) async fn current(
+        &self,
+        remote: &Remote<'_>,
+        now: i64,
+    ) -> Result<KeySet, FetchError> {
         let mut guard = self.entry.lock().await;
         let id = remote.id();
         if let Some(e) = guard.as_ref()
@@ -142,7 +149,7 @@ impl KeyCache {
         &self,
         remote: &Remote<'_>,
         now: i64,
-    ) -> Result<Option<KeySet>, String> {
+    ) -> Result<Option<KeySet>, FetchError> {
         let mut guard = self.entry.lock().await;
         let id = remote.id();
         if let Some(e) = guard.as_ref()
@@ -161,7 +168,7 @@ impl KeyCache {
     }
 
     /// Fetches now (a configuration write checks its URL), replacing the cache.
-    pub(crate) async fn prime(&self, remote: &Remote<'_>, now: i64) -> Result<(), String> {
+    pub(crate) async fn prime(&self, remote: &Remote<'_>, now: i64) -> Result<(), FetchError> {
         let mut guard = self.entry.lock().await;
         let set = remote.fetch().await?;
         *guard = Some(Entry {

@@ -256,7 +256,10 @@ fn fixture() -> Fixture {
         table: MountTable::Auth,
     };
     let clock = ManualClock::new();
-    let backend = super::new_backend(&mount, storage, Arc::new(clock.clone()));
+    let backend = super::new_backend(
+        leash_backend::MountStorage::new(storage, &mount),
+        Arc::new(clock.clone()),
+    );
     Fixture {
         backend,
         mount,

@@ -93,7 +93,7 @@ pub(crate) async fn review(
     let status = resp.status().as_u16();
     let bytes = verify::read_body(resp, MAX_ANSWER)
         .await
-        .map_err(|e| ReviewError::Failed(scrub(&e, &secrets)))?;
+        .map_err(|e| ReviewError::Failed(scrub(&e.to_string(), &secrets)))?;
     let answer: Option<Value> = serde_json::from_slice(&bytes).ok();
     if !(200..300).contains(&status) {
         // A Kubernetes `Status` object: {"kind":"Status","status":"Failure",

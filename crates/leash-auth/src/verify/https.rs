@@ -2,16 +2,18 @@
 
 use std::time::Duration;
 
+use super::{FetchError, KeyError};
+
 /// The certificates of a PEM text (a CA bundle), at least one.
 pub fn certificates_from_pem(
     pem: &str,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, KeyError> {
     let mut reader = std::io::BufReader::new(pem.as_bytes());
     let certs = rustls_pemfile::certs(&mut reader)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot read the PEM certificates: {e}"))?;
+        .map_err(KeyError::Certificates)?;
     if certs.is_empty() {
-        return Err("no PEM certificate found (expected a CERTIFICATE block)".to_owned());
+        return Err(KeyError::NoCertificate);
     }
     Ok(certs)
 }
@@ -20,7 +22,7 @@ pub fn certificates_from_pem(
 /// bounded by `timeout`, no redirects (a bearer token must not follow one), and, when
 /// `ca_pem` is given, TLS that trusts **only** those certificates (the system's roots are
 /// not consulted), so a server certificate from any other CA is refused.
-pub fn http_client(ca_pem: Option<&str>, timeout: Duration) -> Result<reqwest::Client, String> {
+pub fn http_client(ca_pem: Option<&str>, timeout: Duration) -> Result<reqwest::Client, KeyError> {
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -29,21 +31,17 @@ pub fn http_client(ca_pem: Option<&str>, timeout: Duration) -> Result<reqwest::C
     if let Some(pem) = ca_pem.filter(|p| !p.trim().is_empty()) {
         let mut roots = rustls::RootCertStore::empty();
         for cert in certificates_from_pem(pem)? {
-            roots
-                .add(cert)
-                .map_err(|e| format!("unusable CA certificate: {e}"))?;
+            roots.add(cert).map_err(KeyError::CaCertificate)?;
         }
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .map_err(KeyError::Tls)?
             .with_root_certificates(roots)
             .with_no_client_auth();
         builder = builder.use_preconfigured_tls(tls);
     }
-    builder
-        .build()
-        .map_err(|e| format!("HTTP client setup failed: {}", describe_http_error(&e)))
+    builder.build().map_err(KeyError::Client)
 }
 
 /// Why an HTTP exchange failed, from the innermost cause (e.g. `invalid peer
@@ -65,18 +63,18 @@ pub fn describe_http_error(e: &reqwest::Error) -> String {
 }
 
 /// Reads a response body of at most `limit` bytes.
-pub async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+pub async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, FetchError> {
     let mut body = Vec::new();
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > limit {
-                    return Err(format!("the answer is larger than {limit} bytes"));
+                    return Err(FetchError::TooLarge(limit));
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
-            Err(e) => return Err(describe_http_error(&e)),
+            Err(e) => return Err(FetchError::Http(e)),
         }
     }
 }

@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
-use super::MAX_KEYS;
+use super::{KeyError, MAX_KEYS};
 
 /// Which kind of public key (and so which algorithms it may verify).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub fn algorithm_name(alg: Algorithm) -> &'static str {
 
 /// An asymmetric signing algorithm by its JOSE name. `none` and `HS*` are refused: they
 /// cannot be verified with a public key.
-pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, KeyError> {
     let alg = match name {
         "RS256" => Algorithm::RS256,
         "RS384" => Algorithm::RS384,
@@ -65,19 +65,13 @@ pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
         "ES384" => Algorithm::ES384,
         "EdDSA" => Algorithm::EdDSA,
         n if n.eq_ignore_ascii_case("none") => {
-            return Err("algorithm \"none\" (unsigned tokens) is never accepted".to_owned());
+            return Err(KeyError::AlgorithmNone);
         }
         n if n.to_ascii_uppercase().starts_with("HS") => {
-            return Err(format!(
-                "algorithm {:?} (HMAC, a shared secret) cannot be verified with public keys",
-                printable(n)
-            ));
+            return Err(KeyError::AlgorithmHmac(printable(n)));
         }
         n => {
-            return Err(format!(
-                "unsupported algorithm {:?}; supported: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA",
-                printable(n)
-            ));
+            return Err(KeyError::AlgorithmUnsupported(printable(n)));
         }
     };
     Ok(alg)
@@ -132,25 +126,25 @@ impl PublicKey {
 }
 
 /// The PEM blocks of `pem`, as (label, whole block text).
-pub(crate) fn pem_blocks(pem: &str) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn pem_blocks(pem: &str) -> Result<Vec<(String, String)>, KeyError> {
     let mut out = Vec::new();
     let mut rest = pem;
     while let Some(start) = rest.find("-----BEGIN ") {
         let after = &rest[start + "-----BEGIN ".len()..];
         let Some(label_end) = after.find("-----") else {
-            return Err("a PEM BEGIN line is not closed".to_owned());
+            return Err(KeyError::PemUnclosed);
         };
         let label = after[..label_end].trim().to_owned();
         let end_marker = format!("-----END {label}-----");
         let Some(end) = rest[start..].find(&end_marker) else {
-            return Err(format!("PEM block {label:?} has no END line"));
+            return Err(KeyError::PemNoEnd(label));
         };
         let stop = start + end + end_marker.len();
         out.push((label, format!("{}\n", &rest[start..stop])));
         rest = &rest[stop..];
     }
     if !rest.trim().is_empty() && out.is_empty() {
-        return Err("no PEM block found (expected a PUBLIC KEY or CERTIFICATE block)".to_owned());
+        return Err(KeyError::NoPem);
     }
     Ok(out)
 }
@@ -158,30 +152,24 @@ pub(crate) fn pem_blocks(pem: &str) -> Result<Vec<(String, String)>, String> {
 /// The public keys in a PEM text: `PUBLIC KEY` (RSA, EC or Ed25519), `RSA PUBLIC KEY`
 /// or `CERTIFICATE` blocks, any number. A private key is refused (it does not belong in
 /// configuration). The error says which block failed.
-pub fn public_keys_from_pem(pem: &str) -> Result<Vec<PublicKey>, String> {
+pub fn public_keys_from_pem(pem: &str) -> Result<Vec<PublicKey>, KeyError> {
     let blocks = pem_blocks(pem)?;
     if blocks.is_empty() {
-        return Err("no PEM block found (expected a PUBLIC KEY or CERTIFICATE block)".to_owned());
+        return Err(KeyError::NoPem);
     }
     if blocks.len() > MAX_KEYS {
-        return Err(format!("too many keys (at most {MAX_KEYS})"));
+        return Err(KeyError::TooMany);
     }
     let mut keys = Vec::new();
     for (i, (label, block)) in blocks.iter().enumerate() {
         if label.contains("PRIVATE") {
-            return Err(format!(
-                "PEM block {} is a private key: configure the public key instead",
-                i + 1
-            ));
+            return Err(KeyError::PrivateKey(i + 1));
         }
         if !matches!(
             label.as_str(),
             "PUBLIC KEY" | "RSA PUBLIC KEY" | "CERTIFICATE"
         ) {
-            return Err(format!(
-                "PEM block {} ({label:?}) is not a public key or certificate",
-                i + 1
-            ));
+            return Err(KeyError::NotPublic(i + 1, label.clone()));
         }
         let b = block.as_bytes();
         let (family, key) = if let Ok(k) = DecodingKey::from_rsa_pem(b) {
@@ -191,10 +179,7 @@ pub fn public_keys_from_pem(pem: &str) -> Result<Vec<PublicKey>, String> {
         } else if let Ok(k) = DecodingKey::from_ed_pem(b) {
             (KeyFamily::Ed, k)
         } else {
-            return Err(format!(
-                "PEM block {} is not an RSA, EC or Ed25519 public key",
-                i + 1
-            ));
+            return Err(KeyError::UnreadableKey(i + 1));
         };
         keys.push(PublicKey {
             kid: None,
@@ -282,10 +267,10 @@ pub(crate) fn jwk_key(jwk: &Map<String, Value>) -> Option<PublicKey> {
 /// The signature keys of a JWKS document (`{"keys": [...]}`). Keys leash cannot or must
 /// not use (symmetric, encryption-only, unknown types) are skipped; none left is an
 /// error.
-pub fn public_keys_from_jwks(body: &[u8]) -> Result<Vec<PublicKey>, String> {
-    let doc: Value = serde_json::from_slice(body).map_err(|_| "the JWKS is not JSON".to_owned())?;
+pub fn public_keys_from_jwks(body: &[u8]) -> Result<Vec<PublicKey>, KeyError> {
+    let doc: Value = serde_json::from_slice(body).map_err(|_| KeyError::JwksNotJson)?;
     let Some(list) = doc.get("keys").and_then(Value::as_array) else {
-        return Err("the JWKS has no \"keys\" list".to_owned());
+        return Err(KeyError::JwksNoList);
     };
     let keys: Vec<PublicKey> = list
         .iter()
@@ -294,9 +279,7 @@ pub fn public_keys_from_jwks(body: &[u8]) -> Result<Vec<PublicKey>, String> {
         .filter_map(jwk_key)
         .collect();
     if keys.is_empty() {
-        return Err(
-            "the JWKS has no usable signature keys (RSA, EC P-256/P-384, Ed25519)".to_owned(),
-        );
+        return Err(KeyError::JwksNoKeys);
     }
     Ok(keys)
 }

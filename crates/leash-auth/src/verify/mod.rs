@@ -91,6 +91,90 @@ pub enum JwtError {
     UnboundAudience,
 }
 
+/// Why key material, a CA bundle, an algorithm name or the HTTP client could not be
+/// used (a configuration problem: the messages go back to the operator). They never
+/// contain key material or a token.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A `-----BEGIN` line without its closing dashes.
+    #[error("a PEM BEGIN line is not closed")]
+    PemUnclosed,
+    /// A PEM block without its END line.
+    #[error("PEM block {0:?} has no END line")]
+    PemNoEnd(String),
+    /// Text with no PEM block at all.
+    #[error("no PEM block found (expected a PUBLIC KEY or CERTIFICATE block)")]
+    NoPem,
+    /// More than [`MAX_KEYS`] keys.
+    #[error("too many keys (at most {MAX_KEYS})")]
+    TooMany,
+    /// A private key where a public key belongs (1-based block number).
+    #[error("PEM block {0} is a private key: configure the public key instead")]
+    PrivateKey(usize),
+    /// A PEM block of another kind (number, label).
+    #[error("PEM block {0} ({1:?}) is not a public key or certificate")]
+    NotPublic(usize, String),
+    /// A public-key block leash cannot read (number).
+    #[error("PEM block {0} is not an RSA, EC or Ed25519 public key")]
+    UnreadableKey(usize),
+    /// A JWKS that is not JSON.
+    #[error("the JWKS is not JSON")]
+    JwksNotJson,
+    /// A JWKS without its `keys` list.
+    #[error("the JWKS has no \"keys\" list")]
+    JwksNoList,
+    /// A JWKS none of whose keys can verify a signature.
+    #[error("the JWKS has no usable signature keys (RSA, EC P-256/P-384, Ed25519)")]
+    JwksNoKeys,
+    /// `none`: unsigned tokens.
+    #[error("algorithm \"none\" (unsigned tokens) is never accepted")]
+    AlgorithmNone,
+    /// An HMAC algorithm (a shared secret, not a public key).
+    #[error("algorithm {0:?} (HMAC, a shared secret) cannot be verified with public keys")]
+    AlgorithmHmac(String),
+    /// An algorithm leash does not know.
+    #[error(
+        "unsupported algorithm {0:?}; supported: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA"
+    )]
+    AlgorithmUnsupported(String),
+    /// A CA bundle that cannot be read.
+    #[error("cannot read the PEM certificates: {0}")]
+    Certificates(#[source] std::io::Error),
+    /// A CA bundle with no certificate.
+    #[error("no PEM certificate found (expected a CERTIFICATE block)")]
+    NoCertificate,
+    /// A CA certificate rustls refuses.
+    #[error("unusable CA certificate: {0}")]
+    CaCertificate(#[source] rustls::Error),
+    /// The TLS configuration could not be built.
+    #[error("TLS setup failed: {0}")]
+    Tls(#[source] rustls::Error),
+    /// The HTTP client could not be built.
+    #[error("HTTP client setup failed: {}", describe_http_error(.0))]
+    Client(#[source] reqwest::Error),
+}
+
+/// Why an HTTP exchange (fetching keys, a discovery document, a TokenReview answer)
+/// failed. Messages never contain the URL's credentials or a token.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The client could not be set up, or the answer held no usable keys.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The exchange failed (connect, TLS, timeout, reading).
+    #[error("{}", describe_http_error(.0))]
+    Http(#[source] reqwest::Error),
+    /// The server answered with a non-success status.
+    #[error("HTTP {0}")]
+    Status(u16),
+    /// The answer exceeded the limit (bytes).
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The OpenID discovery document is unusable (what is wrong with it).
+    #[error("{0}")]
+    Discovery(&'static str),
+}
+
 /// A refused token: 403 naming the check that failed (never the token).
 pub(crate) fn refused(e: &JwtError) -> leash_backend::CoreError {
     leash_backend::CoreError::Forbidden(e.to_string())
@@ -550,6 +634,8 @@ mod tests {
     fn pem_configuration_errors_say_what_is_wrong() {
         let rsa = testkeys::rsa();
         let e = public_keys_from_pem(&rsa.private_pem).unwrap_err();
+        assert!(matches!(e, KeyError::PrivateKey(1)), "{e}");
+        let e = e.to_string();
         assert!(e.contains("private key"), "{e}");
         assert!(!e.contains("BEGIN"), "{e}");
         assert!(public_keys_from_pem("hello").is_err());
@@ -558,6 +644,7 @@ mod tests {
         assert!(
             public_keys_from_pem(broken)
                 .unwrap_err()
+                .to_string()
                 .contains("block 1")
         );
         let unclosed = "-----BEGIN PUBLIC KEY-----\nAAAA\n";

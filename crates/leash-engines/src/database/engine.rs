@@ -13,17 +13,16 @@
 //! Leases carry what revocation needs (database, username, revocation and renewal
 //! statements) so deleting or changing a role never orphans credentials already issued.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, IssuanceCaps, LeaseInfo, LeaseRecord, LeaseRegistry,
-    LeaseRequest, MountEntry, Response, fields, match_route, store,
+    Backend, BackendRequest, Canary, CoreError, IssuanceCaps, LeaseInfo, LeaseRecord,
+    LeaseRegistry, LeaseRequest, MountStorage, ObservedSession, Response, fields, match_route,
 };
-use leash_storage::Storage;
 use leash_types::{ExposeSecret, Operation, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -35,6 +34,8 @@ use super::narrowing::{self, Dialect, Narrowing};
 use super::postgres::{PasswordAuthentication, PgConfig, PgTarget};
 use super::template::{Vars, render};
 use super::{DbError, generate_password, generate_username, scram};
+
+mod hooks;
 
 /// The plugins leash speaks, by Vault's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,70 +287,20 @@ async fn connect(config: &DbConfig, password: &SecretString) -> Result<Target, D
     }
 }
 
-/// The sessions of leash-made users (names starting with `v-`) on every connection of
-/// the `database` mount whose storage namespace is `ns` that has `observe_sessions` on
-/// or serves a canary role (`canary = true`):
-/// `(connection name, sessions)`. Each poll opens its own short-lived connection, so the
-/// observer never competes with issuance for the engine's pool. A connection that cannot
-/// be reached is logged and skipped.
-pub async fn observe_sessions(
-    storage: &Arc<dyn Storage>,
-    ns: &str,
-) -> Result<Vec<(String, Vec<super::Session>)>, CoreError> {
-    let mut out = Vec::new();
-    // A connection serving a canary role is observed whatever its configuration says:
-    // a login with a canary credential must be seen.
-    let mut canaries = std::collections::HashSet::new();
-    for key in storage.list(ns, "role/").await? {
-        if let Some(role) = store::load_json::<DbRole>(&**storage, ns, &key).await?
-            && role.canary
-        {
-            canaries.insert(role.db_name);
-        }
-    }
-    for key in storage.list(ns, "config/").await? {
-        let Some(config) = store::load_json::<DbConfig>(&**storage, ns, &key).await? else {
-            continue;
-        };
-        let name = key.trim_start_matches("config/").to_owned();
-        if !config.observe_sessions && !canaries.contains(&name) {
-            continue;
-        }
-        let sessions = match connect(&config, &config.password).await {
-            Ok(Target::Pg(t)) => t.sessions("v-").await,
-            Ok(Target::My(t)) => t.sessions("v-").await,
-            Err(e) => Err(e),
-        };
-        match sessions {
-            Ok(s) => out.push((name, s)),
-            Err(e) => {
-                tracing::warn!(database = %name, error = %e, "session observer could not list sessions")
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// The engine serving one `database` mount.
 pub struct DatabaseBackend {
-    ns: String,
-    storage: Arc<dyn Storage>,
+    store: MountStorage,
     leases: Arc<dyn LeaseRegistry>,
     targets: Mutex<HashMap<String, Arc<Target>>>,
     /// Serialises configuration changes (write, rotate-root, reset, delete) per mount.
     config_lock: tokio::sync::Mutex<()>,
 }
 
-/// A database engine for `mount`. Time comes from the lease registry (expirations are
+/// A database engine storing in `store` (its mount's namespace). Time comes from the lease registry (expirations are
 /// the core's), so the engine needs no clock of its own.
-pub fn new_backend(
-    mount: &MountEntry,
-    storage: Arc<dyn Storage>,
-    leases: Arc<dyn LeaseRegistry>,
-) -> Arc<dyn Backend> {
+pub fn new_backend(store: MountStorage, leases: Arc<dyn LeaseRegistry>) -> Arc<dyn Backend> {
     Arc::new(DatabaseBackend {
-        ns: mount.storage_ns(),
-        storage,
+        store,
         leases,
         targets: Mutex::new(HashMap::new()),
         config_lock: tokio::sync::Mutex::new(()),
@@ -662,11 +613,11 @@ fn redact_userinfo(url: &str) -> String {
 
 impl DatabaseBackend {
     async fn load<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CoreError> {
-        store::load_json(&*self.storage, &self.ns, key).await
+        self.store.load_json(key).await
     }
 
     async fn save<T: Serialize>(&self, key: &str, v: &T) -> Result<(), CoreError> {
-        store::save_json(&*self.storage, &self.ns, key, v).await
+        self.store.save_json(key, v).await
     }
 
     fn cached(&self, name: &str) -> Option<Arc<Target>> {
@@ -1390,6 +1341,26 @@ impl DatabaseBackend {
 
 #[async_trait]
 impl Backend for DatabaseBackend {
+    async fn observe_sessions(&self) -> Result<Option<Vec<ObservedSession>>, CoreError> {
+        self.sessions_to_observe().await
+    }
+
+    fn credential_identity<'a>(&self, internal: &'a Value) -> Option<&'a str> {
+        hooks::credential_identity(internal)
+    }
+
+    fn leak_candidates(&self, text: &str) -> BTreeSet<String> {
+        hooks::leak_candidates(text)
+    }
+
+    fn lease_role<'p>(&self, path: &'p str) -> &'p str {
+        hooks::lease_role(path)
+    }
+
+    fn canary(&self, internal: &Value) -> Option<Canary> {
+        hooks::canary(internal)
+    }
+
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>, CoreError> {
         let key = if let Some(c) = match_route("config/:name", req.path) {
             format!("config/{}", c[0])
@@ -1398,7 +1369,7 @@ impl Backend for DatabaseBackend {
         } else {
             return Ok(None);
         };
-        Ok(Some(self.storage.get(&self.ns, &key).await?.is_some()))
+        Ok(Some(self.store.get(&key).await?.is_some()))
     }
 
     async fn handle(&self, req: &BackendRequest<'_>) -> Result<Option<Response>, CoreError> {
@@ -1409,8 +1380,8 @@ impl Backend for DatabaseBackend {
             return match op {
                 Operation::List | Operation::Read => {
                     let keys: Vec<String> = self
-                        .storage
-                        .list(&self.ns, "config/")
+                        .store
+                        .list("config/")
                         .await?
                         .into_iter()
                         .map(|k| k["config/".len()..].to_owned())
@@ -1428,8 +1399,8 @@ impl Backend for DatabaseBackend {
             return match op {
                 Operation::List | Operation::Read => {
                     let keys: Vec<String> = self
-                        .storage
-                        .list(&self.ns, "role/")
+                        .store
+                        .list("role/")
                         .await?
                         .into_iter()
                         .map(|k| k["role/".len()..].to_owned())
@@ -1453,9 +1424,7 @@ impl Backend for DatabaseBackend {
                     .map(|c| Response::data(Self::config_json(&c)))),
                 Operation::Delete => {
                     let _guard = self.config_lock.lock().await;
-                    self.storage
-                        .delete(&self.ns, &format!("config/{name}"))
-                        .await?;
+                    self.store.delete(&format!("config/{name}")).await?;
                     self.forget(name);
                     Ok(None)
                 }
@@ -1469,9 +1438,7 @@ impl Backend for DatabaseBackend {
             return match op {
                 Operation::Read => self.read_role(name).await,
                 Operation::Delete => {
-                    self.storage
-                        .delete(&self.ns, &format!("role/{name}"))
-                        .await?;
+                    self.store.delete(&format!("role/{name}")).await?;
                     Ok(None)
                 }
                 _ if write => self.write_role(name, req.data).await,
@@ -1502,12 +1469,7 @@ impl Backend for DatabaseBackend {
                 return Err(CoreError::UnsupportedOperation);
             }
             let _guard = self.config_lock.lock().await;
-            if self
-                .storage
-                .get(&self.ns, &format!("config/{name}"))
-                .await?
-                .is_none()
-            {
+            if self.store.get(&format!("config/{name}")).await?.is_none() {
                 return Err(CoreError::invalid(format!(
                     "no database configuration named {name:?}"
                 )));
@@ -1587,8 +1549,8 @@ impl Backend for DatabaseBackend {
             if reusable && matches!(r, Some(Ok(()))) {
                 let idx = format!("reuse-lease/{}", l.id);
                 if let Ok(Some(key)) = self.load::<String>(&idx).await {
-                    let _ = self.storage.delete(&self.ns, &key).await;
-                    let _ = self.storage.delete(&self.ns, &idx).await;
+                    let _ = self.store.delete(&key).await;
+                    let _ = self.store.delete(&idx).await;
                 }
             }
         }

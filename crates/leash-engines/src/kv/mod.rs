@@ -30,8 +30,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use leash_backend::{Backend, CoreError, MountEntry, Response};
-use leash_storage::Storage;
+use leash_backend::{Backend, CoreError, MountEntry, MountStorage, Response};
 use leash_types::Clock;
 use time::OffsetDateTime;
 
@@ -42,12 +41,12 @@ const SECRET_PREFIX: &str = "kv/";
 /// `version = "2"`, version 1 otherwise. It stores under `mount.storage_ns()` only.
 pub fn new_backend(
     mount: &MountEntry,
-    storage: Arc<dyn Storage>,
+    store: MountStorage,
     clock: Arc<dyn Clock>,
 ) -> Arc<dyn Backend> {
     match mount.kv_version() {
-        2 => Arc::new(v2::KvV2::new(mount, storage, clock)),
-        _ => Arc::new(v1::KvV1::new(mount, storage)),
+        2 => Arc::new(v2::KvV2::new(store, clock)),
+        _ => Arc::new(v1::KvV1::new(store)),
     }
 }
 
@@ -99,13 +98,9 @@ fn list_folder(path: &str) -> Result<String, CoreError> {
 
 /// LIST of a folder: its immediate children, sub-folders with a trailing `/`, sorted;
 /// `None` when there is nothing (the core answers 404, as Vault does).
-async fn list_children(
-    storage: &dyn Storage,
-    ns: &str,
-    folder: &str,
-) -> Result<Option<Response>, CoreError> {
+async fn list_children(store: &MountStorage, folder: &str) -> Result<Option<Response>, CoreError> {
     let prefix = secret_key(folder);
-    let keys = storage.list(ns, &prefix).await?;
+    let keys = store.list(&prefix).await?;
     let mut children = BTreeSet::new();
     for key in &keys {
         let Some(rest) = key.strip_prefix(&prefix) else {

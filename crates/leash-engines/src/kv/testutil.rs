@@ -46,7 +46,11 @@ pub(super) fn fixture(version: Option<&str>) -> Fixture {
     let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path(), keyring).unwrap());
     let clock = ManualClock::new();
     let mount = mount("secret/", "0000-kv-test", version);
-    let backend = super::new_backend(&mount, Arc::clone(&storage), Arc::new(clock.clone()));
+    let backend = super::new_backend(
+        &mount,
+        leash_backend::MountStorage::new(Arc::clone(&storage), &mount),
+        Arc::new(clock.clone()),
+    );
     Fixture {
         backend,
         storage,

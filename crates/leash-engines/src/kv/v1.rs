@@ -5,11 +5,9 @@
 //! immediate children. The existence check tells `create` from `update`, so a policy
 //! with only `create` can add new paths but not overwrite existing ones.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use leash_backend::{Backend, BackendRequest, CoreError, MountEntry, Response};
-use leash_storage::Storage;
+use leash_backend::{Backend, BackendRequest, CoreError, MountStorage, Response};
+
 use leash_types::Operation;
 use serde_json::{Map, Value};
 
@@ -17,23 +15,19 @@ use super::{list_children, list_folder, secret_key, validate_name};
 
 /// The backend of one KV v1 mount.
 pub(super) struct KvV1 {
-    storage: Arc<dyn Storage>,
-    ns: String,
+    store: MountStorage,
 }
 
 impl KvV1 {
-    pub(super) fn new(mount: &MountEntry, storage: Arc<dyn Storage>) -> KvV1 {
-        KvV1 {
-            storage,
-            ns: mount.storage_ns(),
-        }
+    pub(super) fn new(store: MountStorage) -> KvV1 {
+        KvV1 { store }
     }
 
     async fn read(&self, path: &str) -> Result<Option<Response>, CoreError> {
         if validate_name(path).is_err() {
             return Ok(None);
         }
-        let Some(raw) = self.storage.get(&self.ns, &secret_key(path)).await? else {
+        let Some(raw) = self.store.get(&secret_key(path)).await? else {
             return Ok(None);
         };
         let value: Map<String, Value> = serde_json::from_slice(&raw)
@@ -48,7 +42,7 @@ impl KvV1 {
         }
         let bytes = serde_json::to_vec(data)
             .map_err(|_| CoreError::internal("kv v1: request data could not be encoded"))?;
-        self.storage.put(&self.ns, &secret_key(path), bytes).await?;
+        self.store.put(&secret_key(path), bytes).await?;
         Ok(())
     }
 }
@@ -59,7 +53,7 @@ impl Backend for KvV1 {
         if validate_name(req.path).is_err() {
             return Ok(None);
         }
-        let found = self.storage.get(&self.ns, &secret_key(req.path)).await?;
+        let found = self.store.get(&secret_key(req.path)).await?;
         Ok(Some(found.is_some()))
     }
 
@@ -71,12 +65,12 @@ impl Backend for KvV1 {
             }
             Operation::Delete => {
                 validate_name(req.path)?;
-                self.storage.delete(&self.ns, &secret_key(req.path)).await?;
+                self.store.delete(&secret_key(req.path)).await?;
                 Ok(None)
             }
             Operation::List => {
                 let folder = list_folder(req.path)?;
-                list_children(self.storage.as_ref(), &self.ns, &folder).await
+                list_children(&self.store, &folder).await
             }
             Operation::Patch => Err(CoreError::UnsupportedOperation),
         }

@@ -162,7 +162,7 @@ impl KvV2 {
                 .map(Some)
                 .map_err(|_| "kv v2: the mount config could not be encoded".into())
         });
-        self.storage.modify(&self.ns, CONFIG_KEY, modify).await?;
+        self.store.modify(CONFIG_KEY, modify).await?;
         Ok(None)
     }
 }

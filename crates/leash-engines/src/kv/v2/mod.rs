@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use async_trait::async_trait;
-use leash_backend::{Backend, BackendRequest, CoreError, MountEntry, Response, ResponseKind};
-use leash_storage::{Modify, Storage, StorageError};
+use leash_backend::{Backend, BackendRequest, CoreError, MountStorage, Response, ResponseKind};
+use leash_storage::{Modify, StorageError};
 use leash_types::{Clock, Operation};
 use serde_json::{Map, Value, json};
 
@@ -42,9 +42,8 @@ const ROOT_WARNING: &str =
 
 /// The backend of one KV v2 mount.
 pub(super) struct KvV2 {
-    storage: Arc<dyn Storage>,
+    store: MountStorage,
     clock: Arc<dyn Clock>,
-    ns: String,
 }
 
 /// Which endpoint a path names.
@@ -95,16 +94,8 @@ enum Change<R> {
 const ABORTED: &str = "kv: change not applied";
 
 impl KvV2 {
-    pub(super) fn new(
-        mount: &MountEntry,
-        storage: Arc<dyn Storage>,
-        clock: Arc<dyn Clock>,
-    ) -> KvV2 {
-        KvV2 {
-            storage,
-            clock,
-            ns: mount.storage_ns(),
-        }
+    pub(super) fn new(store: MountStorage, clock: Arc<dyn Clock>) -> KvV2 {
+        KvV2 { store, clock }
     }
 
     fn now(&self) -> i64 {
@@ -113,7 +104,7 @@ impl KvV2 {
 
     /// The stored secret `name`, if any.
     async fn load(&self, name: &str) -> Result<Option<SecretDoc>, CoreError> {
-        match self.storage.get(&self.ns, &secret_key(name)).await? {
+        match self.store.get(&secret_key(name)).await? {
             Some(raw) => SecretDoc::decode(&raw).map(Some),
             None => Ok(None),
         }
@@ -121,7 +112,7 @@ impl KvV2 {
 
     /// The mount configuration (defaults until written).
     async fn config(&self) -> Result<KvConfig, CoreError> {
-        match self.storage.get(&self.ns, CONFIG_KEY).await? {
+        match self.store.get(CONFIG_KEY).await? {
             Some(raw) => serde_json::from_slice(&raw)
                 .map_err(|_| CoreError::internal("kv v2: the stored mount config is corrupt")),
             None => Ok(KvConfig::default()),
@@ -161,10 +152,7 @@ impl KvV2 {
                 }
             }
         });
-        let stored = self
-            .storage
-            .modify(&self.ns, &secret_key(name), modify)
-            .await;
+        let stored = self.store.modify(&secret_key(name), modify).await;
         let outcome = rx.try_recv().ok();
         match (stored, outcome) {
             (Ok(_) | Err(StorageError::Rejected(_)), Some(outcome)) => outcome,
@@ -371,7 +359,7 @@ impl Backend for KvV2 {
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>, CoreError> {
         match route(req.path) {
             Route::Data(name) | Route::Metadata(name) if validate_name(name).is_ok() => {
-                let found = self.storage.get(&self.ns, &secret_key(name)).await?;
+                let found = self.store.get(&secret_key(name)).await?;
                 Ok(Some(found.is_some()))
             }
             _ => Ok(None),
@@ -395,7 +383,7 @@ impl Backend for KvV2 {
                 _ => Err(CoreError::UnsupportedOperation),
             },
             Route::Root if op == Operation::List && req.path == "metadata" => {
-                list_children(self.storage.as_ref(), &self.ns, "").await
+                list_children(&self.store, "").await
             }
             Route::Root => Ok(Some(not_found(None, Some(ROOT_WARNING.to_owned())))),
             Route::Invalid => Ok(Some(invalid_path(op))),
@@ -421,12 +409,12 @@ impl KvV2 {
             Operation::Patch => self.write_metadata(name, data, true).await,
             Operation::Delete => {
                 validate_name(name)?;
-                self.storage.delete(&self.ns, &secret_key(name)).await?;
+                self.store.delete(&secret_key(name)).await?;
                 Ok(None)
             }
             Operation::List => {
                 let folder = list_folder(name)?;
-                list_children(self.storage.as_ref(), &self.ns, &folder).await
+                list_children(&self.store, &folder).await
             }
         }
     }

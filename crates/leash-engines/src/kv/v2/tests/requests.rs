@@ -155,7 +155,11 @@ async fn mounts_do_not_share_storage() {
     let f = v2();
     put(&f, "shared-name", json!({"a": 1})).await;
     let other = mount("other/", "another-uuid", Some("2"));
-    let backend = new_backend(&other, Arc::clone(&f.storage), Arc::new(f.clock.clone()));
+    let backend = new_backend(
+        &other,
+        leash_backend::MountStorage::new(Arc::clone(&f.storage), &other),
+        Arc::new(f.clock.clone()),
+    );
     assert!(
         call(
             backend.as_ref(),
