@@ -355,3 +355,86 @@ async fn a_canary_token_is_refused_like_a_revoked_one_and_trips_on_first_present
     );
     pg.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_canary_is_a_login_without_privilege_and_trips_too() {
+    use mysql_async::prelude::Queryable;
+
+    let srv = TestServer::start().await;
+    let log = srv.dir.join("audit.log");
+    let (s, b) = srv
+        .root(
+            "PUT",
+            "sys/audit/file",
+            Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = srv
+        .root(
+            "POST",
+            "sys/mounts/mysql",
+            Some(json!({"type": "database"})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let base = crate::database_mysql::base();
+    let (s, b) = srv
+        .root(
+            "POST",
+            "mysql/config/maria",
+            Some(json!({
+                "plugin_name": "mysql-database-plugin",
+                "connection_url": format!(
+                    "{{{{username}}}}:{{{{password}}}}@tcp({}:{})/",
+                    base.ip_or_hostname(),
+                    base.tcp_port()
+                ),
+                "username": "root",
+                "password": "",
+                "allowed_roles": ["bait"],
+            })),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = srv
+        .root(
+            "POST",
+            "mysql/roles/bait",
+            Some(json!({"db_name": "maria", "canary": true, "default_ttl": "10m"})),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = srv.root("GET", "mysql/creds/bait", None).await;
+    assert_eq!(s, 200, "{b}");
+    let lease = b["lease_id"].as_str().unwrap().to_owned();
+    let mut c = mysql_async::Conn::new(
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname(base.ip_or_hostname())
+            .tcp_port(base.tcp_port())
+            .user(Some(b["data"]["username"].as_str().unwrap()))
+            .pass(Some(b["data"]["password"].as_str().unwrap()))
+            .prefer_socket(false),
+    )
+    .await
+    .unwrap();
+    c.query_drop("SELECT 1").await.unwrap();
+    assert!(
+        c.query_drop("SELECT * FROM mysql.user").await.is_err(),
+        "a canary has no privilege"
+    );
+    eventually("the canary trips", Duration::from_secs(60), || async {
+        events(&log, "agent.credential.canary_tripped")
+            .iter()
+            .any(|e| e["lease_id"] == lease.as_str())
+    })
+    .await;
+    let ev = events(&log, "agent.credential.canary_tripped");
+    assert_eq!(ev[0]["action_context"]["database"], "maria");
+    assert_eq!(tripped(&prometheus(&srv).await, "database"), Some(1));
+    drop(c);
+    let (s, b) = srv
+        .root("PUT", "sys/leases/revoke", Some(json!({"lease_id": lease})))
+        .await;
+    assert_eq!(s, 204, "{b}");
+}
