@@ -66,7 +66,7 @@ pub(crate) async fn trip_lease(
     context: &Value,
 ) {
     let (engine, role) = e.metric_labels();
-    inner.tokens.telemetry().canary_tripped(DATABASE);
+    inner.telemetry.canary_tripped(DATABASE);
     tracing::warn!(
         engine,
         role,
@@ -103,7 +103,7 @@ pub(crate) fn trip_token(inner: &Arc<Inner>, e: TokenEntry, remote: Option<Socke
     let inner = Arc::clone(inner);
     let ctx = events::current();
     let job = async move {
-        inner.tokens.telemetry().canary_tripped("token");
+        inner.telemetry.canary_tripped("token");
         let client = remote.map(|a| a.ip().to_string()).unwrap_or_default();
         tracing::warn!(client = %client, "canary token presented");
         let ev = Event::token(Kind::CanaryTripped, &e, inner.clock.unix());

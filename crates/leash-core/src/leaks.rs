@@ -99,7 +99,7 @@ pub(crate) async fn scan(
         let mut leaked = Event::token(Kind::Leaked, &entry, now);
         leaked.reason = Some(reason::LEAK);
         events::emit(inner, &[leaked], false).await?;
-        inner.tokens.telemetry().leak_detected("token");
+        inner.telemetry.leak_detected("token");
         let revoked = match inner.tokens.revoke(hash, false).await {
             Ok(gone) => {
                 let mut evs = Vec::with_capacity(gone.len());
@@ -185,7 +185,7 @@ pub(crate) async fn scan(
                 leakers.push(i.agent.entity_id.clone());
             }
             let (engine, role) = e.metric_labels();
-            inner.tokens.telemetry().leak_detected(&kind);
+            inner.telemetry.leak_detected(&kind);
             tracing::warn!(engine, role, kind = %kind, "leaked credential found; revoking it");
         }
         let outcome = leases::revoke_ids_because(inner, &ids, Reason::Leak).await?;

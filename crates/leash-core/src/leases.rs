@@ -284,7 +284,7 @@ async fn check_caps(
         lease.path.trim_matches('/')
     );
     let refuse = |reason: &'static str, msg: String| {
-        inner.tokens.telemetry().issuance_refused(reason);
+        inner.telemetry.issuance_refused(reason);
         tracing::warn!(path = %prefix, reason, "issuance refused by a per-entity cap");
         Err(CoreError::RateLimited(msg))
     };
@@ -321,6 +321,20 @@ async fn check_caps(
 /// The engines' handle on the lease book.
 pub(crate) struct Registry {
     pub(crate) inner: Weak<Inner>,
+    /// Where a lease begun under a just-in-time grant is recorded.
+    pub(crate) grants: Arc<dyn GrantLeases>,
+}
+
+/// Where a lease begun under a just-in-time grant is recorded, before its credential
+/// exists, so that closing the grant's window revokes it whatever happens next. The
+/// approvals service implements it (`approvals::GrantLedger`); the lease book knows
+/// only this trait, so leases do not depend on approvals (approvals depend on leases
+/// to revoke what a closed window issued).
+#[async_trait]
+pub(crate) trait GrantLeases: Send + Sync {
+    /// Records lease `lease_id` on the access request of `grant`. Never fails the
+    /// issuance: an error is logged (the lease is still capped to the window).
+    async fn record_lease(&self, inner: &Inner, grant: &leash_backend::GrantWindow, lease_id: &str);
 }
 
 #[async_trait]
@@ -419,7 +433,7 @@ impl LeaseRegistry for Registry {
         // Recorded on the access request before the credential exists, so closing the
         // window early revokes it whatever happens next.
         if let Some(g) = &grant {
-            crate::approvals::record_lease(&inner, g, &id).await;
+            self.grants.record_lease(&inner, g, &id).await;
         }
         inner
             .storage
@@ -461,7 +475,7 @@ impl LeaseRegistry for Registry {
                 match serde_json::from_slice::<LeaseEntry>(&lease.stored) {
                     Ok(e) => {
                         let (engine, role) = e.metric_labels();
-                        inner.tokens.telemetry().lease_issued(engine, role);
+                        inner.telemetry.lease_issued(engine, role);
                         let ev = e.event(&lease.id, Kind::Issued, lease.ttl, None);
                         events::emit_logged(&inner, &[ev], false).await;
                     }
@@ -669,7 +683,7 @@ pub(crate) async fn revoke_now(
             match LeaseEntry::decode(&l) {
                 Ok(e) => {
                     let (engine, role) = e.metric_labels();
-                    inner.tokens.telemetry().lease_revoked(engine, role);
+                    inner.telemetry.lease_revoked(engine, role);
                     evs.push(e.event(&l.id, kind, ttl, Some(why)));
                 }
                 Err(e) => tracing::error!(error = %e, "lease entry unreadable for its event"),

@@ -96,6 +96,9 @@ pub(crate) struct Inner {
     pub(crate) cluster_id: String,
     /// Wakes the lease expiry worker (a token was revoked, a lease abandoned).
     pub(crate) lease_wake: Arc<tokio::sync::Notify>,
+    /// Metric state (counters and per-role gauges the request path and the workers
+    /// report to; `sys/metrics` renders it).
+    pub(crate) telemetry: Arc<metrics::Telemetry>,
     /// Failed-login accounting (rate limit per source, counts per role).
     pub(crate) logins: login::LoginGuard,
     /// Just-in-time access (webhook notifier).
@@ -144,11 +147,13 @@ impl Core {
     ) -> Result<Opened, CoreError> {
         let policies = PolicyStore::load(Arc::clone(&storage)).await?;
         let lease_wake = Arc::new(tokio::sync::Notify::new());
+        let telemetry = Arc::new(metrics::Telemetry::default());
         let tokens = TokenStore::new(
             Arc::clone(&storage),
             Arc::clone(&clock),
             config.token_limits,
             Arc::clone(&lease_wake),
+            Arc::clone(&telemetry),
         );
         let audit = Broker::new(config.audit_deadline).with_allowed_dirs(config.audit_dirs.clone());
         let cluster_id = match storage.get(SYS_NS, "cluster_id").await? {
@@ -172,6 +177,7 @@ impl Core {
             mount_lock: tokio::sync::Mutex::new(()),
             cluster_id,
             lease_wake,
+            telemetry,
             logins: login::LoginGuard::default(),
             approvals: approvals::Approvals::new()?,
             lease_claims: leases::Claims::default(),
@@ -356,7 +362,10 @@ impl Core {
             MountKind::KubernetesAuth => leash_auth::kubernetes::new_backend(store(), clock()),
             MountKind::Database => leash_engines::database::engine::new_backend(
                 store(),
-                Arc::new(leases::Registry { inner: weak }),
+                Arc::new(leases::Registry {
+                    inner: weak,
+                    grants: Arc::new(approvals::GrantLedger),
+                }),
             ),
         })
     }

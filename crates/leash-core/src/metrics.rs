@@ -86,7 +86,7 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
             "unknown format: use \"prometheus\" or \"json\"",
         ));
     }
-    let t = inner.tokens.telemetry();
+    let t = &inner.telemetry;
     let now = inner.clock.unix();
     let failures = inner.logins.failures_per_role();
     let leases = inner.storage.lease_count().await?;

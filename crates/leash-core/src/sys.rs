@@ -88,7 +88,7 @@ const fn routes(open_metrics: bool) -> &'static [Route] {
             Route::path("revoke-force").sudo(),
             Route::path("revoke-force/*").sudo(),
             Route::path("leases/failing").sudo(),
-            // Just-in-time approvals (approvals.rs).
+            // Just-in-time approvals (approvals/).
             Route::path("control-group/config").sudo(),
             Route::path("control-group/rules").sudo(),
             Route::path("control-group/rules/*").sudo(),

@@ -149,8 +149,9 @@ pub struct TokenStore {
     generation: std::sync::atomic::AtomicU64,
     /// Wakes the lease worker when tokens (and so their leases) are revoked.
     lease_wake: Arc<tokio::sync::Notify>,
-    /// Metric state (live tokens per role, issuance and revocation counts, denials).
-    telemetry: crate::metrics::Telemetry,
+    /// The core's metric state (live tokens per role, issuance and revocation counts),
+    /// shared with the core: the store reports what it does to tokens.
+    telemetry: Arc<crate::metrics::Telemetry>,
 }
 
 #[derive(Clone)]
@@ -178,12 +179,13 @@ fn secs(d: Duration) -> i64 {
 }
 
 impl TokenStore {
-    /// A store over `storage`.
-    pub fn new(
+    /// A store over `storage`, reporting to `telemetry`.
+    pub(crate) fn new(
         storage: Arc<dyn Storage>,
         clock: Arc<dyn Clock>,
         limits: TokenLimits,
         lease_wake: Arc<tokio::sync::Notify>,
+        telemetry: Arc<crate::metrics::Telemetry>,
     ) -> TokenStore {
         TokenStore {
             storage,
@@ -192,13 +194,8 @@ impl TokenStore {
             cache: std::sync::RwLock::new(std::collections::HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
             lease_wake,
-            telemetry: crate::metrics::Telemetry::default(),
+            telemetry,
         }
-    }
-
-    /// The metric state.
-    pub(crate) fn telemetry(&self) -> &crate::metrics::Telemetry {
-        &self.telemetry
     }
 
     /// The configured limits.
@@ -920,6 +917,7 @@ mod tests {
             Arc::new(SystemClock),
             TokenLimits::default(),
             Arc::new(tokio::sync::Notify::new()),
+            Arc::default(),
         );
         (dir, tokens, policies)
     }

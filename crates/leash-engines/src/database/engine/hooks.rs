@@ -10,7 +10,10 @@ use std::collections::BTreeSet;
 use leash_backend::{Canary, CoreError, ObservedSession};
 use serde_json::Value;
 
-use super::{DatabaseBackend, DbConfig, DbRole, Target, connect};
+use super::DatabaseBackend;
+use super::config::DbConfig;
+use super::roles::DbRole;
+use super::target::{Target, connect};
 
 /// Every username leash generates starts with this.
 const USER_PREFIX: &str = "v-";
