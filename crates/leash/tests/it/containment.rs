@@ -503,8 +503,22 @@ async fn cli(srv: &TestServer, args: &[&str]) -> (Option<i32>, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leash_contain_locks_lists_and_unlocks() {
     let (srv, pg, _log) = setup(&["gina"]).await;
-    let t = token(&login_ok(&srv, "gina").await);
+    let auth = login_ok(&srv, "gina").await;
+    let t = token(&auth);
     let (_, user) = creds(&srv, &pg, &t).await;
+
+    // --agents: what there is to contain, and with which selector.
+    let (code, out, err) = cli(&srv, &["contain", "--agents"]).await;
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("gina"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains(&format!("--entity {}", auth["entity_id"].as_str().unwrap()))
+            && line.contains("userpass/gina"),
+        "{line}"
+    );
 
     let (code, _, err) = cli(&srv, &["contain", "--role", "userpass/gina"]).await;
     assert_eq!(code, Some(1), "a reason is required: {err}");
