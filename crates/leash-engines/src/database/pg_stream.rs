@@ -5,17 +5,17 @@
 //! authentication request only after reading it, so a refused request means the
 //! password is never written to the socket.
 //!
+//! TLS is negotiated underneath (see `leash_dbtls::pg`), so the guard sees the
+//! decrypted messages whatever the `sslmode`.
+//!
 //! Why: whoever can change a connection's `connection_url` could otherwise point leash
 //! at a server they run and have it hand over the stored root password in clear.
 
 use std::io;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_postgres::config::Host;
 
 /// Anything leash can speak the PostgreSQL protocol over (TCP or a Unix socket).
 pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -144,62 +144,21 @@ impl AsyncWrite for Guarded {
     }
 }
 
-/// Opens a socket to the first of `config`'s hosts that answers within `timeout`,
-/// wrapped in the authentication guard.
+/// Opens a socket to the first of `config`'s hosts that answers within its connect
+/// timeout, negotiates TLS as `tls` says (`leash_dbtls`), and wraps the resulting
+/// stream — decrypted, so the guard reads the real messages — in the authentication
+/// guard.
 pub(super) async fn open(
     config: &tokio_postgres::Config,
-    timeout: Duration,
+    tls: &leash_dbtls::pg::PgTls,
     allow_cleartext: bool,
-) -> io::Result<Guarded> {
-    let hosts = config.get_hosts();
-    let ports = config.get_ports();
-    let addrs = config.get_hostaddrs();
-    let port_of = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no host in connection_url");
-    let count = hosts.len().max(addrs.len());
-    for i in 0..count {
-        let port = port_of(i);
-        let attempt = async {
-            let stream: Box<dyn Io> = match (addrs.get(i), hosts.get(i)) {
-                (Some(ip), _) => Box::new(tcp(tokio::net::TcpStream::connect((*ip, port)).await?)),
-                (None, Some(Host::Tcp(h))) => {
-                    Box::new(tcp(
-                        tokio::net::TcpStream::connect((h.as_str(), port)).await?
-                    ))
-                }
-                #[cfg(unix)]
-                (None, Some(Host::Unix(dir))) => {
-                    let path: PathBuf = dir.join(format!(".s.PGSQL.{port}"));
-                    Box::new(tokio::net::UnixStream::connect(path).await?)
-                }
-                _ => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "unsupported host in connection_url",
-                    ));
-                }
-            };
-            Ok(stream)
-        };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(inner)) => {
-                return Ok(Guarded {
-                    inner,
-                    scan: Scan::default(),
-                    allow_cleartext,
-                });
-            }
-            Ok(Err(e)) => last = e,
-            Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
-        }
-    }
-    Err(last)
-}
-
-fn tcp(s: tokio::net::TcpStream) -> tokio::net::TcpStream {
-    // Latency of small protocol messages matters more than packet count.
-    let _ = s.set_nodelay(true);
-    s
+) -> Result<Guarded, leash_dbtls::DbTlsError> {
+    let stream = leash_dbtls::pg::open(config, tls).await?;
+    Ok(Guarded {
+        inner: Box::new(stream),
+        scan: Scan::default(),
+        allow_cleartext,
+    })
 }
 
 #[cfg(test)]

@@ -18,8 +18,11 @@
 //! group role instead (`CREATE ROLE "{{name}}" … IN ROLE agent_readonly`) has no such
 //! ceiling and is much faster to create and drop.
 //!
-//! Requires PostgreSQL ≥ 14 (`pg_terminate_backend(pid, timeout)`). No TLS yet: the
-//! connection is made with `NoTls`, so `sslmode=require` URLs fail to connect.
+//! Requires PostgreSQL ≥ 14 (`pg_terminate_backend(pid, timeout)`). TLS as libpq's
+//! `sslmode` (`disable`, `prefer` — the default —, `require`, `verify-ca`,
+//! `verify-full`) with `sslrootcert`, `sslcert`, `sslkey` in the connection string, or
+//! [`PgConfig::tls`] (see `leash_dbtls`); the settings are read once per target (a
+//! `reset` reads certificate files again).
 //!
 //! Not here: leases, retries of failed revocations over time (the lease layer's job),
 //! other databases of the cluster (see [`PgTarget::revoke_user`]).
@@ -113,6 +116,10 @@ pub struct PgConfig {
     /// (`AuthenticationCleartextPassword`). Off by default: such a request fails the
     /// connection before the password is written.
     pub allow_cleartext_password: bool,
+    /// TLS settings given as separate fields (`tls_ca`, `tls_certificate`,
+    /// `private_key`, `tls_server_name`, `tls_skip_verify`), applied over the
+    /// connection string's `sslmode`, `sslrootcert`, `sslcert`, `sslkey`.
+    pub tls: leash_dbtls::TlsOptions,
 }
 
 impl PgConfig {
@@ -129,6 +136,7 @@ impl PgConfig {
             max_open_connections: DEFAULT_MAX_OPEN_CONNECTIONS,
             password_authentication: PasswordAuthentication::default(),
             allow_cleartext_password: false,
+            tls: leash_dbtls::TlsOptions::default(),
         }
     }
 }
@@ -258,6 +266,8 @@ pub struct PgTarget {
     allow_cleartext: bool,
     /// Kept only to scrub it out of driver error messages.
     root_password: SecretString,
+    /// How new connections negotiate TLS.
+    tls: leash_dbtls::pg::PgTls,
 }
 
 impl fmt::Debug for PgTarget {
@@ -268,6 +278,7 @@ impl fmt::Debug for PgTarget {
             .field("dbname", &self.config.get_dbname())
             .field("user", &self.config.get_user())
             .field("password_authentication", &self.auth)
+            .field("sslmode", &self.tls.mode())
             .finish_non_exhaustive()
     }
 }
@@ -293,6 +304,12 @@ impl PgTarget {
             .replace("{{username}}", &user)
             .replace("{{password}}", &pass);
         let secrets = [password, pass.as_str()];
+        let tls_error = |e: leash_dbtls::DbTlsError| DbError::InvalidConnectionUrl {
+            reason: scrub(&e.to_string(), &secrets),
+        };
+        let (url, mut tls) = leash_dbtls::split_pg_url(&url).map_err(tls_error)?;
+        tls.overlay(&config.tls);
+        let tls = leash_dbtls::pg::PgTls::new(&tls).map_err(tls_error)?;
         let mut pg_config: tokio_postgres::Config =
             url.parse()
                 .map_err(|e: tokio_postgres::Error| DbError::InvalidConnectionUrl {
@@ -310,6 +327,7 @@ impl PgTarget {
             auth: config.password_authentication,
             allow_cleartext: config.allow_cleartext_password,
             root_password: config.password,
+            tls,
         };
         // Verify now; the connection stays in the pool.
         drop(target.checkout().await?);
@@ -327,10 +345,10 @@ impl PgTarget {
             .get_connect_timeout()
             .copied()
             .unwrap_or(CONNECT_TIMEOUT);
-        let stream = pg_stream::open(&self.config, timeout, self.allow_cleartext)
+        let stream = pg_stream::open(&self.config, &self.tls, self.allow_cleartext)
             .await
             .map_err(|e| DbError::Connect {
-                message: e.to_string(),
+                message: scrub(&e.to_string(), &[self.root_password.expose_secret()]),
             })?;
         let (client, connection) =
             match tokio::time::timeout(timeout, self.config.connect_raw(stream, NoTls)).await {

@@ -25,6 +25,7 @@ mod containment;
 mod crash;
 mod database;
 mod database_mysql;
+mod db_tls;
 mod http_errors;
 mod kv;
 mod leaks;

@@ -17,7 +17,7 @@ use tokio_postgres::NoTls;
 use crate::eventually;
 
 /// The newest `/usr/lib/postgresql/<version>/bin` holding `initdb` and `pg_ctl`.
-fn pg_bindir() -> Option<PathBuf> {
+pub(crate) fn pg_bindir() -> Option<PathBuf> {
     let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .flatten()
@@ -31,14 +31,14 @@ fn pg_bindir() -> Option<PathBuf> {
     dirs.pop().map(|(_, b)| b)
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -47,20 +47,20 @@ fn free_port() -> u16 {
 }
 
 /// A private PostgreSQL cluster in a temporary directory; stopped when dropped.
-struct PrivatePg {
+pub(crate) struct PrivatePg {
     bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-    as_postgres: bool,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) port: u16,
+    pub(crate) as_postgres: bool,
 }
 
 impl PrivatePg {
-    fn data(&self) -> PathBuf {
+    pub(crate) fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
     /// Runs a PostgreSQL program (as `postgres` when we are root).
-    fn run(&self, program: &str, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, program: &str, args: &[&str]) -> Output {
         let exe = self.bin.join(program);
         let mut c = if self.as_postgres {
             let mut c = Command::new("runuser");
@@ -72,7 +72,7 @@ impl PrivatePg {
         c.args(args).output().unwrap()
     }
 
-    fn init(bin: PathBuf) -> PrivatePg {
+    pub(crate) fn init(bin: PathBuf) -> PrivatePg {
         let dir = tempfile::tempdir().unwrap();
         let as_postgres = is_root();
         if as_postgres {
@@ -106,11 +106,16 @@ impl PrivatePg {
         pg
     }
 
-    fn start(&self) -> bool {
+    pub(crate) fn start(&self) -> bool {
+        self.start_with("")
+    }
+
+    /// Starts the cluster with extra `-c` settings (e.g. `-c ssl=on`).
+    pub(crate) fn start_with(&self, extra: &str) -> bool {
         let data = self.data().display().to_string();
         let log = self.dir.path().join("pg.log").display().to_string();
         let opts = format!(
-            "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off {extra}",
             self.port,
             self.dir.path().display()
         );
@@ -127,7 +132,7 @@ impl PrivatePg {
         out.status.success()
     }
 
-    fn stop(&self) -> bool {
+    pub(crate) fn stop(&self) -> bool {
         let data = self.data().display().to_string();
         let out = self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
         out.status.success()
@@ -162,7 +167,7 @@ impl Drop for PrivatePg {
     }
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),

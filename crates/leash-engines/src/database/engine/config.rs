@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use leash_backend::{CoreError, Response, fields};
+use leash_dbtls::{Pem, PemKey, TlsOptions};
 use leash_types::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -76,9 +77,46 @@ pub(super) struct DbConfig {
     /// (PostgreSQL `AuthenticationCleartextPassword`, MySQL `mysql_clear_password`).
     #[serde(default)]
     pub(super) allow_cleartext_password: bool,
+    /// PEM CA certificates the server's certificate must chain to (`tls_ca`).
+    #[serde(default)]
+    pub(super) tls_ca: String,
+    /// PEM client certificate chain (PostgreSQL `tls_certificate`).
+    #[serde(default)]
+    pub(super) tls_certificate: String,
+    /// PEM private key of the client certificate (PostgreSQL `private_key`; MySQL
+    /// `tls_certificate_key`, the key and certificate together). Never returned.
+    #[serde(default, with = "leash_types::secret::serde_opt_str")]
+    pub(super) private_key: Option<SecretString>,
+    /// The name the server's certificate must carry, when not the host connected to.
+    #[serde(default)]
+    pub(super) tls_server_name: String,
+    /// Encrypt but accept any server certificate.
+    #[serde(default)]
+    pub(super) tls_skip_verify: bool,
 }
 
 impl DbConfig {
+    /// The TLS settings given as fields, to apply over the connection string's.
+    pub(super) fn tls_fields(&self, plugin: Plugin) -> TlsOptions {
+        let mut t = TlsOptions {
+            server_name: (!self.tls_server_name.is_empty()).then(|| self.tls_server_name.clone()),
+            skip_verify: self.tls_skip_verify,
+            ..TlsOptions::default()
+        };
+        if !self.tls_ca.is_empty() {
+            t.root_cert = Some(Pem::Inline(self.tls_ca.clone()));
+        }
+        if plugin == Plugin::Postgres && !self.tls_certificate.is_empty() {
+            t.client_cert = Some(Pem::Inline(self.tls_certificate.clone()));
+        }
+        if let Some(k) = &self.private_key {
+            t.client_key = Some(PemKey::Inline(SecretString::from(
+                k.expose_secret().to_owned(),
+            )));
+        }
+        t
+    }
+
     pub(super) fn allows(&self, role: &str) -> bool {
         self.allowed_roles.iter().any(|a| {
             a == "*" || a == role || a.strip_suffix('*').is_some_and(|p| role.starts_with(p))
@@ -103,7 +141,107 @@ const CONFIG_FIELDS: &[&str] = &[
     "password_policy",
     "observe_sessions",
     "allow_cleartext_password",
+    "tls_ca",
+    "tls_certificate",
+    "private_key",
+    "tls_certificate_key",
+    "tls_server_name",
+    "tls_skip_verify",
 ];
+
+/// The TLS fields of a `config/:name` write, existing values kept where not given.
+struct TlsFields {
+    ca: String,
+    certificate: String,
+    private_key: Option<SecretString>,
+    server_name: String,
+    skip_verify: bool,
+}
+
+fn tls_fields(
+    data: &Map<String, Value>,
+    plugin: Plugin,
+    existing: Option<&DbConfig>,
+) -> Result<TlsFields, CoreError> {
+    let pem = |field: &str, old: Option<&String>, marker: &str| -> Result<String, CoreError> {
+        match fields::string(data, field)? {
+            Some(v) if v.trim().is_empty() => Ok(String::new()),
+            Some(v) if !v.contains(marker) => Err(CoreError::invalid(format!(
+                "{field} must be PEM (a {marker} block)"
+            ))),
+            Some(v) => Ok(v),
+            None => Ok(old.cloned().unwrap_or_default()),
+        }
+    };
+    let ca = pem(
+        "tls_ca",
+        existing.map(|e| &e.tls_ca),
+        "-----BEGIN CERTIFICATE-----",
+    )?;
+    let (key_field, wrong_field) = match plugin {
+        Plugin::Postgres => ("private_key", "tls_certificate_key"),
+        Plugin::MySql(_) => ("tls_certificate_key", "private_key"),
+    };
+    if data.contains_key(wrong_field)
+        || (plugin != Plugin::Postgres && data.contains_key("tls_certificate"))
+    {
+        return Err(CoreError::invalid(match plugin {
+            Plugin::Postgres => {
+                "tls_certificate_key applies to the MySQL plugins; PostgreSQL takes tls_certificate and private_key"
+            }
+            Plugin::MySql(_) => {
+                "private_key and tls_certificate apply to postgresql-database-plugin; MySQL takes tls_certificate_key (key and certificate in one PEM)"
+            }
+        }));
+    }
+    let certificate = pem(
+        "tls_certificate",
+        existing.map(|e| &e.tls_certificate),
+        "-----BEGIN CERTIFICATE-----",
+    )?;
+    let private_key = match fields::string(data, key_field)? {
+        Some(v) if v.trim().is_empty() => None,
+        Some(v) if !v.contains("PRIVATE KEY-----") => {
+            return Err(CoreError::invalid(format!(
+                "{key_field} must be PEM (a PRIVATE KEY block)"
+            )));
+        }
+        Some(v) => Some(SecretString::from(v)),
+        None => existing
+            .and_then(|e| e.private_key.as_ref())
+            .map(|k| SecretString::from(k.expose_secret().to_owned())),
+    };
+    if plugin == Plugin::Postgres && certificate.is_empty() != private_key.is_none() {
+        return Err(CoreError::invalid(
+            "tls_certificate and private_key go together (a client certificate and its key)",
+        ));
+    }
+    if let Some(k) = &private_key
+        && !matches!(plugin, Plugin::Postgres)
+        && !k.expose_secret().contains("-----BEGIN CERTIFICATE-----")
+    {
+        return Err(CoreError::invalid(
+            "tls_certificate_key must hold the private key and the certificate, both PEM",
+        ));
+    }
+    let server_name = match fields::string(data, "tls_server_name")? {
+        Some(v) => v,
+        None => existing
+            .map(|e| e.tls_server_name.clone())
+            .unwrap_or_default(),
+    };
+    let skip_verify = match fields::boolean(data, "tls_skip_verify")? {
+        Some(v) => v,
+        None => existing.is_some_and(|e| e.tls_skip_verify),
+    };
+    Ok(TlsFields {
+        ca,
+        certificate,
+        private_key,
+        server_name,
+        skip_verify,
+    })
+}
 
 impl DatabaseBackend {
     pub(super) async fn write_config(
@@ -140,6 +278,7 @@ impl DatabaseBackend {
                 .as_ref()
                 .is_some_and(|e| e.allow_cleartext_password),
         };
+        let tls = tls_fields(data, plugin, existing.as_ref())?;
         let password = match (fields::string(data, "password")?, &existing) {
             (Some(p), _) => SecretString::from(p),
             (None, Some(e)) => {
@@ -151,10 +290,13 @@ impl DatabaseBackend {
                 let moved = e.plugin_name != plugin_name
                     || e.connection_url != connection_url
                     || e.username != username
-                    || (allow_cleartext_password && !e.allow_cleartext_password);
+                    || (allow_cleartext_password && !e.allow_cleartext_password)
+                    || e.tls_ca != tls.ca
+                    || e.tls_server_name != tls.server_name
+                    || (tls.skip_verify && !e.tls_skip_verify);
                 if moved && !e.password.expose_secret().is_empty() {
                     return Err(CoreError::invalid(
-                        "missing required field \"password\": it must be given again when plugin_name, connection_url, username or allow_cleartext_password changes",
+                        "missing required field \"password\": it must be given again when plugin_name, connection_url, username, allow_cleartext_password, tls_ca, tls_server_name or tls_skip_verify changes",
                     ));
                 }
                 SecretString::from(e.password.expose_secret().to_owned())
@@ -256,6 +398,11 @@ impl DatabaseBackend {
             root_rotation_statements,
             observe_sessions,
             allow_cleartext_password,
+            tls_ca: tls.ca,
+            tls_certificate: tls.certificate,
+            private_key: tls.private_key,
+            tls_server_name: tls.server_name,
+            tls_skip_verify: tls.skip_verify,
         };
         let target = if verify_connection {
             let t = connect(&config, &config.password).await.map_err(|e| {
@@ -298,7 +445,13 @@ impl DatabaseBackend {
             "max_idle_connections": c.max_idle_connections,
             "max_connection_lifetime": format!("{}s", c.max_connection_lifetime),
             "allow_cleartext_password": c.allow_cleartext_password,
+            "tls_ca": c.tls_ca,
+            "tls_server_name": c.tls_server_name,
+            "tls_skip_verify": c.tls_skip_verify,
         });
+        if c.plugin_name == "postgresql-database-plugin" {
+            details["tls_certificate"] = json!(c.tls_certificate);
+        }
         if c.plugin_name == "postgresql-database-plugin" {
             details["password_authentication"] = json!(c.password_authentication);
             details["scram_iterations"] = json!(c.scram_iterations);

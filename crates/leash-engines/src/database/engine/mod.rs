@@ -2,8 +2,10 @@
 //!
 //! * `config/:name` — a connection (`plugin_name`, `connection_url`, `username`,
 //!   `password`, `allowed_roles`, `verify_connection`, `max_open_connections`,
-//!   `password_authentication`, `scram_iterations`, `root_rotation_statements`). Reads
-//!   never return the password. `rotate-root/:name` and `reset/:name`.
+//!   `password_authentication`, `scram_iterations`, `root_rotation_statements`, and TLS:
+//!   `tls_ca`, `tls_certificate`/`private_key` or `tls_certificate_key`,
+//!   `tls_server_name`, `tls_skip_verify`, over the URL's `sslmode`/`tls=`). Reads
+//!   never return the password or a private key. `rotate-root/:name` and `reset/:name`.
 //! * `roles/:name` — `db_name`, `creation_statements`, `revocation_statements`,
 //!   `rollback_statements`, `renew_statements`, `default_ttl`, `max_ttl`.
 //! * `creds/:role` — a new credential under a lease, intent first (see

@@ -92,6 +92,7 @@ pub(super) async fn connect(config: &DbConfig, password: &SecretString) -> Resul
             let mut c = PgConfig::new(&config.connection_url, &config.username, password);
             c.max_open_connections = config.max_open_connections;
             c.allow_cleartext_password = config.allow_cleartext_password;
+            c.tls = config.tls_fields(Plugin::Postgres);
             c.password_authentication = if config.password_authentication == "password" {
                 PasswordAuthentication::Password
             } else {
@@ -101,10 +102,11 @@ pub(super) async fn connect(config: &DbConfig, password: &SecretString) -> Resul
             };
             Ok(Target::Pg(PgTarget::connect(c).await?))
         }
-        Ok(Plugin::MySql(_)) => {
+        Ok(plugin @ Plugin::MySql(_)) => {
             let mut c = MySqlConfig::new(&config.connection_url, &config.username, password);
             c.max_open_connections = config.max_open_connections;
             c.allow_cleartext_password = config.allow_cleartext_password;
+            c.tls = config.tls_fields(plugin);
             Ok(Target::My(MySqlTarget::connect(c).await?))
         }
         Err(e) => Err(DbError::InvalidConnectionUrl {

@@ -220,6 +220,11 @@ fn allowed_roles_match_exact_star_and_prefix_globs() {
         root_rotation_statements: Vec::new(),
         observe_sessions: false,
         allow_cleartext_password: false,
+        tls_ca: String::new(),
+        tls_certificate: String::new(),
+        private_key: None,
+        tls_server_name: String::new(),
+        tls_skip_verify: false,
     };
     assert!(c.allows("ro") && c.allows("agent-x") && !c.allows("rw"));
     c.allowed_roles = vec!["*".into()];

@@ -1,8 +1,9 @@
 //! Vault's MySQL connection strings (Go DSN or `mysql://` URL) → `mysql_async` options.
 
+use leash_dbtls::{Pem, PemKey, SslMode, TlsOptions};
 use leash_types::ExposeSecret;
 use leash_types::secret::scrub;
-use mysql_async::{Opts, OptsBuilder, PoolConstraints, PoolOpts};
+use mysql_async::{ClientIdentity, Opts, OptsBuilder, PoolConstraints, PoolOpts, SslOpts};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 use crate::database::DbError;
@@ -130,6 +131,7 @@ pub(super) fn go_dsn_opts(
     dsn: &str,
     username: &str,
     password: &str,
+    tls: &mut TlsOptions,
 ) -> Result<OptsBuilder, DbError> {
     let Some(slash) = dsn.rfind('/') else {
         return Err(invalid(
@@ -201,10 +203,24 @@ pub(super) fn go_dsn_opts(
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = query_unescape(value)?;
         match name {
-            "tls" => match value.as_str() {
-                "" | "false" | "preferred" => {}
-                _ => return Err(invalid("TLS is not supported yet; use tls=false")),
-            },
+            // Go's driver: false (the default), preferred, skip-verify, true.
+            "tls" => {
+                tls.mode_given = true;
+                match value.as_str() {
+                    "" | "false" => tls.mode = SslMode::Disable,
+                    "preferred" => tls.mode = SslMode::Prefer,
+                    "skip-verify" => {
+                        tls.mode = SslMode::Require;
+                        tls.skip_verify = true;
+                    }
+                    "true" => tls.mode = SslMode::VerifyFull,
+                    _ => {
+                        return Err(invalid(
+                            "tls must be true, false, preferred or skip-verify (a CA goes in the tls_ca field, with tls=true)",
+                        ));
+                    }
+                }
+            }
             "allowCleartextPasswords" => {
                 builder = builder.enable_cleartext_plugin(matches!(value.as_str(), "true" | "1"));
             }
@@ -249,6 +265,12 @@ pub fn connection_opts(config: &MySqlConfig) -> Result<Opts, DbError> {
         return Err(invalid("connection_url is empty"));
     }
     let password = config.password.expose_secret();
+    // TLS from the Go DSN's `tls=`, then the configuration's fields. A `mysql://` URL's
+    // own parameters (`require_ssl`, …) stand unless fields are given.
+    let mut tls = TlsOptions {
+        mode: SslMode::Disable,
+        ..TlsOptions::default()
+    };
     let scheme = url.find("://").map(|i| &url[..i]).filter(|s| {
         s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
@@ -279,7 +301,13 @@ pub fn connection_opts(config: &MySqlConfig) -> Result<Opts, DbError> {
                 "unsupported scheme: use mysql://… or a Go DSN user:password@tcp(host:port)/db",
             ));
         }
-        None => go_dsn_opts(url, &config.username, password)?,
+        None => go_dsn_opts(url, &config.username, password, &mut tls)?,
+    };
+    tls.overlay(&config.tls);
+    let builder = if tls.mode_given {
+        builder.ssl_opts(ssl_opts(&tls)?)
+    } else {
+        builder
     };
     let max = config.max_open_connections.max(1);
     let Some(constraints) = PoolConstraints::new(0, max) else {
@@ -293,4 +321,90 @@ pub fn connection_opts(config: &MySqlConfig) -> Result<Opts, DbError> {
             .enable_cleartext_plugin(config.allow_cleartext_password)
             .pool_opts(pool_opts),
     ))
+}
+
+/// The TLS mode `connection_opts` gives `config` (what [`super::MySqlTarget::connect`]
+/// needs to fall back to plain text under `tls=preferred`).
+pub(super) fn tls_mode(config: &MySqlConfig) -> SslMode {
+    let mut tls = TlsOptions {
+        mode: SslMode::Disable,
+        ..TlsOptions::default()
+    };
+    let url = config.connection_url.trim();
+    if !url.contains("://") {
+        let _ = go_dsn_opts(url, "", "", &mut tls);
+    }
+    tls.overlay(&config.tls);
+    tls.effective_mode()
+}
+
+/// Where `mysql_async` reads PEM from (its own type for this is not exported).
+enum Source {
+    File(std::path::PathBuf),
+    Bytes(Vec<u8>),
+}
+
+fn pem_source(p: &Pem) -> Result<Source, DbError> {
+    match p {
+        Pem::File(path) => Ok(Source::File(path.clone())),
+        Pem::Inline(text) => Ok(Source::Bytes(text.as_bytes().to_vec())),
+        Pem::System => Err(invalid("sslrootcert=system is not a MySQL setting")),
+    }
+}
+
+/// `mysql_async`'s TLS options for `tls` (rustls underneath, ring provider), or `None`
+/// for `disable`. MySQL has no `verify-ca`: the driver cannot check the chain without
+/// the name, so that mode is refused rather than silently made stricter or weaker.
+fn ssl_opts(tls: &TlsOptions) -> Result<Option<SslOpts>, DbError> {
+    let mode = tls.effective_mode();
+    let mut opts = SslOpts::default();
+    match mode {
+        SslMode::Disable => return Ok(None),
+        SslMode::Prefer | SslMode::Require => {
+            opts = opts.with_danger_accept_invalid_certs(true);
+        }
+        SslMode::VerifyCa => {
+            return Err(invalid(
+                "a CA with tls=preferred would verify the chain only, which leash cannot do for MySQL: use tls=true (chain and name, tls_server_name to set the name) or tls=skip-verify",
+            ));
+        }
+        SslMode::VerifyFull => {
+            if let Some(root) = &tls.root_cert
+                && *root != Pem::System
+            {
+                let root = match pem_source(root)? {
+                    Source::File(p) => p.into(),
+                    Source::Bytes(b) => b.into(),
+                };
+                opts = opts
+                    .with_root_certs(vec![root])
+                    .with_disable_built_in_roots(true);
+            }
+        }
+    }
+    if let Some(name) = &tls.server_name {
+        opts = opts.with_danger_tls_hostname_override(Some(name.clone()));
+    }
+    if let Some(key) = &tls.client_key {
+        // Vault's `tls_certificate_key`: one PEM with the key and the certificate.
+        let key_source = match key {
+            PemKey::File(path) => Source::File(path.clone()),
+            PemKey::Inline(text) => Source::Bytes(text.expose_secret().as_bytes().to_vec()),
+        };
+        let cert_source = match &tls.client_cert {
+            Some(c) => pem_source(c)?,
+            None => match &key_source {
+                Source::File(p) => Source::File(p.clone()),
+                Source::Bytes(b) => Source::Bytes(b.clone()),
+            },
+        };
+        let identity = match (cert_source, key_source) {
+            (Source::File(c), Source::File(k)) => ClientIdentity::new(c.into(), k.into()),
+            (Source::File(c), Source::Bytes(k)) => ClientIdentity::new(c.into(), k.into()),
+            (Source::Bytes(c), Source::File(k)) => ClientIdentity::new(c.into(), k.into()),
+            (Source::Bytes(c), Source::Bytes(k)) => ClientIdentity::new(c.into(), k.into()),
+        };
+        opts = opts.with_client_identity(Some(identity));
+    }
+    Ok(Some(opts))
 }

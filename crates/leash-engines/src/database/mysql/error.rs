@@ -56,6 +56,11 @@ pub(super) fn connect_error(e: &mysql_async::Error, secrets: &[&str]) -> DbError
         mysql_async::Error::Server(s) => format!("ERROR {} ({}): {}", s.code, s.state, s.message),
         other => crate::database::error_chain(other),
     };
+    let message = if message.contains("certificate") {
+        leash_dbtls::describe_tls_failure(&message)
+    } else {
+        message
+    };
     DbError::Connect {
         message: scrub(&message, secrets),
     }

@@ -28,7 +28,9 @@
 //! applied. The engine's lease intent record (persisted before creation) makes the expiry
 //! worker revoke the username, which cleans that up.
 //!
-//! No TLS yet (`tls=true` in a Go DSN is refused rather than silently ignored).
+//! TLS: Go's `tls=` in the DSN (`false` — the default —, `preferred`, `skip-verify`,
+//! `true`) and the fields `tls_ca`, `tls_certificate_key`, `tls_server_name`,
+//! `tls_skip_verify` ([`MySqlConfig::tls`]), through `mysql_async`'s rustls support.
 
 //!
 //! Layout: `dsn` (Vault's Go DSN and URL forms → connection options), `error` (driver
@@ -101,6 +103,8 @@ pub struct MySqlConfig {
     /// (in cleartext). Off by default, whatever the URL's `allowCleartextPasswords` or
     /// `enable_cleartext_plugin` say: the connection's configuration decides.
     pub allow_cleartext_password: bool,
+    /// TLS settings given as separate fields, applied over the DSN's `tls=`.
+    pub tls: leash_dbtls::TlsOptions,
 }
 
 impl MySqlConfig {
@@ -116,6 +120,7 @@ impl MySqlConfig {
             password,
             max_open_connections: DEFAULT_MAX_OPEN_CONNECTIONS,
             allow_cleartext_password: false,
+            tls: leash_dbtls::TlsOptions::default(),
         }
     }
 }
@@ -180,12 +185,31 @@ impl fmt::Debug for MySqlTarget {
     }
 }
 
+/// Whether `target` logs in without TLS.
+fn opts_plain(target: &MySqlTarget) -> bool {
+    target.read().opts.ssl_opts().is_none()
+}
+
 impl MySqlTarget {
     /// Parses `config.connection_url` (substituting `{{username}}` and `{{password}}`)
     /// and opens one connection to check it works (Vault's `verify_connection`); that
     /// connection stays in the pool. Errors say why, without the URL or password.
     pub async fn connect(config: MySqlConfig) -> Result<MySqlTarget, DbError> {
-        let opts = connection_opts(&config)?;
+        let mut opts = connection_opts(&config)?;
+        let mode = dsn::tls_mode(&config);
+        if mode == leash_dbtls::SslMode::Prefer && opts.ssl_opts().is_some() {
+            // `tls=preferred`: TLS if the server offers it, else plain text.
+            let probe = tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts.clone())).await;
+            if let Ok(Err(mysql_async::Error::Driver(
+                mysql_async::DriverError::NoClientSslFlagFromServer,
+            ))) = probe
+            {
+                opts =
+                    Opts::from(OptsBuilder::from_opts(opts).ssl_opts(None::<mysql_async::SslOpts>));
+            } else if let Ok(Ok(conn)) = probe {
+                let _ = conn.disconnect().await;
+            }
+        }
         let max = config.max_open_connections.max(1);
         let target = MySqlTarget {
             generation: RwLock::new(Generation {
@@ -197,7 +221,21 @@ impl MySqlTarget {
             username: config.username,
             max_open_connections: max,
         };
-        drop(target.checkout().await?);
+        match target.checkout().await {
+            Ok(c) => drop(c),
+            // A server that wants TLS (MariaDB `require_secure_transport`, an account
+            // `REQUIRE SSL`) often answers a plain login with a bare "access denied".
+            Err(DbError::Connect { message })
+                if opts_plain(&target) && message.contains("1045") =>
+            {
+                return Err(DbError::Connect {
+                    message: format!(
+                        "{message} (this connection does not use TLS: if the server requires TLS, set tls=true in the DSN and tls_ca)"
+                    ),
+                });
+            }
+            Err(e) => return Err(e),
+        }
         Ok(target)
     }
 

@@ -44,6 +44,8 @@ pub(crate) struct Pki {
     pub(crate) server: ServerCert,
     /// A certificate for the same names from another CA (pinning must refuse it).
     pub(crate) rogue_server: ServerCert,
+    /// That other CA (trusting it instead of `ca_pem` must refuse `server`).
+    pub(crate) rogue_ca_pem: String,
     /// Service-account / issuer signing keys.
     pub(crate) rsa: Key,
     pub(crate) rsa2: Key,
@@ -223,6 +225,7 @@ pub(crate) fn pki() -> &'static Pki {
             ca_pem: read(d, "one-ca.pem"),
             server: make_server_cert(d, "one"),
             rogue_server: make_server_cert(d, "two"),
+            rogue_ca_pem: read(d, "two-ca.pem"),
             rsa: make_key(d, "rsa1", true),
             rsa2: make_key(d, "rsa2", true),
             ec: make_key(d, "ec1", false),
