@@ -138,6 +138,20 @@ pub trait Backend: Send + Sync {
     fn lease_role<'p>(&self, _path: &'p str) -> &'p str {
         ""
     }
+
+    /// Whether the credential this engine leased (with `internal`, as for
+    /// [`Backend::credential_identity`]) is a canary: `Some` says so, and what to do
+    /// when it is used. `None` (the default): a real credential.
+    fn canary(&self, _internal: &Value) -> Option<Canary> {
+        None
+    }
+}
+
+/// What an engine says of a canary credential ([`Backend::canary`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canary {
+    /// Run the kill switch on the identity it was issued to when it is used.
+    pub contain_on_trip: bool,
 }
 
 /// A session open in an engine's target with a credential the engine issued.
