@@ -266,6 +266,31 @@ class Browser:
     def script(self, js: str):
         return self._call("POST", "/execute/sync", {"script": js, "args": []})
 
+    def viewport(self, width: int, height: int, mobile: bool = False) -> None:
+        """Emulates a screen of `width`×`height` CSS pixels (a phone with `mobile`)
+        through Chrome's DevTools protocol: a real window cannot be made phone-narrow."""
+        r = requests.post(
+            f"{self.base}/session/{self.session}/goog/cdp/execute",
+            json={
+                "cmd": "Emulation.setDeviceMetricsOverride",
+                "params": {
+                    "width": width,
+                    "height": height,
+                    "deviceScaleFactor": 2 if mobile else 1,
+                    "mobile": mobile,
+                },
+            },
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+
+    def screenshot(self, path) -> None:
+        """Saves a PNG of the viewport."""
+        import base64
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(self._call("GET", "/screenshot")))
+
     def close(self) -> None:
         try:
             requests.delete(f"{self.base}/session/{self.session}", timeout=30)
@@ -291,7 +316,18 @@ def browser(tmp_path):
     b.close()
 
 
-def test_the_approval_page_in_headless_chromium(world, pg, browser):  # noqa: F811
+def screenshot_dir(tmp_path):
+    """Where the browser tests save their screenshots: `docs/img/` when
+    LEASH_UPDATE_SCREENSHOTS=1 (to refresh the ones the docs show), else the test's
+    temporary directory."""
+    if os.environ.get("LEASH_UPDATE_SCREENSHOTS") == "1":
+        from conftest import REPO
+
+        return REPO / "docs" / "img"
+    return tmp_path / "screenshots"
+
+
+def test_the_approval_page_in_headless_chromium(world, pg, browser, tmp_path):  # noqa: F811
     # The agent asks; its justification tries markup, which the page must show as text.
     justification = "migrate <b>orders</b> & rebuild the index"
     r = requests.post(
@@ -324,6 +360,24 @@ def test_the_approval_page_in_headless_chromium(world, pg, browser):  # noqa: F8
     assert "<b>" not in browser.script(
         f"return document.querySelector('#req-{request_id}').innerHTML"
     ).replace("&lt;b&gt;", ""), "markup in a justification is escaped"
+    # Styled by the one same-origin stylesheet (the CSP allows nothing else), readable
+    # on a phone: the table becomes one card per request.
+    assert browser.script(
+        "return getComputedStyle(document.querySelector('header')).backgroundColor"
+    ) == "rgb(20, 32, 46)"
+    shots = screenshot_dir(tmp_path)
+    browser.viewport(1280, 720)
+    browser.screenshot(shots / "approvals-desktop.png")
+    browser.viewport(390, 844, mobile=True)
+    browser.go(f"{world.url}/ui/approvals")
+    assert browser.script(
+        f"return getComputedStyle(document.querySelector('#req-{request_id}')).display"
+    ) == "block", "on a phone each request is a card"
+    assert browser.script("return document.documentElement.scrollWidth <= window.innerWidth")
+    browser.screenshot(shots / "approvals-phone.png")
+    browser.viewport(1280, 720)
+    browser.go(f"{world.url}/ui/approvals")
+
     # No secret on the page or readable by scripts: the session cookie is HttpOnly.
     page = browser.source()
     assert world.agent not in page and "lsh." not in page

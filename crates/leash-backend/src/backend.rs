@@ -139,6 +139,13 @@ pub trait Backend: Send + Sync {
         ""
     }
 
+    /// Whether the credential this engine leased (with `internal`, as for
+    /// [`Backend::credential_identity`]) is a canary: `Some` says so, and what to do
+    /// when it is used. `None` (the default): a real credential.
+    fn canary(&self, _internal: &Value) -> Option<Canary> {
+        None
+    }
+
     /// Called when the identity holding these leases is being locked
     /// (`sys/containment/lock`; `lock` names the lock, e.g. `entity/<id>`), just before
     /// they are revoked through [`Backend::revoke_leases`]. An engine whose credentials
@@ -156,6 +163,13 @@ pub trait Backend: Send + Sync {
         let _ = lock;
         Ok(())
     }
+}
+
+/// What an engine says of a canary credential ([`Backend::canary`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canary {
+    /// Run the kill switch on the identity it was issued to when it is used.
+    pub contain_on_trip: bool,
 }
 
 /// A session open in an engine's target with a credential the engine issued.

@@ -76,6 +76,13 @@ pub struct TokenEntry {
     /// issued by it. Not shown to clients.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub trace_id: String,
+    /// A canary token (`auth/token/create` with `canary = true`): it authenticates
+    /// nothing, and presenting it trips the canary. Not shown to clients.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub canary: bool,
+    /// For a canary: run the kill switch on the identity it was issued to when it trips.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub contain_on_trip: bool,
 }
 
 impl TokenEntry {

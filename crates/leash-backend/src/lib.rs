@@ -18,7 +18,7 @@ pub mod request;
 pub mod routes;
 pub mod store;
 
-pub use backend::{Backend, BackendRequest, GrantWindow, ObservedSession, match_route};
+pub use backend::{Backend, BackendRequest, Canary, GrantWindow, ObservedSession, match_route};
 pub use caller::{Caller, TokenEntry};
 pub use error::CoreError;
 pub use lease::{IssuanceCaps, LeaseRecord, LeaseRegistry, LeaseRequest, PendingLease};

@@ -1,5 +1,5 @@
 //! Credential lifecycle events: one audit entry per transition of a credential
-//! (`agent.credential.issued|used|renewed|revoked|expired|leaked|anomaly`), beside the Vault-shaped
+//! (`agent.credential.issued|used|renewed|revoked|expired|leaked|anomaly|canary_tripped`), beside the Vault-shaped
 //! request and response entries, on every audit device.
 //!
 //! * `trace_id` is the trace id of the request that caused the event (see
@@ -105,6 +105,7 @@ pub(crate) enum Kind {
     Expired,
     Leaked,
     Anomaly,
+    CanaryTripped,
 }
 
 impl Kind {
@@ -117,6 +118,7 @@ impl Kind {
             Kind::Expired => "agent.credential.expired",
             Kind::Leaked => "agent.credential.leaked",
             Kind::Anomaly => "agent.credential.anomaly",
+            Kind::CanaryTripped => "agent.credential.canary_tripped",
         }
     }
 }

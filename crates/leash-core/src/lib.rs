@@ -11,8 +11,10 @@
 //! engines live in their own crates behind [`leash_backend::Backend`].
 #![forbid(unsafe_code)]
 
+mod agents;
 mod approvals;
 mod audit_log;
+mod canary;
 mod containment;
 mod events;
 mod expiry;
@@ -106,6 +108,10 @@ pub(crate) struct Inner {
     /// Recent issuances per (mount, lease path, identity), for
     /// `max_issuance_per_minute_per_entity`.
     pub(crate) issuance: leases::IssuanceWindows,
+    /// Last use and recent trace ids per token, for `sys/containment/agents`.
+    pub(crate) activity: agents::Activity,
+    /// Canaries already tripped (contained once), see `canary.rs`.
+    pub(crate) canaries: canary::Tripped,
 }
 
 /// A running core. Cheap to clone.
@@ -176,6 +182,8 @@ impl Core {
             approvals: approvals::Approvals::new()?,
             lease_claims: leases::Claims::default(),
             issuance: leases::IssuanceWindows::default(),
+            activity: agents::Activity::default(),
+            canaries: canary::Tripped::default(),
         });
         let core = Core(inner);
 

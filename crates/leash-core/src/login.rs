@@ -93,6 +93,8 @@ pub(crate) async fn complete(
         // A login may only be narrower than its role.
         scope: crate::token_backend::scope_field(inner, &req.data)?,
         id: None,
+        canary: false,
+        contain_on_trip: false,
     };
     let minted = inner
         .tokens

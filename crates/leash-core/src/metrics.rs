@@ -22,6 +22,7 @@
 //! `leash_leases`, `leash_lease_revocations_failing`, `leash_leaks_detected_total{kind}`,
 //! `leash_containment_actions_total{action}`, `leash_issuance_refused_total{reason}`,
 //! `leash_leases_live{engine,role}`, `leash_credential_anomalies_total{engine,role}`,
+//! `leash_canary_tripped_total{credential_type}`,
 //! `leash_audit_device_up{path}`,
 //! `leash_request_duration_seconds{route,method}` (histogram, see `latency`),
 //! `leash_audit_device_failures_total{path}`, `leash_audit_device_entries_total{path}`,
@@ -33,6 +34,10 @@
 //! counted from the lease index at each scrape.
 
 use std::collections::{BTreeMap, HashMap};
+
+/// The credential types a canary can be (every series is present from the start, so
+/// `increase()` sees the first trip).
+const CANARY_TYPES: &[&str] = &["database", "token"];
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +103,7 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
     let contained = t.containment.snapshot();
     let refused = t.issuance_refused.snapshot();
     let anomalies = t.anomalies.snapshot();
+    let canaries = t.canaries.snapshot();
     let live = live_leases(inner).await?;
     let devices = inner.audit.stats();
     if format == "prometheus" {
@@ -279,6 +285,17 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
         );
         family(
             &mut out,
+            "leash_canary_tripped_total",
+            "counter",
+            "Uses of canary credentials (a login with a canary database credential, a canary token presented), per credential type; any increase means a harvested credential is being tried.",
+            &["credential_type"],
+            CANARY_TYPES.iter().map(|k| {
+                let n = canaries.iter().find(|(l, _)| l == k).map_or(0, |(_, n)| *n);
+                (vec![*k], n.to_string())
+            }),
+        );
+        family(
+            &mut out,
             "leash_leases_live",
             "gauge",
             "Leases whose credential exists (not yet revoked at its target), per engine mount and role; counted from storage at each scrape.",
@@ -348,6 +365,7 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
         "leases_revoked": pairs(&l_revoked, "engine", "role"),
         "leases_live": live.iter().map(|((e, r), n)| json!({"engine": e, "role": r, "count": n})).collect::<Vec<_>>(),
         "credential_anomalies": pairs(&anomalies, "engine", "role"),
+        "canaries_tripped": canaries.iter().map(|(k, n)| json!({"credential_type": k, "count": n})).collect::<Vec<_>>(),
         "issuance_refused": refused.iter().map(|(k, n)| json!({"reason": k, "count": n})).collect::<Vec<_>>(),
         "containment_actions": contained.iter().map(|(k, n)| json!({"action": k, "count": n})).collect::<Vec<_>>(),
         "leaks_detected": leaks.iter().map(|(k, n)| json!({"kind": k, "count": n})).collect::<Vec<_>>(),
@@ -446,6 +464,8 @@ pub(crate) struct Telemetry {
     leaks: Counters<String>,
     /// Sessions of database credentials from an unexpected address, per engine and role.
     anomalies: Counters<(String, String)>,
+    /// Canary credentials used, per credential type (`database`, `token`).
+    canaries: Counters<&'static str>,
     /// Kill-switch calls, per action (`lock`, `revoke`, `unlock`).
     containment: Counters<&'static str>,
     /// Issuances refused by a per-entity cap, per cap.
@@ -622,6 +642,11 @@ impl Telemetry {
     /// A leak scan found a live credential of `kind` (`token`, or the engine's type).
     pub(crate) fn leak_detected(&self, kind: &str) {
         self.leaks.add(kind.to_owned(), |_| other(), 1);
+    }
+
+    /// A canary credential of `kind` (`database`, `token`) was used.
+    pub(crate) fn canary_tripped(&self, kind: &'static str) {
+        self.canaries.add(kind, |k| k, 1);
     }
 
     /// A database credential of `engine` and `role` was used from an unexpected address.

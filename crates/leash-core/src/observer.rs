@@ -3,8 +3,10 @@
 //! Every [`TICK`] the observer asks each mounted backend for the sessions open with
 //! its credentials ([`Backend::observe_sessions`]; engines without sessions answer
 //! `None`). The database engine has them, off by default and turned on per connection
-//! with `observe_sessions = true` in `database/config/:name` (PostgreSQL
-//! `pg_stat_activity`, MySQL/MariaDB `information_schema.PROCESSLIST`). The observer
+//! with `observe_sessions = true` in `database/config/:name`, and always on for a
+//! connection that serves a canary role (PostgreSQL `pg_stat_activity`, MySQL/MariaDB
+//! `information_schema.PROCESSLIST`). A session with a canary credential
+//! ([`Backend::canary`]) trips the canary instead of being logged as a use (`canary.rs`). The observer
 //! matches each session's identity to the live lease whose credential it is
 //! ([`Backend::credential_identity`]) and logs:
 //!
@@ -167,6 +169,10 @@ async fn poll(inner: &Arc<Inner>, seen: &Mutex<Seen>) {
                 "first_use": leash_types::rfc3339(first),
                 "latest_use": leash_types::rfc3339(now),
             });
+            if let Some(canary) = backend.canary(&entry.internal) {
+                crate::canary::trip_lease(inner, lease_id, entry, canary, &context).await;
+                continue;
+            }
             let mut evs = vec![entry.event(lease_id, Kind::Used, 0, None)];
             if anomaly {
                 let (engine, role) = entry.metric_labels();

@@ -69,12 +69,21 @@ async fn handle_in_scope(inner: &Arc<Inner>, mut req: Request) -> Result<Respons
     // Authenticate. On unauthenticated paths a presented token is still resolved (some
     // handlers tailor their answer to it) but not required.
     let caller: Result<Option<Caller>, CoreError> = match &req.token {
-        Some(t) => {
-            inner
-                .tokens
-                .authenticate(t, req.remote_addr, &inner.policies)
-                .await
-        }
+        Some(t) => match inner
+            .tokens
+            .authenticate_or_canary(t, req.remote_addr, &inner.policies)
+            .await
+        {
+            Ok((c, canary)) => {
+                if let Some(e) = canary {
+                    // Tripped off the request's path: the answer (and its timing) is
+                    // a revoked token's.
+                    crate::canary::trip_token(inner, e, req.remote_addr);
+                }
+                Ok(c)
+            }
+            Err(e) => Err(e),
+        },
         None => Ok(None),
     };
     let (caller, auth_error) = match caller {
@@ -220,7 +229,9 @@ async fn handle_in_scope(inner: &Arc<Inner>, mut req: Request) -> Result<Respons
         }
         // Every authenticated request is a use of its token: one event, written (not
         // synced on its own: the response entry follows it on every device).
-        let used = Event::token(Kind::Used, &c.entry, inner.clock.unix());
+        let now = inner.clock.unix();
+        let used = Event::token(Kind::Used, &c.entry, now);
+        inner.activity.used(&c.entry.accessor, &req.trace_id, now);
         events::emit(inner, &[used], false).await?;
     }
 

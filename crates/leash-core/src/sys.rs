@@ -34,7 +34,7 @@ const ROUTES: &[Route] = routes(false);
 const ROUTES_OPEN_METRICS: &[Route] = routes(true);
 
 const fn routes(open_metrics: bool) -> &'static [Route] {
-    const fn table(metrics: Route) -> [Route; 55] {
+    const fn table(metrics: Route) -> [Route; 56] {
         [
             Route::path("health").unauthenticated(),
             Route::path("seal-status").unauthenticated(),
@@ -65,6 +65,8 @@ const fn routes(open_metrics: bool) -> &'static [Route] {
             Route::path("containment/locks").sudo(),
             Route::path("containment/jobs").sudo(),
             Route::path("containment/jobs/:id").sudo(),
+            // Who holds what (agents.rs): read-only, so not sudo.
+            Route::path("containment/agents"),
             // Leases (sys_leases.rs); the short forms are Vault's legacy aliases.
             Route::path("leases/lookup/*").sudo(),
             Route::path("leases/lookup"),
@@ -97,8 +99,8 @@ const fn routes(open_metrics: bool) -> &'static [Route] {
             Route::path("control-group/authorize/*"),
         ]
     }
-    const CLOSED: [Route; 55] = table(Route::path("metrics"));
-    const OPEN: [Route; 55] = table(Route::path("metrics").unauthenticated());
+    const CLOSED: [Route; 56] = table(Route::path("metrics"));
+    const OPEN: [Route; 56] = table(Route::path("metrics").unauthenticated());
     if open_metrics { &OPEN } else { &CLOSED }
 }
 
@@ -183,6 +185,9 @@ impl Backend for SysBackend {
             ("containment/unlock", _) if write => Ok(Some(
                 crate::containment::unlock(&inner, req.data, req.caller).await?,
             )),
+            ("containment/agents", Operation::List | Operation::Read) => {
+                Ok(Some(crate::agents::list(&inner, req.caller).await?))
+            }
             ("containment/locks", Operation::List | Operation::Read) => {
                 Ok(Some(crate::containment::locks(&inner).await?))
             }
@@ -334,6 +339,7 @@ const KNOWN_PATHS: &[&str] = &[
     "containment/lock",
     "containment/unlock",
     "containment/locks",
+    "containment/agents",
 ];
 
 fn split_tune(rest: &str) -> (&str, bool) {

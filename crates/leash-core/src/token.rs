@@ -79,6 +79,10 @@ pub struct TokenSpec {
     /// An inline scope (policy text, already validated): the token's effective ACL is
     /// bounded by it and by its parent's.
     pub scope: Option<String>,
+    /// A canary token: it authenticates nothing and trips the canary when presented.
+    pub canary: bool,
+    /// For a canary: contain the identity it was issued to when it trips.
+    pub contain_on_trip: bool,
 }
 
 /// A short, stable fingerprint of a scope's text (hex SHA-256), shown by token lookups
@@ -337,9 +341,27 @@ impl TokenStore {
         remote: Option<SocketAddr>,
         policies: &PolicyStore,
     ) -> Result<Option<Caller>, CoreError> {
+        Ok(self
+            .authenticate_or_canary(token, remote, policies)
+            .await?
+            .0)
+    }
+
+    /// Like [`TokenStore::authenticate`], and when the token is a canary (refused like a
+    /// revoked one), its entry too, so the caller can trip it.
+    pub(crate) async fn authenticate_or_canary(
+        &self,
+        token: &SecretString,
+        remote: Option<SocketAddr>,
+        policies: &PolicyStore,
+    ) -> Result<(Option<Caller>, Option<TokenEntry>), CoreError> {
         let Some((hash, entry, uses_left)) = self.lookup(token.expose_secret()).await? else {
-            return Ok(None);
+            return Ok((None, None));
         };
+        if entry.canary {
+            // Exactly the answer a revoked token gets; the trip happens elsewhere.
+            return Ok((None, Some(entry)));
+        }
         if !entry.bound_cidrs.is_empty() {
             // A block that does not parse fails closed: the token is refused, never
             // allowed from everywhere.
@@ -349,10 +371,10 @@ impl TokenStore {
                 .map(|c| Cidr::parse(c))
                 .collect::<Result<Vec<Cidr>, _>>()
             else {
-                return Ok(None);
+                return Ok((None, None));
             };
             if !cidr::allowed(&blocks, remote.map(|r| r.ip())) {
-                return Ok(None);
+                return Ok((None, None));
             }
         }
         let (acl, chain) = if entry.scoped {
@@ -360,13 +382,16 @@ impl TokenStore {
         } else {
             (policies.acl(&entry.policies), Vec::new())
         };
-        Ok(Some(Caller {
-            entry,
-            hash,
-            acl,
-            uses_left,
-            chain,
-        }))
+        Ok((
+            Some(Caller {
+                entry,
+                hash,
+                acl,
+                uses_left,
+                chain,
+            }),
+            None,
+        ))
     }
 
     /// The effective ACL of a scoped token: its policies ∩ its scope ∩ its parent's
@@ -569,6 +594,8 @@ impl TokenStore {
             trace_id: crate::events::current()
                 .map(|c| c.trace_id.clone())
                 .unwrap_or_default(),
+            canary: spec.canary,
+            contain_on_trip: spec.contain_on_trip,
         };
         let hash = self.hash(value.expose());
         let stored = StoredToken {

@@ -90,6 +90,8 @@ fn caller<'a>(req: &'a BackendRequest<'_>) -> Result<&'a Caller, CoreError> {
 
 const CREATE_FIELDS: &[&str] = &[
     "id",
+    "canary",
+    "contain_on_trip",
     "policies",
     "meta",
     "metadata",
@@ -463,6 +465,11 @@ async fn create(
         },
         ..TokenSpec::default()
     };
+    spec.canary = fields::boolean(d, "canary")?.unwrap_or(false);
+    spec.contain_on_trip = fields::boolean(d, "contain_on_trip")?.unwrap_or(false);
+    if spec.contain_on_trip && !spec.canary {
+        return Err(CoreError::invalid("contain_on_trip needs \"canary\": true"));
+    }
     let mut orphan = req.path == "create-orphan" || no_parent;
     if no_parent && !sudo {
         return Err(CoreError::invalid(

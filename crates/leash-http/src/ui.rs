@@ -62,7 +62,11 @@ pub(crate) fn routes(core: Core) -> Router {
     Router::new()
         .route("/ui", get(index))
         .route("/ui/", get(index))
+        .route("/ui/style.css", get(stylesheet))
         .route("/ui/approvals", get(page))
+        .route("/ui/agents", get(agents_page))
+        .route("/ui/agents/confirm", post(agents_confirm))
+        .route("/ui/agents/contain", post(agents_contain))
         .route("/ui/login", post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/approvals/{id}/decide", post(decide))
@@ -95,7 +99,7 @@ fn html(status: StatusCode, body: String, cookie: Option<String>) -> HttpRespons
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -125,30 +129,107 @@ fn redirect(to: &'static str, cookie: Option<String>) -> HttpResponse {
     r
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:.4rem;vertical-align:top;text-align:left}th{background:#f4f4f4}.flash{padding:.5rem;background:#eef;border:1px solid #99c;margin-bottom:1rem}.err{background:#fee;border-color:#c99}textarea{width:100%;min-height:3rem}form.inline{display:inline}";
+/// The one stylesheet of the `/ui/` pages, served at `/ui/style.css` (same origin: the
+/// CSP's `style-src 'self'`). No JavaScript anywhere. Fluid: below 44rem the tables turn
+/// into one card per row, each cell labelled by its column (`data-label`).
+const STYLE: &str = include_str!("ui.css");
+
+fn nav(current: &str) -> String {
+    let link = |href: &str, id: &str, label: &str| {
+        if label == current {
+            format!("<a id=\"nav-{id}\" href=\"{href}\" aria-current=\"page\">{label}</a>")
+        } else {
+            format!("<a id=\"nav-{id}\" href=\"{href}\">{label}</a>")
+        }
+    };
+    format!(
+        "<nav><span class=\"brand\">leash</span>{}{}</nav>",
+        link("/ui/approvals", "approvals", "Approvals"),
+        link("/ui/agents", "agents", "Agents")
+    )
+}
 
 fn layout(title: &str, body: &str) -> String {
     format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} — leash</title><style>{STYLE}</style></head><body><h1>{}</h1>{body}</body></html>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{} — leash</title><link rel=\"stylesheet\" href=\"/ui/style.css\"></head>\
+<body><header>{}</header><main><h1>{}</h1>{body}</main></body></html>",
         esc(title),
+        nav(title),
         esc(title)
     )
 }
 
+/// Which page a sign-in returns to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Page {
+    Approvals,
+    Agents,
+}
+
+impl Page {
+    fn of(s: &str) -> Page {
+        if s == "agents" {
+            Page::Agents
+        } else {
+            Page::Approvals
+        }
+    }
+    fn title(self) -> &'static str {
+        match self {
+            Page::Approvals => "Approvals",
+            Page::Agents => "Agents",
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Page::Approvals => "approvals",
+            Page::Agents => "agents",
+        }
+    }
+    fn path(self) -> &'static str {
+        match self {
+            Page::Approvals => "/ui/approvals",
+            Page::Agents => "/ui/agents",
+        }
+    }
+}
+
 fn login_page(message: Option<&str>) -> String {
+    login_page_for(Page::Approvals, message)
+}
+
+fn login_page_for(page: Page, message: Option<&str>) -> String {
     let flash = message
         .map(|m| format!("<p id=\"flash\" class=\"flash err\">{}</p>", esc(m)))
         .unwrap_or_default();
+    let what = match page {
+        Page::Approvals => "review just-in-time access requests",
+        Page::Agents => "see the live agents and contain one",
+    };
     layout(
-        "Approvals",
+        page.title(),
         &format!(
-            "{flash}<p>Sign in to review just-in-time access requests.</p>\
-<form method=\"post\" action=\"/ui/login\">\
+            "{flash}<p id=\"signin\">Sign in to {what}.</p>\
+<form class=\"card\" method=\"post\" action=\"/ui/login\"><input type=\"hidden\" name=\"next\" value=\"{}\">\
 <p><label>Auth mount <input id=\"mount\" name=\"mount\" value=\"userpass\" required></label></p>\
 <p><label>Username <input id=\"username\" name=\"username\" autocomplete=\"username\" required></label></p>\
 <p><label>Password <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label></p>\
-<p><button id=\"login\" type=\"submit\">Sign in</button></p></form>"
+<p><button id=\"login\" type=\"submit\">Sign in</button></p></form>",
+            page.name()
         ),
+    )
+}
+
+fn signed_in(page: Page, name: &str, csrf: &str) -> String {
+    format!(
+        "<div class=\"who\"><p>Signed in as <strong id=\"who\">{}</strong>.</p>\
+<form class=\"inline\" method=\"post\" action=\"/ui/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<input type=\"hidden\" name=\"next\" value=\"{}\"><button id=\"logout\" class=\"secondary\" type=\"submit\">Sign out</button></form></div>",
+        esc(name),
+        esc(csrf),
+        page.name()
     )
 }
 
@@ -311,11 +392,11 @@ async fn page(
         let age = n("age_seconds");
         let id_e = esc(id);
         rows.push_str(&format!(
-            "<tr id=\"req-{id_e}\"><td>{}</td><td><code>{}</code></td><td>{}</td><td>{} min</td><td>{}</td><td>{}m {:02}s</td><td>{}/{}</td>\
-<td><form method=\"post\" action=\"/ui/approvals/{id_e}/decide\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<textarea id=\"comment-{id_e}\" name=\"comment\" placeholder=\"comment (required to deny)\"></textarea>\
-<button id=\"approve-{id_e}\" name=\"action\" value=\"approve\" type=\"submit\">Approve</button> \
-<button id=\"deny-{id_e}\" name=\"action\" value=\"deny\" type=\"submit\">Deny</button></form></td></tr>",
+            "<tr id=\"req-{id_e}\"><td data-label=\"Agent\">{}</td><td data-label=\"Target\"><code>{}</code></td><td data-label=\"Operation\">{}</td><td data-label=\"Duration\">{} min</td><td data-label=\"Justification\">{}</td><td data-label=\"Age\">{}m {:02}s</td><td data-label=\"Approvals\">{}/{}</td>\
+<td data-label=\"Decision\"><form method=\"post\" action=\"/ui/approvals/{id_e}/decide\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<textarea id=\"comment-{id_e}\" name=\"comment\" aria-label=\"comment\" placeholder=\"comment (required to deny)\"></textarea>\
+<div class=\"actions\"><button id=\"approve-{id_e}\" name=\"action\" value=\"approve\" type=\"submit\">Approve</button>\
+<button id=\"deny-{id_e}\" name=\"action\" value=\"deny\" type=\"submit\">Deny</button></div></form></td></tr>",
             esc(&s("agent_id")),
             esc(&s("target_resource")),
             esc(&s("operation")),
@@ -339,11 +420,8 @@ async fn page(
         .map(|m| format!("<p id=\"flash\" class=\"flash\">{}</p>", esc(&m)))
         .unwrap_or_default();
     let body = format!(
-        "{flash}<p>Signed in as <strong id=\"who\">{}</strong>. \
-<form class=\"inline\" method=\"post\" action=\"/ui/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button id=\"logout\" type=\"submit\">Sign out</button></form></p>\
-<h2>Pending requests</h2>{table}",
-        esc(&name),
-        esc(&csrf)
+        "{flash}{}<h2>Pending requests</h2>{table}",
+        signed_in(Page::Approvals, &name, &csrf)
     );
     html(StatusCode::OK, layout("Approvals", &body), None)
 }
@@ -370,6 +448,7 @@ async fn login(
     };
     let get = |k: &str| f.get(k).map(|s| s.trim().to_owned()).unwrap_or_default();
     let (mount, user) = (get("mount"), get("username"));
+    let next = Page::of(&get("next"));
     let valid = |s: &str| {
         !s.is_empty()
             && s.len() <= 128
@@ -441,7 +520,7 @@ async fn login(
         );
     }
     redirect(
-        "/ui/approvals",
+        next.path(),
         Some(format!(
             "{COOKIE}={sid}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
             SESSION_TTL.as_secs()
@@ -486,8 +565,9 @@ async fn logout(State(ui): State<Ui>, headers: HeaderMap, body: Body) -> HttpRes
     match checked(&ui, &headers, &f) {
         Ok(sid) => {
             ui.end(&sid);
+            let next = Page::of(f.get("next").map(String::as_str).unwrap_or(""));
             redirect(
-                "/ui/approvals",
+                next.path(),
                 Some(format!(
                     "{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"
                 )),
@@ -569,6 +649,436 @@ async fn decide(
     };
     ui.session(&sid, |s| s.flash = Some(flash));
     redirect("/ui/approvals", None)
+}
+
+async fn stylesheet() -> HttpResponse {
+    let mut r = HttpResponse::new(Body::from(STYLE));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    r
+}
+
+/// What a page needs of its session.
+struct Current {
+    sid: String,
+    token: SecretString,
+    csrf: String,
+    name: String,
+    flash: Option<String>,
+}
+
+/// The signed-in session of the request, or the sign-in page to answer with.
+fn current(ui: &Ui, headers: &HeaderMap, page: Page) -> Result<Current, Box<HttpResponse>> {
+    let Some(sid) = cookie_of(headers) else {
+        return Err(Box::new(html(
+            StatusCode::OK,
+            login_page_for(page, None),
+            None,
+        )));
+    };
+    ui.session(&sid, |s| Current {
+        sid: sid.clone(),
+        token: SecretString::from(s.token.expose_secret().to_owned()),
+        csrf: s.csrf.clone(),
+        name: s.name.clone(),
+        flash: s.flash.take(),
+    })
+    .ok_or_else(|| {
+        Box::new(html(
+            StatusCode::OK,
+            login_page_for(page, Some("Your session ended; sign in again.")),
+            None,
+        ))
+    })
+}
+
+/// Whether the session's policies give `sudo` (and `update`) on `sys/containment/lock`:
+/// asked of the core (`sys/capabilities-self`), so the page shows the button exactly
+/// when the lock call would pass the ACL. The lock call is checked again when made.
+async fn may_contain(ui: &Ui, peer: SocketAddr, token: &SecretString) -> bool {
+    const LOCK: &str = "sys/containment/lock";
+    let mut data = Map::new();
+    data.insert("paths".into(), serde_json::json!([LOCK]));
+    let Ok(r) = ui
+        .call(
+            peer,
+            Some(SecretString::from(token.expose_secret().to_owned())),
+            Operation::Update,
+            "sys/capabilities-self".to_owned(),
+            data,
+        )
+        .await
+    else {
+        return false;
+    };
+    let caps: Vec<String> = r
+        .data
+        .and_then(|d| d.get(LOCK).cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let has = |c: &str| caps.iter().any(|x| x == c);
+    has("root") || (has("sudo") && has("update"))
+}
+
+/// A selector posted by the agents page: `entity_id` (locks) or `accessor` (a token
+/// tree without an entity, only revoked).
+fn posted_selector(f: &HashMap<String, String>) -> Option<(&'static str, String)> {
+    let kind = match f.get("kind").map(String::as_str) {
+        Some("entity_id") => "entity_id",
+        Some("accessor") => "accessor",
+        _ => return None,
+    };
+    let value = f.get("value")?.trim().to_owned();
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    ok.then_some((kind, value))
+}
+
+fn dom_id(key: &str) -> String {
+    key.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+async fn agents_page(
+    State(ui): State<Ui>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> HttpResponse {
+    let cur = match current(&ui, &headers, Page::Agents) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let flash = cur
+        .flash
+        .as_deref()
+        .map(|m| format!("<p id=\"flash\" class=\"flash\">{}</p>", esc(m)))
+        .unwrap_or_default();
+    let head = format!("{flash}{}", signed_in(Page::Agents, &cur.name, &cur.csrf));
+    let listed = ui
+        .call(
+            peer,
+            Some(SecretString::from(cur.token.expose_secret().to_owned())),
+            Operation::List,
+            "sys/containment/agents".to_owned(),
+            Map::new(),
+        )
+        .await;
+    let data = match listed {
+        Ok(r) => r.data.unwrap_or(Value::Null),
+        Err(e @ leash_core::CoreError::InvalidToken { .. }) => {
+            ui.end(&cur.sid);
+            return html(
+                StatusCode::OK,
+                login_page_for(
+                    Page::Agents,
+                    Some(&format!("{}; sign in again.", message_of(&e))),
+                ),
+                None,
+            );
+        }
+        Err(leash_core::CoreError::PermissionDenied) => {
+            return html(
+                StatusCode::OK,
+                layout(
+                    "Agents",
+                    &format!(
+                        "{head}<p id=\"denied\" class=\"warn\">Your policies do not let you see the agents (this page needs <code>read</code> on <code>sys/containment/agents</code>).</p>"
+                    ),
+                ),
+                None,
+            );
+        }
+        Err(e) => {
+            return html(
+                StatusCode::OK,
+                layout(
+                    "Agents",
+                    &format!(
+                        "{head}<p id=\"flash\" class=\"flash err\">{}</p>",
+                        esc(&message_of(&e))
+                    ),
+                ),
+                None,
+            );
+        }
+    };
+    let may = may_contain(&ui, peer, &cur.token).await;
+    let keys: Vec<String> = data["keys"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut rows = String::new();
+    for key in &keys {
+        let v = &data["key_info"][key];
+        let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+        // At most `max` items of a list (the API has them all).
+        let list = |k: &str, empty: &str, max: usize| {
+            let all: Vec<&str> = v[k]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if all.is_empty() {
+                return format!("<span class=\"muted\">{empty}</span>");
+            }
+            let mut items: String = all
+                .iter()
+                .take(max)
+                .map(|x| format!("<li><code>{}</code></li>", esc(x)))
+                .collect();
+            if all.len() > max {
+                items.push_str(&format!(
+                    "<li class=\"muted\">and {} more</li>",
+                    all.len() - max
+                ));
+            }
+            format!("<ul class=\"plain\">{items}</ul>")
+        };
+        let id = dom_id(key);
+        let entity = s("entity_id");
+        let identity = if entity.is_empty() {
+            format!(
+                "<strong>{}</strong><br><span class=\"muted\">token tree, no entity</span>",
+                esc(&s("name"))
+            )
+        } else {
+            format!(
+                "<strong>{}</strong><br><code class=\"muted\">{}</code>",
+                esc(&s("name")),
+                esc(&entity)
+            )
+        };
+        let leases_n = v["leases"].as_array().map_or(0, Vec::len);
+        let (kind, value) = if entity.is_empty() {
+            ("accessor", v["selector"]["accessor"].as_str().unwrap_or(""))
+        } else {
+            ("entity_id", entity.as_str())
+        };
+        let action = if v["you"].as_bool() == Some(true) {
+            "<span class=\"muted\">(you)</span>".to_owned()
+        } else if may {
+            let label = if kind == "entity_id" {
+                "Revoke everything and lock"
+            } else {
+                "Revoke everything"
+            };
+            format!(
+                "<form method=\"post\" action=\"/ui/agents/confirm\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<input type=\"hidden\" name=\"kind\" value=\"{kind}\"><input type=\"hidden\" name=\"value\" value=\"{}\">\
+<button id=\"contain-{id}\" class=\"danger\" type=\"submit\">{label}</button></form>",
+                esc(&cur.csrf),
+                esc(value)
+            )
+        } else {
+            "<span class=\"muted\">—</span>".to_owned()
+        };
+        rows.push_str(&format!(
+            "<tr id=\"agent-{id}\"><td data-label=\"Identity\">{identity}</td><td data-label=\"Role\">{}</td>\
+<td data-label=\"Tokens\" class=\"tokens\">{}</td><td data-label=\"Leases\" class=\"leases\"><span class=\"count\">{leases_n}</span>{}</td>\
+<td data-label=\"Last use\">{}</td><td data-label=\"Trace ids (last hour)\">{}</td><td data-label=\"Action\">{action}</td></tr>",
+            list("roles", "—", 4),
+            v["tokens"].as_u64().unwrap_or(0),
+            list("leases", "", 20),
+            v["last_use"]
+                .as_str()
+                .map_or_else(|| "<span class=\"muted\">not since start</span>".to_owned(), esc),
+            list("trace_ids", "none", 3),
+        ));
+    }
+    let table = if rows.is_empty() {
+        "<p id=\"empty\">No live agents.</p>".to_owned()
+    } else {
+        format!(
+            "<table id=\"agents\"><thead><tr><th>Identity</th><th>Role</th><th>Tokens</th><th>Leases</th><th>Last use</th><th>Trace ids (last hour)</th><th>Action</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+    };
+    let note = if may {
+        ""
+    } else {
+        "<p id=\"no-contain\" class=\"muted\">Containing an agent needs <code>sudo</code> on <code>sys/containment/lock</code>; your policies do not give it.</p>"
+    };
+    html(
+        StatusCode::OK,
+        layout(
+            "Agents",
+            &format!("{head}<h2>Live agents</h2>{note}{table}"),
+        ),
+        None,
+    )
+}
+
+/// The confirmation step: names what will end and asks for the reason.
+async fn agents_confirm(
+    State(ui): State<Ui>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResponse {
+    let Some(f) = form(body).await else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            login_page_for(Page::Agents, Some("The form could not be read.")),
+            None,
+        );
+    };
+    let sid = match checked(&ui, &headers, &f) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let Some((kind, value)) = posted_selector(&f) else {
+        ui.session(&sid, |s| s.flash = Some("No such agent.".to_owned()));
+        return redirect("/ui/agents", None);
+    };
+    let cur = match current(&ui, &headers, Page::Agents) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    if !may_contain(&ui, peer, &cur.token).await {
+        ui.session(&sid, |s| {
+            s.flash = Some(
+                "Containing an agent needs sudo on sys/containment/lock; your policies do not give it."
+                    .to_owned(),
+            );
+        });
+        return redirect("/ui/agents", None);
+    }
+    let what = if kind == "entity_id" {
+        "every token it holds (with the tokens they created), every lease issued to them \
+(database users dropped, their sessions ended) and its pending or approved access requests \
+end now, and the identity is <strong>locked</strong>: its logins are refused until an \
+operator unlocks it (<code>leash contain --unlock</code>)."
+    } else {
+        "this token tree (with the tokens it created) and every lease issued to it end now. \
+It has no identity to lock."
+    };
+    let button = if kind == "entity_id" {
+        "Yes, revoke everything and lock"
+    } else {
+        "Yes, revoke everything"
+    };
+    let body = format!(
+        "{}<div class=\"card\"><p class=\"warn\">Contain <code id=\"target\">{}</code> ({}): {what}</p>\
+<form method=\"post\" action=\"/ui/agents/contain\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<input type=\"hidden\" name=\"kind\" value=\"{kind}\"><input type=\"hidden\" name=\"value\" value=\"{}\">\
+<input type=\"hidden\" name=\"confirm\" value=\"yes\">\
+<p><label>Reason (shown to the agent at login) <textarea id=\"reason\" name=\"reason\" required maxlength=\"1024\"></textarea></label></p>\
+<div class=\"actions\"><button id=\"confirm-contain\" class=\"danger\" type=\"submit\">{button}</button></div></form>\
+<p><a id=\"cancel\" href=\"/ui/agents\">Cancel</a></p></div>",
+        signed_in(Page::Agents, &cur.name, &cur.csrf),
+        esc(&value),
+        if kind == "entity_id" {
+            "entity"
+        } else {
+            "token tree"
+        },
+        esc(&cur.csrf),
+        esc(&value),
+    );
+    html(StatusCode::OK, layout("Agents", &body), None)
+}
+
+/// The lock itself: an ordinary `PUT sys/containment/lock` made with the session's token,
+/// so the pipeline checks `sudo` again and audits it.
+async fn agents_contain(
+    State(ui): State<Ui>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResponse {
+    let Some(f) = form(body).await else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            login_page_for(Page::Agents, Some("The form could not be read.")),
+            None,
+        );
+    };
+    let sid = match checked(&ui, &headers, &f) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let flash = |m: String| {
+        ui.session(&sid, |s| s.flash = Some(m));
+        redirect("/ui/agents", None)
+    };
+    let Some((kind, value)) = posted_selector(&f) else {
+        return flash("No such agent.".to_owned());
+    };
+    if f.get("confirm").map(String::as_str) != Some("yes") {
+        return flash("Confirm first: nothing was revoked.".to_owned());
+    }
+    let reason = f
+        .get("reason")
+        .map(|r| r.trim().to_owned())
+        .unwrap_or_default();
+    if reason.is_empty() {
+        return flash("Give a reason: nothing was revoked.".to_owned());
+    }
+    let Some(token) = ui.session(&sid, |s| {
+        SecretString::from(s.token.expose_secret().to_owned())
+    }) else {
+        return html(
+            StatusCode::FORBIDDEN,
+            login_page_for(Page::Agents, Some("Your session ended; sign in again.")),
+            None,
+        );
+    };
+    let mut data = Map::new();
+    data.insert(kind.into(), Value::String(value.clone()));
+    data.insert("reason".into(), Value::String(reason));
+    let r = ui
+        .call(
+            peer,
+            Some(token),
+            Operation::Update,
+            "sys/containment/lock".to_owned(),
+            data,
+        )
+        .await;
+    match r {
+        Ok(resp) => {
+            let d = resp.data.unwrap_or(Value::Null);
+            let n = |k: &str| d["revoked"][k].as_u64().unwrap_or(0);
+            let locked = if d["locked"].as_bool() == Some(true) {
+                " The identity is locked."
+            } else {
+                ""
+            };
+            let retrying = d["leases_retrying"].as_u64().unwrap_or(0);
+            let retrying = if retrying > 0 {
+                format!(" {retrying} lease revocations failed and are being retried.")
+            } else {
+                String::new()
+            };
+            flash(format!(
+                "Contained {value}: {} tokens, {} leases and {} access requests revoked.{locked}{retrying}",
+                n("tokens"),
+                n("leases"),
+                n("approvals")
+            ))
+        }
+        Err(e) => {
+            tracing::info!(kind, "agents page: containment refused");
+            flash(format!("Could not contain {value}: {}", message_of(&e)))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //!   are refused until unlocked). `--async` returns at once with a job id to poll
 //!   (`leash read sys/containment/jobs/<id>`).
 //! * `leash contain --list` lists the locks (`LIST sys/containment/locks`).
+//! * `leash contain --agents` lists the live agents (`LIST sys/containment/agents`, no
+//!   `sudo` needed): what `--entity` or `--accessor` would contain.
 //! * `leash contain --unlock --entity ID|--role MOUNT/ROLE` lifts one.
 //!
 //! The token needs `update` (or `list`) with `sudo` on the path. Exit codes: 0 done, 1 a
@@ -42,6 +44,9 @@ pub(crate) struct ContainArgs {
     /// List the locks instead.
     #[arg(long, conflicts_with_all = ["unlock", "reason", "asynchronous"])]
     list: bool,
+    /// List the live agents instead (identity, role, tokens, leases, last use).
+    #[arg(long, conflicts_with_all = ["unlock", "reason", "asynchronous", "list"])]
+    agents: bool,
     /// Lift the lock of `--entity` or `--role` instead.
     #[arg(long, conflicts_with_all = ["reason", "asynchronous", "accessor", "trace"])]
     unlock: bool,
@@ -66,7 +71,7 @@ fn selector(a: &ContainArgs) -> Result<Map<String, Value>, Failure> {
         body.insert("trace_id".into(), json!(t));
     } else {
         return Err(Failure::local(
-            "name what to contain: --entity, --role, --accessor or --trace (or use --list)",
+            "name what to contain: --entity, --role, --accessor or --trace (or use --list or --agents)",
         ));
     }
     Ok(body)
@@ -74,6 +79,67 @@ fn selector(a: &ContainArgs) -> Result<Map<String, Value>, Failure> {
 
 pub(super) async fn run(a: ContainArgs) -> Outcome {
     let client = super::client(&a.common)?;
+    if a.agents {
+        const PATH: &str = "sys/containment/agents";
+        let answer = client
+            .list(PATH)
+            .await
+            .map_err(|e| Failure::api("listing", PATH, e))?
+            .unwrap_or(Value::Null);
+        match a.common.format {
+            Format::Json => output::out(&output::json(&answer)),
+            Format::Table => {
+                let keys: Vec<String> = answer["data"]["keys"]
+                    .as_array()
+                    .map(|k| {
+                        k.iter()
+                            .filter_map(|x| x.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if keys.is_empty() {
+                    output::out("No live agents.");
+                } else {
+                    let rows: Vec<Vec<String>> = keys
+                        .iter()
+                        .map(|k| {
+                            let v = &answer["data"]["key_info"][k];
+                            let s = |f: &str| v[f].as_str().unwrap_or("").to_owned();
+                            let n = |f: &str| v[f].as_array().map_or(0, Vec::len);
+                            let roles: Vec<&str> = v["roles"]
+                                .as_array()
+                                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                                .unwrap_or_default();
+                            vec![
+                                k.replacen("entity/", "--entity ", 1).replacen(
+                                    "accessor/",
+                                    "--accessor ",
+                                    1,
+                                ),
+                                s("name"),
+                                roles.join(","),
+                                v["tokens"].as_u64().unwrap_or(0).to_string(),
+                                n("leases").to_string(),
+                                s("last_use"),
+                            ]
+                        })
+                        .collect();
+                    output::out(&output::table(
+                        &[
+                            "Contain with",
+                            "Name",
+                            "Role",
+                            "Tokens",
+                            "Leases",
+                            "Last use",
+                        ],
+                        &rows,
+                    ));
+                }
+            }
+        }
+        return Ok(0);
+    }
     if a.list {
         const PATH: &str = "sys/containment/locks";
         let answer = client

@@ -503,8 +503,22 @@ async fn cli(srv: &TestServer, args: &[&str]) -> (Option<i32>, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leash_contain_locks_lists_and_unlocks() {
     let (srv, pg, _log) = setup(&["gina"]).await;
-    let t = token(&login_ok(&srv, "gina").await);
+    let auth = login_ok(&srv, "gina").await;
+    let t = token(&auth);
     let (_, user) = creds(&srv, &pg, &t).await;
+
+    // --agents: what there is to contain, and with which selector.
+    let (code, out, err) = cli(&srv, &["contain", "--agents"]).await;
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("gina"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains(&format!("--entity {}", auth["entity_id"].as_str().unwrap()))
+            && line.contains("userpass/gina"),
+        "{line}"
+    );
 
     let (code, _, err) = cli(&srv, &["contain", "--role", "userpass/gina"]).await;
     assert_eq!(code, Some(1), "a reason is required: {err}");
@@ -1057,5 +1071,102 @@ async fn reuse_lease_for_same_token_returns_the_live_credential() {
     assert_eq!(s, 204, "{b}");
     let fresh = get(t).await;
     assert_ne!(fresh["data"]["username"], first["data"]["username"]);
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_list_shows_each_identity_with_its_tokens_leases_last_use_and_traces() {
+    let (srv, pg, _log) = setup(&["gina"]).await;
+    let auth = login_ok(&srv, "gina").await;
+    let t = token(&auth);
+    let entity = auth["entity_id"].as_str().unwrap().to_owned();
+    let (lease, _) = creds(&srv, &pg, &t).await;
+    // A request of the agent under a trace id of its task.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/auth/token/lookup-self", srv.url()))
+        .header("X-Vault-Token", &t)
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // A token without an entity (made by root) is an agent of its own tree.
+    let (s, ad_hoc) = srv
+        .root(
+            "POST",
+            "auth/token/create",
+            Some(json!({"policies": ["agent"], "ttl": "10m"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{ad_hoc}");
+    let ad_hoc_accessor = ad_hoc["auth"]["accessor"].as_str().unwrap().to_owned();
+
+    let (s, b) = srv.root("LIST", "sys/containment/agents", None).await;
+    assert_eq!(s, 200, "{b}");
+    let row = &b["data"]["key_info"][format!("entity/{entity}")];
+    assert_eq!(row["name"], "gina", "{b}");
+    assert_eq!(row["roles"], json!(["userpass/gina"]), "{b}");
+    assert_eq!(row["tokens"], 1, "{b}");
+    assert_eq!(row["leases"], json!([lease]), "{b}");
+    assert!(row["last_use"].is_string(), "{b}");
+    assert!(
+        row["trace_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == trace),
+        "{b}"
+    );
+    assert_eq!(row["selector"], json!({"entity_id": entity}));
+    assert_eq!(row["locks"], true);
+    let tree = &b["data"]["key_info"][format!("accessor/{ad_hoc_accessor}")];
+    assert_eq!(tree["tokens"], 1, "{b}");
+    assert_eq!(tree["selector"], json!({"accessor": ad_hoc_accessor}));
+    assert_eq!(tree["locks"], false);
+    // Root tokens are not agents.
+    assert!(
+        b["data"]["key_info"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v["name"] != "root"),
+        "{b}"
+    );
+
+    // Reading the list needs read (not sudo) there; the agent's own policy has none.
+    let (s, _) = srv
+        .call("LIST", "sys/containment/agents", Some(&t), None)
+        .await;
+    assert_eq!(s, 403);
+    srv.write_policy(
+        "viewer",
+        r#"path "sys/containment/agents" { capabilities = ["read", "list"] }"#,
+    )
+    .await;
+    let (s, v) = srv
+        .root(
+            "POST",
+            "auth/token/create",
+            Some(json!({"policies": ["viewer"], "ttl": "10m"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let viewer = token(&v["auth"]);
+    let (s, b) = srv
+        .call("LIST", "sys/containment/agents", Some(&viewer), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // ...and the lock itself stays sudo.
+    let (s, _) = srv
+        .call(
+            "PUT",
+            "sys/containment/lock",
+            Some(&viewer),
+            Some(json!({"entity_id": entity, "reason": "x"})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    assert!(alive(&srv, &t).await);
     pg.cleanup().await;
 }

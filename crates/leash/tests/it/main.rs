@@ -18,6 +18,7 @@ mod auth_jwt;
 mod auth_kubernetes;
 mod auth_token;
 mod auth_userpass;
+mod canary;
 mod cli_lease;
 mod clients_compat;
 mod containment;

@@ -46,11 +46,13 @@ async fn sqlstate(c: &tokio_postgres::Client, sql: &str) -> String {
     }
 }
 
-async fn user_count(pg: &PgScratch) -> usize {
+/// Users of role `role` in the whole (shared) cluster: only a role name no other test
+/// uses gives a count that concurrent tests cannot change.
+async fn user_count(pg: &PgScratch, role: &str) -> usize {
     pg.admin
         .query(
-            "SELECT 1 FROM pg_roles WHERE rolname LIKE 'v-%-reader-%'",
-            &[],
+            "SELECT 1 FROM pg_roles WHERE rolname LIKE $1",
+            &[&format!("v-%-{role}-%")],
         )
         .await
         .unwrap()
@@ -124,7 +126,21 @@ async fn hostile_or_unknown_tables_are_refused_before_any_user_exists() {
     let pg = PgScratch::new().await;
     let srv = TestServer::start().await;
     pg_setup(&srv, &pg).await;
-    let before = user_count(&pg).await;
+    // This test's own role (the other tests issue `reader` credentials meanwhile).
+    let (s, b) = srv
+        .root(
+            "POST",
+            "database/roles/hostile",
+            Some(json!({
+                "db_name": "pg",
+                "narrowing": {"schemas": ["public"], "tables": ["*"], "privileges": ["SELECT", "INSERT"]},
+                "creation_statements": [CREATE, "{{grants}}"],
+                "default_ttl": "10m",
+            })),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let before = user_count(&pg, "hostile").await;
     let many: Vec<String> = (0..10_000).map(|i| format!("public.t{i}")).collect();
     let cases: Vec<(Value, &str)> = vec![
         (
@@ -151,12 +167,16 @@ async fn hostile_or_unknown_tables_are_refused_before_any_user_exists() {
     ];
     for (body, named) in cases {
         let (s, b) = srv
-            .root("POST", "database/creds/reader", Some(body.clone()))
+            .root("POST", "database/creds/hostile", Some(body.clone()))
             .await;
         assert_eq!(s, 400, "{body}: {b}");
         assert!(error(&b).contains(named), "{body}: {b}");
     }
-    assert_eq!(user_count(&pg).await, before, "no role was created");
+    assert_eq!(
+        user_count(&pg, "hostile").await,
+        before,
+        "no role was created"
+    );
     assert_eq!(srv.core_lease_count().await, 0, "no lease either");
     // The table survived.
     assert!(pg.db.query("SELECT * FROM public.t2", &[]).await.is_ok());

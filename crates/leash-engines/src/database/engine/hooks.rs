@@ -1,17 +1,18 @@
 //! What the core learns of this engine's credentials through the [`Backend`] hooks,
 //! without knowing the engine: the sessions its users have open (session observer),
-//! how its credentials show in leaked text (leak response) and the role label of its
-//! leases (metrics).
+//! how its credentials show in leaked text (leak response), the role label of its
+//! leases (metrics) and which of its credentials are canaries.
 //!
 //! [`Backend`]: leash_backend::Backend
 
 use std::collections::BTreeSet;
 
-use leash_backend::{CoreError, ObservedSession};
+use leash_backend::{Canary, CoreError, ObservedSession};
 use serde_json::Value;
 
 use super::DatabaseBackend;
 use super::config::DbConfig;
+use super::roles::DbRole;
 use super::target::{Target, connect};
 
 /// Every username leash generates starts with this.
@@ -21,7 +22,7 @@ const MIN_USERNAME: usize = 24;
 
 impl DatabaseBackend {
     /// The sessions of leash-made users on every connection of this mount that has
-    /// `observe_sessions` on; `None` when no connection has. Each poll opens its own
+    /// `observe_sessions` on or serves a canary role; `None` when no connection does. Each poll opens its own
     /// short-lived connection, so the observer never competes with issuance for the
     /// engine's pool. A connection that cannot be reached is logged and skipped.
     pub(super) async fn sessions_to_observe(
@@ -29,15 +30,25 @@ impl DatabaseBackend {
     ) -> Result<Option<Vec<ObservedSession>>, CoreError> {
         let mut out = Vec::new();
         let mut observed = false;
+        // A connection serving a canary role is observed whatever its configuration
+        // says: a login with a canary credential must be seen.
+        let mut canaries = std::collections::HashSet::new();
+        for key in self.store.list("role/").await? {
+            if let Some(role) = self.store.load_json::<DbRole>(&key).await?
+                && role.canary
+            {
+                canaries.insert(role.db_name);
+            }
+        }
         for key in self.store.list("config/").await? {
             let Some(config) = self.store.load_json::<DbConfig>(&key).await? else {
                 continue;
             };
-            if !config.observe_sessions {
+            let name = key.trim_start_matches("config/");
+            if !config.observe_sessions && !canaries.contains(name) {
                 continue;
             }
             observed = true;
-            let name = key.trim_start_matches("config/");
             let sessions = match connect(&config, &config.password).await {
                 Ok(Target::Pg(t)) => t.sessions(USER_PREFIX).await,
                 Ok(Target::My(t)) => t.sessions(USER_PREFIX).await,
@@ -57,6 +68,14 @@ impl DatabaseBackend {
         }
         Ok(observed.then_some(out))
     }
+}
+
+/// Whether a lease's credential is a canary (its lease data says so, and only it).
+pub(super) fn canary(internal: &Value) -> Option<Canary> {
+    let flag = |k: &str| internal.get(k).and_then(Value::as_bool) == Some(true);
+    flag("canary").then(|| Canary {
+        contain_on_trip: flag("contain_on_trip"),
+    })
 }
 
 /// The database user of a lease (what its sessions and leaked text show).

@@ -10,7 +10,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::config::{DbConfig, Plugin};
-use super::roles::DbRole;
+use super::roles::{DbRole, canary_default_statements};
 use super::target::Target;
 use super::{DatabaseBackend, upstream};
 use crate::database::narrowing::{self, Dialect};
@@ -49,6 +49,12 @@ pub(super) struct LeaseData {
     /// Its credential is kept for `reuse_lease_for_same_token` (deleted at revocation).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) reusable: bool,
+    /// A canary credential (leash's records are the only place that says so).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) canary: bool,
+    /// On a trip, contain the identity it was issued to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) contain_on_trip: bool,
 }
 
 impl DatabaseBackend {
@@ -93,7 +99,11 @@ impl DatabaseBackend {
             None => None,
         };
         // The same token asking again for this role: its live credential, not a new user.
-        let reuse_key = match (role.reuse_lease_for_same_token, req.caller, &narrowed) {
+        let reuse_key = match (
+            role.reuse_lease_for_same_token && !role.canary,
+            req.caller,
+            &narrowed,
+        ) {
             (true, Some(c), None) => Some(format!(
                 "reuse/{}/{role_name}",
                 c.hash
@@ -137,6 +147,10 @@ impl DatabaseBackend {
         }
         let creation_statements = match &narrowed {
             Some((n, nr)) => narrowing::expand(&role.creation_statements, &n.grants(nr, dialect)),
+            None if role.canary && role.canary_statements.is_empty() => {
+                canary_default_statements(dialect)
+            }
+            None if role.canary => role.canary_statements.clone(),
             None => role.creation_statements.clone(),
         };
         let display = req
@@ -153,6 +167,8 @@ impl DatabaseBackend {
             renew_statements: role.renew_statements.clone(),
             scope: narrowed.as_ref().map(|(n, nr)| n.describe(nr)),
             reusable: reuse_key.is_some(),
+            canary: role.canary,
+            contain_on_trip: role.contain_on_trip,
         };
         let pending = self
             .leases

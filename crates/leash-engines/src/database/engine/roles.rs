@@ -41,6 +41,30 @@ pub(super) struct DbRole {
     /// A second request by the same token gets the live lease's credential again.
     #[serde(default)]
     pub(super) reuse_lease_for_same_token: bool,
+    /// A canary role: its credentials are real (same username pattern, a user that can
+    /// log in) but made by `canary_statements` (default: a login role with no
+    /// privilege), and any login with one trips the canary (the core's session observer
+    /// watches its connection whatever `observe_sessions` says).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) canary: bool,
+    /// What makes a canary's user (empty: [`canary_default_statements`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) canary_statements: Vec<String>,
+    /// On a trip, run the kill switch on the identity the canary was issued to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) contain_on_trip: bool,
+}
+
+/// A canary's user when the operator gives no `canary_statements`: it can log in and
+/// nothing else (no grant), and carries the lease's expiry where the dialect can.
+pub(super) fn canary_default_statements(dialect: Dialect) -> Vec<String> {
+    match dialect {
+        Dialect::Postgres => vec![
+            "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
+                .to_owned(),
+        ],
+        Dialect::MySql => vec!["CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}';".to_owned()],
+    }
 }
 
 /// A statement list field as Vault accepts it: a JSON array of strings, or one string
@@ -149,6 +173,9 @@ const ROLE_FIELDS: &[&str] = &[
     "max_live_leases_per_entity",
     "max_issuance_per_minute_per_entity",
     "reuse_lease_for_same_token",
+    "canary",
+    "canary_statements",
+    "contain_on_trip",
 ];
 
 impl DatabaseBackend {
@@ -182,11 +209,29 @@ impl DatabaseBackend {
             "creation_statements",
             existing.as_ref().map(|e| &e.creation_statements),
         )?;
-        if creation_statements.is_empty() {
+        let canary = match fields::boolean(data, "canary")? {
+            Some(b) => b,
+            None => existing.as_ref().is_some_and(|e| e.canary),
+        };
+        let canary_statements = pick(
+            "canary_statements",
+            existing.as_ref().map(|e| &e.canary_statements),
+        )?;
+        let contain_on_trip = match fields::boolean(data, "contain_on_trip")? {
+            Some(b) => b,
+            None => existing.as_ref().is_some_and(|e| e.contain_on_trip),
+        };
+        if !canary && (!canary_statements.is_empty() || contain_on_trip) {
+            return Err(CoreError::invalid(
+                "canary_statements and contain_on_trip need \"canary\": true",
+            ));
+        }
+        if creation_statements.is_empty() && !canary {
             return Err(CoreError::invalid(
                 "missing required field \"creation_statements\"",
             ));
         }
+        check_templates("canary_statements", &canary_statements, true, true)?;
         let revocation_statements = pick(
             "revocation_statements",
             existing.as_ref().map(|e| &e.revocation_statements),
@@ -287,7 +332,15 @@ impl DatabaseBackend {
                 .as_ref()
                 .is_some_and(|e| e.reuse_lease_for_same_token),
         };
+        if canary && narrowing.is_some() {
+            return Err(CoreError::invalid(
+                "narrowing: a canary role makes its own user (canary_statements); it cannot be narrowed",
+            ));
+        }
         let role = DbRole {
+            canary,
+            canary_statements,
+            contain_on_trip,
             reuse_lease_for_same_token,
             db_name,
             creation_statements,
@@ -339,6 +392,9 @@ impl DatabaseBackend {
             "max_live_leases_per_entity": role.max_live_leases_per_entity,
             "max_issuance_per_minute_per_entity": role.max_issuance_per_minute_per_entity,
             "reuse_lease_for_same_token": role.reuse_lease_for_same_token,
+            "canary": role.canary,
+            "canary_statements": role.canary_statements,
+            "contain_on_trip": role.contain_on_trip,
         }));
         if let (Some(n), Some(d)) = (&role.narrowing, r.data.as_mut()) {
             d["narrowing"] = json!(n);

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use leash_backend::{
-    Backend, BackendRequest, CoreError, LeaseRecord, ObservedSession, Response, match_route,
+    Backend, BackendRequest, Canary, CoreError, LeaseRecord, ObservedSession, Response, match_route,
 };
 use leash_types::Operation;
 use serde_json::Value;
@@ -33,6 +33,10 @@ impl Backend for DatabaseBackend {
 
     fn lease_role<'p>(&self, path: &'p str) -> &'p str {
         hooks::lease_role(path)
+    }
+
+    fn canary(&self, internal: &Value) -> Option<Canary> {
+        hooks::canary(internal)
     }
 
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>, CoreError> {
