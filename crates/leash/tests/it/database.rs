@@ -478,14 +478,22 @@ async fn an_expired_lease_is_revoked_with_its_open_session() {
         c.simple_query("SELECT 1").await.is_err(),
         "session must be ended"
     );
-    let (s, _) = srv
-        .root(
-            "PUT",
-            "sys/leases/lookup",
-            Some(json!({"lease_id": lease_id})),
-        )
-        .await;
-    assert_eq!(s, 400, "the lease is gone once revoked");
+    // The role is dropped first, then the lease record deleted: wait for both.
+    eventually(
+        "the lease is gone once revoked",
+        Duration::from_secs(10),
+        || async {
+            let (s, _) = srv
+                .root(
+                    "PUT",
+                    "sys/leases/lookup",
+                    Some(json!({"lease_id": lease_id})),
+                )
+                .await;
+            s == 400
+        },
+    )
+    .await;
     pg.cleanup().await;
 }
 
