@@ -17,10 +17,12 @@
 pub mod barrier;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+pub mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 pub use barrier::{KeyedHash, Keyring};
+pub use postgres::{PgConfig, PgStorage};
 pub use sqlite::{DB_FILE, SqliteStorage};
 use zeroize::Zeroizing;
 
@@ -64,6 +66,13 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// The database cannot be reached right now (connection refused, reset or timed
+    /// out); the request changed nothing it reported, and may be retried.
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    /// The storage configuration is unusable (names the setting, never its value).
+    #[error("invalid storage configuration: {0}")]
+    InvalidConfig(String),
     /// The storage has been shut down.
     #[error("storage is closed")]
     Closed,
@@ -237,6 +246,43 @@ impl std::fmt::Debug for StoredLease {
     }
 }
 
+/// A change another server (or this one) made to shared storage, pushed to every server
+/// so it can drop what it cached ([`Storage::changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The entry `(ns, key)` was written or deleted.
+    Entry {
+        /// Its namespace.
+        ns: String,
+        /// Its key.
+        key: String,
+    },
+    /// The token with this keyed hash was changed or deleted.
+    Token(KeyedHash),
+    /// Anything may have changed (the notification channel dropped and was re-opened,
+    /// or notifications were lost): drop every cache.
+    Flush,
+}
+
+/// A server sharing the storage, as its heartbeat row says ([`Storage::servers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// Random id of the server process (new at each start).
+    pub id: String,
+    /// The server's name (its host name unless configured).
+    pub name: String,
+    /// The address it serves on.
+    pub address: String,
+    /// Its leash version.
+    pub version: String,
+    /// Unix seconds of its last heartbeat (database time).
+    pub last_heartbeat: i64,
+    /// Whether the heartbeat is recent enough for the server to count as alive.
+    pub alive: bool,
+    /// Whether this row is the server asking.
+    pub this_server: bool,
+}
+
 /// Decides the new value in [`Storage::modify`]: `Ok(Some(v))` writes `v`, `Ok(None)`
 /// deletes, `Err(e)` leaves the record unchanged and fails with `Rejected(e)`.
 pub type Modify = Box<dyn FnOnce(Option<&[u8]>) -> Result<Option<Vec<u8>>, Rejection> + Send>;
@@ -247,6 +293,23 @@ pub type Modify = Box<dyn FnOnce(Option<&[u8]>) -> Result<Option<Vec<u8>>, Rejec
 pub trait Storage: Send + Sync + 'static {
     /// The keyring this storage seals with (used by callers to hash presented tokens).
     fn keyring(&self) -> &Keyring;
+
+    /// Changes made through any server sharing this storage, if the storage is shared
+    /// (`None` for storage only this process opens: its own writes invalidate its
+    /// caches directly). A lagging receiver must treat the lag as [`Change::Flush`].
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
+
+    /// The servers sharing this storage (empty for storage only this process opens).
+    async fn servers(&self) -> Result<Vec<ServerInfo>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// Whether the storage answers right now (a cheap round trip).
+    async fn ping(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 
     /// Reads one entry.
     async fn get(&self, ns: &str, key: &str) -> Result<Option<Plain>, StorageError>;
