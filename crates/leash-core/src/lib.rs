@@ -13,6 +13,7 @@
 
 mod approvals;
 mod audit_log;
+mod coherence;
 mod containment;
 mod events;
 mod expiry;
@@ -136,6 +137,8 @@ impl Core {
         config: CoreConfig,
         dev_root_token: Option<SecretString>,
     ) -> Result<Opened, CoreError> {
+        // Subscribed before anything is read: a change made meanwhile is applied after.
+        let changes = storage.changes();
         let policies = PolicyStore::load(Arc::clone(&storage)).await?;
         let lease_wake = Arc::new(tokio::sync::Notify::new());
         let tokens = TokenStore::new(
@@ -148,11 +151,17 @@ impl Core {
         let cluster_id = match storage.get(SYS_NS, "cluster_id").await? {
             Some(v) => String::from_utf8_lossy(&v).into_owned(),
             None => {
+                // Set once, atomically: servers starting together agree on one id.
                 let id = leash_types::random::uuid_v4();
-                storage
-                    .put(SYS_NS, "cluster_id", id.clone().into_bytes())
+                let set = storage
+                    .modify(
+                        SYS_NS,
+                        "cluster_id",
+                        Box::new(move |cur| Ok(Some(cur.map_or(id.into_bytes(), <[u8]>::to_vec)))),
+                    )
                     .await?;
-                id
+                set.map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .unwrap_or_default()
             }
         };
         let inner = Arc::new(Inner {
@@ -172,8 +181,16 @@ impl Core {
             issuance: leases::IssuanceWindows::default(),
         });
         let core = Core(inner);
+        if let Some(rx) = changes {
+            coherence::start(Arc::downgrade(&core.0), rx);
+        }
 
-        let first_start = storage.get(SYS_NS, "initialized").await?.is_none();
+        let mut first_start = storage.get(SYS_NS, "initialized").await?.is_none();
+        if first_start && coherence::shared(&storage) {
+            // Several servers may be starting on the same empty database: one
+            // initialises (and prints the root token), the others wait and join.
+            first_start = claim_initialisation(&storage, &*core.0.clock).await?;
+        }
         let mut tables: MountTables = match storage.get(SYS_NS, "mounts").await? {
             Some(v) => serde_json::from_slice(&v)
                 .map_err(|e| CoreError::internal(format!("mount table is unreadable: {e}")))?,
@@ -369,6 +386,47 @@ impl Core {
                 return Err(CoreError::invalid(format!("unknown {what} type")));
             }
         })
+    }
+}
+
+/// How long an initialisation claim holds before another server may take it over (its
+/// server died while initialising).
+const INIT_CLAIM_SECS: i64 = 30;
+
+/// On shared storage, decides which starting server initialises: `true` for the one
+/// that claimed it, `false` for the others once the initialised marker is written.
+async fn claim_initialisation(
+    storage: &Arc<dyn Storage>,
+    clock: &dyn Clock,
+) -> Result<bool, CoreError> {
+    loop {
+        if storage.get(SYS_NS, "initialized").await?.is_some() {
+            return Ok(false);
+        }
+        let now = clock.unix();
+        let claimed = storage
+            .modify(
+                SYS_NS,
+                "init_claim",
+                Box::new(move |cur| {
+                    let held = cur
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+                        .is_some_and(|at| now - at < INIT_CLAIM_SECS);
+                    if held {
+                        Err("held".into())
+                    } else {
+                        Ok(Some(now.to_string().into_bytes()))
+                    }
+                }),
+            )
+            .await;
+        match claimed {
+            Ok(_) => return Ok(true),
+            Err(leash_storage::StorageError::Rejected(_)) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -284,6 +284,20 @@ impl TokenStore {
         }
     }
 
+    /// Drops one cached token (changed or deleted through another server).
+    pub(crate) fn forget_one(&self, hash: KeyedHash) {
+        self.forget([hash]);
+    }
+
+    /// Drops every cached token (change notifications were lost).
+    pub(crate) fn forget_all(&self) {
+        if let Ok(mut m) = self.cache.write() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            m.clear();
+        }
+    }
+
     /// Looks up a live token by accessor.
     pub async fn lookup_accessor(
         &self,

@@ -24,7 +24,10 @@ use serde_json::{Map, Value};
 /// A loaded server configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct ServerConfig {
+    /// The SQLite data directory (unused with `storage "postgresql"`).
     pub(crate) storage_path: PathBuf,
+    /// `storage "postgresql" { … }`: several servers on one PostgreSQL database.
+    pub(crate) postgres: Option<leash_storage::PgConfig>,
     pub(crate) address: SocketAddr,
     pub(crate) tls: Option<leash_http::TlsFiles>,
     pub(crate) max_request_size: usize,
@@ -192,14 +195,20 @@ pub(crate) fn parse(
     let (kind, storage) = labelled(top, "storage", err)?.ok_or_else(|| {
         err("a storage block is required: storage \"sqlite\" { path = \"./data\" }".into())
     })?;
-    if kind != "sqlite" {
-        return Err(err(format!(
-            "unsupported storage backend {kind:?} (supported: sqlite)"
-        )));
-    }
-    only_keys(storage, &["path"], "storage \"sqlite\"", err)?;
-    let storage_path = rel(string(storage, "path", err)?
-        .ok_or_else(|| err("storage \"sqlite\" needs a path".into()))?);
+    let (storage_path, postgres) = match kind {
+        "sqlite" => {
+            only_keys(storage, &["path"], "storage \"sqlite\"", err)?;
+            let path = rel(string(storage, "path", err)?
+                .ok_or_else(|| err("storage \"sqlite\" needs a path".into()))?);
+            (path, None)
+        }
+        "postgresql" => (PathBuf::new(), Some(postgres_block(storage, err)?)),
+        _ => {
+            return Err(err(format!(
+                "unsupported storage backend {kind:?} (supported: sqlite, postgresql)"
+            )));
+        }
+    };
 
     let (lkind, listener) = labelled(top, "listener", err)?.ok_or_else(|| {
         err(
@@ -327,6 +336,7 @@ pub(crate) fn parse(
     }
     Ok(ServerConfig {
         storage_path,
+        postgres,
         address,
         tls,
         max_request_size,
@@ -345,6 +355,64 @@ pub(crate) fn parse(
         unauthenticated_metrics_access,
         audit_dirs,
         http_limits,
+    })
+}
+
+/// The environment variable that may carry the PostgreSQL `connection_url`.
+pub(crate) const PG_URL_ENV: &str = "LEASH_PG_URL";
+
+/// `storage "postgresql" { connection_url, table, ha_enabled, max_parallel }`, with
+/// Vault's spellings: values may be strings (`"64"`, `"true"`) or numbers and booleans.
+fn postgres_block(
+    m: &Map<String, Value>,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<leash_storage::PgConfig, ConfigError> {
+    const WHAT: &str = "storage \"postgresql\"";
+    only_keys(
+        m,
+        &["connection_url", "table", "ha_enabled", "max_parallel"],
+        WHAT,
+        err,
+    )?;
+    let url = match string(m, "connection_url", err)? {
+        Some(u) => u,
+        None => std::env::var(PG_URL_ENV).map_err(|_| {
+            err(format!(
+                "{WHAT} needs connection_url (or the environment variable {PG_URL_ENV})"
+            ))
+        })?,
+    };
+    if url.trim().is_empty() {
+        return Err(err("connection_url must not be empty".into()));
+    }
+    let table = string(m, "table", err)?
+        .unwrap_or_else(|| leash_storage::postgres::DEFAULT_TABLE.to_owned());
+    if !leash_storage::postgres::valid_table_name(&table) {
+        return Err(err(
+            "table must be a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 40 characters)"
+                .into(),
+        ));
+    }
+    let max_parallel = match string(m, "max_parallel", err)? {
+        None => leash_storage::postgres::DEFAULT_MAX_PARALLEL,
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                err("max_parallel must be a number of connections from 1 to 10000".into())
+            })?,
+    };
+    let ha_enabled = match m.get("ha_enabled") {
+        None | Some(Value::Null) => true,
+        _ => boolean(m, "ha_enabled", err)?,
+    };
+    Ok(leash_storage::PgConfig {
+        connection_url: leash_types::SecretString::from(url),
+        table,
+        max_parallel,
+        ha_enabled,
     })
 }
 
@@ -523,5 +591,42 @@ mod tests {
             .unwrap_err()
             .contains("at least 1s")
         );
+    }
+
+    #[test]
+    fn postgresql_storage_takes_vaults_keys_as_strings_or_values() {
+        let l = "listener \"tcp\" { tls_disable = true }\n";
+        let c = p(&format!(
+            "storage \"postgresql\" {{\n connection_url = \"postgresql://u@h/db\"\n table = \"leash_store\"\n ha_enabled = \"true\"\n max_parallel = \"64\"\n}}\n{l}"
+        ))
+        .unwrap();
+        let pg = c.postgres.unwrap();
+        assert_eq!(
+            (pg.table.as_str(), pg.max_parallel, pg.ha_enabled),
+            ("leash_store", 64, true)
+        );
+        let c = p(&format!(
+            "storage \"postgresql\" {{\n connection_url = \"postgresql://u@h/db\"\n ha_enabled = false\n max_parallel = 8\n}}\n{l}"
+        ))
+        .unwrap();
+        let pg = c.postgres.unwrap();
+        assert_eq!(
+            (pg.table.as_str(), pg.max_parallel, pg.ha_enabled),
+            ("leash_store", 8, false)
+        );
+        for (bad, key) in [
+            ("max_parallel = \"many\"", "max_parallel"),
+            ("max_parallel = 0", "max_parallel"),
+            ("table = \"Bad-Name\"", "table"),
+            ("ha_enabled = \"perhaps\"", "ha_enabled"),
+            ("path = \"d\"", "\"path\""),
+        ] {
+            let e = p(&format!(
+                "storage \"postgresql\" {{\n connection_url = \"postgresql://u:pw@h/db\"\n {bad}\n}}\n{l}"
+            ))
+            .unwrap_err();
+            assert!(e.contains(key), "{bad}: {e}");
+            assert!(!e.contains("pw@"), "{e}");
+        }
     }
 }

@@ -1307,6 +1307,20 @@ impl DatabaseBackend {
 
 #[async_trait]
 impl Backend for DatabaseBackend {
+    /// A connection configuration changed elsewhere: its open connection (made with the
+    /// old settings or password) is dropped and re-made from storage on next use.
+    fn storage_changed(&self, key: Option<&str>) {
+        match key.map(|k| k.strip_prefix("config/")) {
+            Some(Some(name)) => self.forget(name),
+            Some(None) => {}
+            None => {
+                if let Ok(mut m) = self.targets.lock() {
+                    m.clear();
+                }
+            }
+        }
+    }
+
     async fn exists(&self, req: &BackendRequest<'_>) -> Result<Option<bool>, CoreError> {
         let key = if let Some(c) = match_route("config/:name", req.path) {
             format!("config/{}", c[0])

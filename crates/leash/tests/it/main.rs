@@ -24,6 +24,7 @@ mod containment;
 mod crash;
 mod database;
 mod database_mysql;
+mod ha;
 mod http_errors;
 mod kv;
 mod leaks;

@@ -1,0 +1,637 @@
+//! Several servers on one PostgreSQL (`storage "postgresql"`): three real `leash
+//! server` processes share a fresh database created for the test in the local
+//! PostgreSQL (dropped afterwards), and every server answers every request.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::database::{PgScratch, pg_admin_url, pg_connect, pg_db_conn};
+use crate::eventually;
+
+/// One `leash server` process.
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh database in the shared PostgreSQL and the configuration of servers on it.
+pub(crate) struct Cluster {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) db: String,
+    pub(crate) servers: Vec<Server>,
+    pub(crate) root: String,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for s in &mut self.servers {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+        }
+        let db = self.db.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let admin = pg_connect(&pg_admin_url()).await;
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Writes the configuration of a server on database `db` into `dir` (one per server,
+/// sharing the key file and the audit directory).
+fn write_config(dir: &Path, db: &str, n: usize) -> PathBuf {
+    let cfg = dir.join(format!("server{n}.hcl"));
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+storage "postgresql" {{
+  connection_url = "{url}"
+  table          = "leash_store"
+  ha_enabled     = "true"
+  max_parallel   = "8"
+}}
+listener "tcp" {{
+  address     = "127.0.0.1:0"
+  tls_disable = true
+}}
+seal "file" {{ path = "{key}" }}
+cluster_name = "it"
+"#,
+            url = pg_db_conn(db),
+            key = dir.join("leash.key").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Starts one server; returns it and the root token if it printed one.
+pub(crate) fn start(cfg: &Path) -> (Server, Option<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leash"))
+        .args(["server", "--config"])
+        .arg(cfg)
+        .env("LEASH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut url, mut root) = (None, None);
+    // The banner ends with the version line, then the root token when there is one.
+    loop {
+        let Some(line) = lines.next() else {
+            panic!("server exited before it was ready")
+        };
+        let line = line.unwrap();
+        if let Some(a) = line.split("Listening on:").nth(1) {
+            url = Some(a.trim().to_owned());
+        }
+        if let Some(t) = line.strip_prefix("Root Token:") {
+            root = Some(t.trim().to_owned());
+        }
+        if url.is_some() && line.contains("Version:") {
+            break;
+        }
+    }
+    // The root token, if any, follows the version line at once.
+    let mut rest = Vec::new();
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    while Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(50)) {
+            rest.push(l);
+        }
+    }
+    for l in rest {
+        if let Some(t) = l.strip_prefix("Root Token:") {
+            root = Some(t.trim().to_owned());
+        }
+    }
+    std::thread::spawn(move || for _ in rx {});
+    (
+        Server {
+            child,
+            url: url.unwrap(),
+        },
+        root,
+    )
+}
+
+impl Cluster {
+    /// A fresh database and `n` servers on it, started together.
+    pub(crate) async fn start(n: usize) -> Cluster {
+        let admin = pg_connect(&pg_admin_url()).await;
+        let db = format!(
+            "leash_ha_{}",
+            leash_types::random::base62(8).to_ascii_lowercase()
+        );
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // The key file is made once, then copied to every server (as an operator would).
+        let key = leash_storage::Keyring::generate_master();
+        let encoded = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(key.expose())
+        };
+        let key_path = dir.path().join("leash.key");
+        std::fs::write(&key_path, format!("{encoded}\n")).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let cfgs: Vec<PathBuf> = (0..n).map(|i| write_config(dir.path(), &db, i)).collect();
+        let mut cluster = Cluster {
+            dir,
+            db,
+            servers: Vec::new(),
+            root: String::new(),
+        };
+        let started: Vec<(Server, Option<String>)> = std::thread::scope(|s| {
+            let hs: Vec<_> = cfgs.iter().map(|c| s.spawn(move || start(c))).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut roots = Vec::new();
+        for (srv, root) in started {
+            roots.extend(root);
+            cluster.servers.push(srv);
+        }
+        assert_eq!(
+            roots.len(),
+            1,
+            "exactly one of the servers started together initialises and prints a root token"
+        );
+        cluster.root = roots.pop().unwrap();
+        cluster
+    }
+
+    pub(crate) fn config(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("server{n}.hcl"))
+    }
+}
+
+pub(crate) async fn call(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut rb = http
+        .request(m, format!("{url}/v1/{path}"))
+        .header("X-Vault-Token", token);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_made_on_one_server_works_on_all_and_its_revocation_is_seen_within_100ms() {
+    let c = Cluster::start(3).await;
+    let http = reqwest::Client::new();
+    let (a, b, cc) = (&c.servers[0].url, &c.servers[1].url, &c.servers[2].url);
+    let (s, body) = call(
+        &http,
+        a,
+        &c.root,
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["default"]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let tok = body["auth"]["client_token"].as_str().unwrap().to_owned();
+    for url in [a, b, cc] {
+        // Twice: the second answer comes from the server's token cache.
+        for _ in 0..2 {
+            let (s, body) = call(&http, url, &tok, "GET", "auth/token/lookup-self", None).await;
+            assert_eq!(s, 200, "token made on A works on {url}: {body}");
+        }
+    }
+    let (s, body) = call(
+        &http,
+        a,
+        &c.root,
+        "POST",
+        "auth/token/revoke",
+        Some(json!({"token": tok})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let revoked_at = Instant::now();
+    for url in [b, cc] {
+        loop {
+            let (s, _) = call(&http, url, &tok, "GET", "auth/token/lookup-self", None).await;
+            if s == 403 {
+                break;
+            }
+            assert!(
+                revoked_at.elapsed() < Duration::from_millis(100),
+                "a token revoked on A is still accepted by {url} after 100 ms"
+            );
+        }
+    }
+    assert!(revoked_at.elapsed() < Duration::from_millis(100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_and_mount_changes_made_on_one_server_take_effect_on_the_others() {
+    let c = Cluster::start(3).await;
+    let http = reqwest::Client::new();
+    let (a, b, cc) = (&c.servers[0].url, &c.servers[1].url, &c.servers[2].url);
+    let (s, body) = call(
+        &http,
+        a,
+        &c.root,
+        "POST",
+        "sys/mounts/kv",
+        Some(json!({"type": "kv", "options": {"version": "1"}})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = call(&http, a, &c.root, "PUT", "sys/policy/reader", Some(json!({"policy": "path \"kv/*\" { capabilities = [\"read\", \"create\", \"update\"] }"}))).await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = call(
+        &http,
+        a,
+        &c.root,
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["reader"]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let tok = body["auth"]["client_token"].as_str().unwrap().to_owned();
+    // The mount made on A serves on B; the policy written on A allows on C.
+    let (s, body) = call(&http, b, &tok, "PUT", "kv/x", Some(json!({"v": "1"}))).await;
+    assert_eq!(s, 204, "mount made on A serves on B: {body}");
+    let (s, body) = call(&http, cc, &tok, "GET", "kv/x", None).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["data"]["v"], "1");
+    // The policy narrowed on A: C refuses at once.
+    let (s, body) = call(
+        &http,
+        a,
+        &c.root,
+        "PUT",
+        "sys/policy/reader",
+        Some(json!({"policy": "path \"kv/other\" { capabilities = [\"read\"] }"})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    eventually(
+        "the narrowed policy is enforced on C",
+        Duration::from_secs(2),
+        || async { call(&http, cc, &tok, "GET", "kv/x", None).await.0 == 403 },
+    )
+    .await;
+    // The mount removed on A: B no longer serves it.
+    let (s, body) = call(&http, a, &c.root, "DELETE", "sys/mounts/kv", None).await;
+    assert_eq!(s, 204, "{body}");
+    eventually(
+        "the unmounted path is gone on B",
+        Duration::from_secs(2),
+        || async {
+            let (_, body) = call(&http, b, &c.root, "GET", "sys/mounts", None).await;
+            body["data"].get("kv/").is_none()
+        },
+    )
+    .await;
+    // An audit device enabled on A is enabled on B (its requests are recorded).
+    let log = c.dir.path().join("audit.log");
+    let (s, body) = call(
+        &http,
+        a,
+        &c.root,
+        "PUT",
+        "sys/audit/file",
+        Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    eventually(
+        "the audit device is enabled on B",
+        Duration::from_secs(2),
+        || async {
+            let (_, body) = call(&http, b, &c.root, "GET", "sys/audit", None).await;
+            body["data"].get("file/").is_some()
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_requests_with_a_three_use_token_spread_over_three_servers_three_succeed()
+{
+    let c = Cluster::start(3).await;
+    let http = reqwest::Client::new();
+    let (s, body) = call(
+        &http,
+        &c.servers[0].url,
+        &c.root,
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["default"], "num_uses": 3})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let tok = body["auth"]["client_token"].as_str().unwrap().to_owned();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (http, url, tok) = (http.clone(), c.servers[i % 3].url.clone(), tok.clone());
+        tasks.push(tokio::spawn(async move {
+            call(&http, &url, &tok, "GET", "auth/token/lookup-self", None)
+                .await
+                .0
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => ok += 1,
+            403 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(
+        ok, 3,
+        "exactly num_uses requests succeed across the servers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_started_together_initialise_once_and_a_wrong_key_is_refused() {
+    let c = Cluster::start(3).await;
+    let http = reqwest::Client::new();
+    // Every server lists the others, alive, in sys/ha-status; health says not standby.
+    for s in &c.servers {
+        let (st, body) = call(&http, &s.url, "", "GET", "sys/health", None).await;
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(body["standby"], false, "{body}");
+    }
+    // A server with another key refuses to start and registers nothing.
+    let admin = pg_connect(&pg_db_conn(&c.db)).await;
+    let servers_before: i64 = admin
+        .query_one("SELECT COUNT(*) FROM leash_store_servers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let wrong = c.dir.path().join("wrong.hcl");
+    let text = std::fs::read_to_string(c.config(0))
+        .unwrap()
+        .replace("leash.key", "other.key");
+    std::fs::write(&wrong, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_leash"))
+        .args(["server", "--config"])
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not match"), "{err}");
+    assert!(
+        !c.dir.path().join("other.key").exists(),
+        "the key made for the refused start is not left behind"
+    );
+    let servers_after: i64 = admin
+        .query_one("SELECT COUNT(*) FROM leash_store_servers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(servers_before, servers_after, "a wrong key writes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_dump_of_the_leash_database_holds_no_token_password_or_secret() {
+    let c = Cluster::start(2).await;
+    let http = reqwest::Client::new();
+    let (a, b) = (&c.servers[0].url, &c.servers[1].url);
+    let (s, body) = call(
+        &http,
+        a,
+        &c.root,
+        "POST",
+        "sys/mounts/kv",
+        Some(json!({"type": "kv", "options": {"version": "2"}})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let secret = format!("s3cret-{}", leash_types::random::base62(20));
+    let (s, body) = call(
+        &http,
+        b,
+        &c.root,
+        "POST",
+        "kv/data/app",
+        Some(json!({"data": {"password": secret}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = call(
+        &http,
+        a,
+        &c.root,
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["default"]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let tok = body["auth"]["client_token"].as_str().unwrap().to_owned();
+    let accessor = body["auth"]["accessor"].as_str().unwrap().to_owned();
+    let cfg: tokio_postgres::Config = pg_admin_url().parse().unwrap();
+    let hp = crate::database::pg_host_port();
+    let (host, port) = hp.rsplit_once(':').unwrap();
+    let dump = Command::new("pg_dump")
+        .args([
+            "-h",
+            host,
+            "-p",
+            port,
+            "-U",
+            cfg.get_user().unwrap_or("postgres"),
+            &c.db,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        text.contains("leash_store_tokens"),
+        "the dump holds the tables"
+    );
+    for (what, v) in [
+        ("root token", c.root.as_str()),
+        ("token", tok.as_str()),
+        ("accessor", accessor.as_str()),
+        ("secret", secret.as_str()),
+    ] {
+        assert!(!text.contains(v), "pg_dump shows a {what} in clear");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_expiring_together_are_each_revoked_once_across_three_servers() {
+    const N: usize = 300;
+    let c = Cluster::start(3).await;
+    let http = reqwest::Client::new();
+    let a = &c.servers[0].url;
+    let log = c.dir.path().join("audit.log");
+    let (s, body) = call(
+        &http,
+        a,
+        &c.root,
+        "PUT",
+        "sys/audit/file",
+        Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let pg = PgScratch::new().await;
+    let (s, body) = call(
+        &http,
+        a,
+        &c.root,
+        "POST",
+        "sys/mounts/database",
+        Some(json!({"type": "database"})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = call(
+        &http,
+        a,
+        &c.root,
+        "POST",
+        "database/config/pg",
+        Some(json!({
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": pg.url(),
+            "username": "postgres", "password": "unused", "allowed_roles": "*",
+        })),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = call(&http, a, &c.root, "POST", &format!("database/roles/{}", pg.role), Some(json!({
+        "db_name": "pg",
+        "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
+        "revocation_statements": ["DROP ROLE IF EXISTS \"{{name}}\";"],
+        "default_ttl": "6s", "max_ttl": "6s",
+    }))).await;
+    assert!(s == 200 || s == 204, "{body}");
+    // Issued through all three servers, within a few seconds: they expire together.
+    let mut tasks = Vec::new();
+    for w in 0..6 {
+        let (http, url, root, role) = (
+            http.clone(),
+            c.servers[w % 3].url.clone(),
+            c.root.clone(),
+            pg.role.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..N / 6 {
+                let (s, body) = call(
+                    &http,
+                    &url,
+                    &root,
+                    "GET",
+                    &format!("database/creds/{role}"),
+                    None,
+                )
+                .await;
+                assert_eq!(s, 200, "{body}");
+                ids.push(body["lease_id"].as_str().unwrap().to_owned());
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
+    assert_eq!(ids.len(), N);
+    async fn roles(pg: &PgScratch) -> i64 {
+        pg.admin
+            .query_one(
+                "SELECT COUNT(*) FROM pg_roles WHERE rolname LIKE '%' || $1 || '%'",
+                &[&pg.role],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    }
+    assert!(
+        roles(&pg).await > 0,
+        "roles were created (some may have expired already)"
+    );
+    eventually(
+        "every lease expired and its role dropped",
+        Duration::from_secs(60),
+        || async { roles(&pg).await == 0 },
+    )
+    .await;
+    // One lifecycle end per lease, in the union of what the servers wrote.
+    eventually("every expiry audited", Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("agent.credential.expired"))
+            .count()
+            >= N
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut ends = std::collections::HashMap::<String, usize>::new();
+    for l in text.lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        let kind = v["event"].as_str().unwrap_or_default();
+        if kind == "agent.credential.expired" || kind == "agent.credential.revoked" {
+            let id = v["lease_id"].as_str().unwrap_or_default().to_owned();
+            *ends.entry(id).or_default() += 1;
+        }
+    }
+    for id in &ids {
+        assert_eq!(
+            ends.get(id).copied().unwrap_or(0),
+            1,
+            "lease {id} ended exactly once: {ends:?}"
+        );
+    }
+}
