@@ -100,6 +100,7 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
     let anomalies = t.anomalies.snapshot();
     let live = live_leases(inner).await?;
     let devices = inner.audit.stats();
+    let ha = inner.storage.ha_stats();
     if format == "prometheus" {
         let mut out = String::new();
         family(
@@ -308,6 +309,9 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
                 .map(|d| (vec![d.path.as_str()], d.entries.to_string())),
         );
         histograms(&mut out, &t.latency.snapshot());
+        if let Some(ha) = &ha {
+            ha_families(&mut out, ha);
+        }
         return Ok(Response {
             data: Some(Value::String(out)),
             secret: None,
@@ -345,7 +349,74 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
         "audit_devices": devices.iter().map(|d| json!({
             "path": d.path, "up": d.up, "failures": d.failures, "entries": d.entries,
         })).collect::<Vec<_>>(),
+        "ha": ha.map(|h| json!({
+            "heartbeats": h.heartbeats, "heartbeat_failures": h.heartbeat_failures,
+            "claim_batches": h.claim_batches, "claimed": h.claimed,
+            "notifications": h.notifications, "reconnects": h.reconnects,
+            "storage_latency_count": h.latency_count, "storage_latency_sum": h.latency_sum,
+        })),
     })))
+}
+
+/// `leash_ha_*`: this server's share of the work on storage shared with others, and
+/// `leash_storage_duration_seconds`, the latency of its storage operations.
+fn ha_families(out: &mut String, h: &leash_storage::HaStats) {
+    for (name, help, v) in [
+        (
+            "leash_ha_heartbeats_total",
+            "Heartbeats this server wrote to the shared storage.",
+            h.heartbeats,
+        ),
+        (
+            "leash_ha_heartbeat_failures_total",
+            "Heartbeats that failed (storage unreachable).",
+            h.heartbeat_failures,
+        ),
+        (
+            "leash_ha_claim_batches_total",
+            "Batches of due leases this server claimed.",
+            h.claim_batches,
+        ),
+        (
+            "leash_ha_claimed_items_total",
+            "Due leases this server claimed (and so revoked or retried).",
+            h.claimed,
+        ),
+        (
+            "leash_ha_notifications_total",
+            "Change notifications received from the shared storage.",
+            h.notifications,
+        ),
+        (
+            "leash_ha_reconnects_total",
+            "Times the notification connection was re-opened (each flushed every cache).",
+            h.reconnects,
+        ),
+    ] {
+        family(
+            out,
+            name,
+            "counter",
+            help,
+            &[],
+            [(Vec::new(), v.to_string())],
+        );
+    }
+    let name = "leash_storage_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Latency of storage operations in seconds (pool wait included).\n# TYPE {name} histogram"
+    );
+    for (le, n) in &h.latency_buckets {
+        let le = if le.is_infinite() {
+            "+Inf".to_owned()
+        } else {
+            le.to_string()
+        };
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_sum {}", h.latency_sum);
+    let _ = writeln!(out, "{name}_count {}", h.latency_count);
 }
 
 /// Live leases per (engine mount path, role), read from the lease ids alone (the

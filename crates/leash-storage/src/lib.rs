@@ -283,6 +283,30 @@ pub struct ServerInfo {
     pub this_server: bool,
 }
 
+/// Counters of a storage shared by several servers (`leash_ha_*` metrics), per server.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HaStats {
+    /// Heartbeats written.
+    pub heartbeats: u64,
+    /// Heartbeats that failed.
+    pub heartbeat_failures: u64,
+    /// Claim batches taken (`leases_due` calls that claimed at least one lease).
+    pub claim_batches: u64,
+    /// Leases claimed in all batches.
+    pub claimed: u64,
+    /// Change notifications received.
+    pub notifications: u64,
+    /// Times the notification connection was re-opened (each flushed the caches).
+    pub reconnects: u64,
+    /// Storage operation latency: cumulative counts per upper bound in seconds, as a
+    /// Prometheus histogram has them (the last bound is `+Inf`).
+    pub latency_buckets: Vec<(f64, u64)>,
+    /// Sum of the latencies, in seconds.
+    pub latency_sum: f64,
+    /// Number of operations timed.
+    pub latency_count: u64,
+}
+
 /// Decides the new value in [`Storage::modify`]: `Ok(Some(v))` writes `v`, `Ok(None)`
 /// deletes, `Err(e)` leaves the record unchanged and fails with `Rejected(e)`.
 pub type Modify = Box<dyn FnOnce(Option<&[u8]>) -> Result<Option<Vec<u8>>, Rejection> + Send>;
@@ -304,6 +328,15 @@ pub trait Storage: Send + Sync + 'static {
     /// The servers sharing this storage (empty for storage only this process opens).
     async fn servers(&self) -> Result<Vec<ServerInfo>, StorageError> {
         Ok(Vec::new())
+    }
+
+    /// Which backend this is (`sqlite`, `postgresql`), for `sys/seal-status` and health.
+    fn kind(&self) -> &'static str;
+
+    /// Per-server counters of shared storage (`None` for storage only this process
+    /// opens).
+    fn ha_stats(&self) -> Option<HaStats> {
+        None
     }
 
     /// Whether the storage answers right now (a cheap round trip).

@@ -624,6 +624,10 @@ impl Storage for SqliteStorage {
         &self.keyring
     }
 
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn get(&self, ns: &str, key: &str) -> Result<Option<Plain>, StorageError> {
         let (ns, key) = (ns.to_owned(), key.to_owned());
         self.read(move |c, k| {

@@ -26,6 +26,7 @@
 //! places that choose the transport (`NoTls` today).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,8 +37,8 @@ use tokio_postgres::types::ToSql;
 
 use crate::barrier::{KeyedHash, Keyring};
 use crate::{
-    Change, LeaseState, Modify, Plain, ServerInfo, Storage, StorageError, StoredLease, StoredToken,
-    TokenUse,
+    Change, HaStats, LeaseState, Modify, Plain, ServerInfo, Storage, StorageError, StoredLease,
+    StoredToken, TokenUse,
 };
 
 #[cfg(test)]
@@ -284,7 +285,91 @@ CREATE TRIGGER {tk}_notify AFTER UPDATE OF parent, expire_at, entry OR DELETE ON
     }
 }
 
+/// Upper bounds (seconds) of the storage latency histogram.
+const LATENCY_BOUNDS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default)]
+struct Stats {
+    heartbeats: AtomicU64,
+    heartbeat_failures: AtomicU64,
+    claim_batches: AtomicU64,
+    claimed: AtomicU64,
+    notifications: AtomicU64,
+    reconnects: AtomicU64,
+    /// One counter per bound, plus `+Inf`.
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Stats {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BOUNDS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> HaStats {
+        let mut cumulative = 0;
+        let mut latency_buckets = Vec::with_capacity(LATENCY_BOUNDS.len() + 1);
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            let bound = LATENCY_BOUNDS.get(i).copied().unwrap_or(f64::INFINITY);
+            latency_buckets.push((bound, cumulative));
+        }
+        HaStats {
+            heartbeats: self.heartbeats.load(Ordering::Relaxed),
+            heartbeat_failures: self.heartbeat_failures.load(Ordering::Relaxed),
+            claim_batches: self.claim_batches.load(Ordering::Relaxed),
+            claimed: self.claimed.load(Ordering::Relaxed),
+            notifications: self.notifications.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            latency_buckets,
+            latency_sum: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            latency_count: self.count.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A pooled connection that times the operation it serves (from asking the pool to
+/// giving the connection back) into the latency histogram.
+struct Timed<'a> {
+    obj: deadpool_postgres::Object,
+    start: std::time::Instant,
+    stats: &'a Stats,
+}
+
+impl std::ops::Deref for Timed<'_> {
+    type Target = deadpool_postgres::Object;
+    fn deref(&self) -> &Self::Target {
+        &self.obj
+    }
+}
+
+impl std::ops::DerefMut for Timed<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.obj
+    }
+}
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        self.stats.observe(self.start.elapsed());
+    }
+}
+
 struct Shared {
+    stats: Stats,
     keyring: Keyring,
     pool: Pool,
     sql: Sql,
@@ -340,6 +425,7 @@ impl PgStorage {
         migrate(&pool, &sql, &keyring).await?;
         let (changes, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
+            stats: Stats::default(),
             keyring,
             pool,
             sql,
@@ -355,9 +441,13 @@ impl PgStorage {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    if let Err(e) = heartbeat_once(&s, &me).await {
-                        tracing::warn!(error = %e, "storage: heartbeat failed; will retry");
-                    }
+                    match heartbeat_once(&s, &me).await {
+                        Ok(()) => s.stats.heartbeats.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "storage: heartbeat failed; will retry");
+                            s.stats.heartbeat_failures.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
                 }
             }));
         }
@@ -408,8 +498,14 @@ impl PgStorage {
         .map_err(pg("drop schema"))
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
-        self.shared.pool.get().await.map_err(pool_err)
+    async fn client(&self) -> Result<Timed<'_>, StorageError> {
+        let start = std::time::Instant::now();
+        let obj = self.shared.pool.get().await.map_err(pool_err)?;
+        Ok(Timed {
+            obj,
+            start,
+            stats: &self.shared.stats,
+        })
     }
 
     fn sql(&self) -> &Sql {
@@ -579,6 +675,7 @@ async fn listen_loop(s: Arc<Shared>, url: String, ready: tokio::sync::oneshot::S
                             let _ = s.changes.send(Change::Flush);
                         }
                         while let Some(n) = rx.recv().await {
+                            s.stats.notifications.fetch_add(1, Ordering::Relaxed);
                             if let Some(c) = parse_change(n.payload()) {
                                 let _ = s.changes.send(c);
                             }
@@ -715,6 +812,14 @@ fn u64_of(n: i64) -> u64 {
 impl Storage for PgStorage {
     fn keyring(&self) -> &Keyring {
         &self.shared.keyring
+    }
+
+    fn kind(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn ha_stats(&self) -> Option<HaStats> {
+        Some(self.shared.stats.snapshot())
     }
 
     fn changes(&self) -> Option<broadcast::Receiver<Change>> {
@@ -1270,6 +1375,12 @@ impl Storage for PgStorage {
             .map(|r| lease_from_row(self.keyring(), r))
             .collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| (a.expire_at, &a.id).cmp(&(b.expire_at, &b.id)));
+        if !out.is_empty() {
+            let st = &self.shared.stats;
+            st.claim_batches.fetch_add(1, Ordering::Relaxed);
+            st.claimed
+                .fetch_add(u64::try_from(out.len()).unwrap_or(0), Ordering::Relaxed);
+        }
         Ok(out)
     }
 

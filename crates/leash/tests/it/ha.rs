@@ -401,6 +401,62 @@ async fn servers_started_together_initialise_once_and_a_wrong_key_is_refused() {
         let (st, body) = call(&http, &s.url, "", "GET", "sys/health", None).await;
         assert_eq!(st, 200, "{body}");
         assert_eq!(body["standby"], false, "{body}");
+        assert_eq!(body["storage_reachable"], true, "{body}");
+        assert_eq!(body["storage_type"], "postgresql", "{body}");
+    }
+    let (st, body) = call(
+        &http,
+        &c.servers[1].url,
+        &c.root,
+        "GET",
+        "sys/ha-status",
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let nodes = body["data"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{body}");
+    let mut addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            assert_eq!(n["alive"], true, "{n}");
+            assert!(n["last_heartbeat_unix"].as_i64().unwrap() > 0, "{n}");
+            assert!(!n["version"].as_str().unwrap().is_empty(), "{n}");
+            format!("http://{}", n["api_address"].as_str().unwrap())
+        })
+        .collect();
+    addrs.sort();
+    let mut urls: Vec<String> = c.servers.iter().map(|s| s.url.clone()).collect();
+    urls.sort();
+    assert_eq!(addrs, urls, "ha-status lists every server by address");
+    assert_eq!(
+        nodes.iter().filter(|n| n["this_node"] == true).count(),
+        1,
+        "{body}"
+    );
+    let duty = body["data"]["duties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "lease_expiry")
+        .unwrap();
+    assert_eq!(duty["servers"].as_array().unwrap().len(), 3, "{duty}");
+    let r = http
+        .get(format!(
+            "{}/v1/sys/metrics?format=prometheus",
+            c.servers[2].url
+        ))
+        .header("X-Vault-Token", &c.root)
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    for m in [
+        "leash_ha_heartbeats_total",
+        "leash_ha_claimed_items_total",
+        "leash_storage_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(m), "metrics lack {m}");
     }
     // A server with another key refuses to start and registers nothing.
     let admin = pg_connect(&pg_db_conn(&c.db)).await;
@@ -634,4 +690,166 @@ async fn leases_expiring_together_are_each_revoked_once_across_three_servers() {
             "lease {id} ended exactly once: {ends:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_while_issuing_leaves_no_orphan_role_its_pending_issuances_are_revoked_by_a_survivor()
+ {
+    let c = Cluster::start(2).await;
+    let http = reqwest::Client::new();
+    let (a, b) = (c.servers[0].url.clone(), c.servers[1].url.clone());
+    let pg = PgScratch::new().await;
+    let (s, body) = call(
+        &http,
+        &a,
+        &c.root,
+        "POST",
+        "sys/mounts/database",
+        Some(json!({"type": "database"})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = call(
+        &http,
+        &a,
+        &c.root,
+        "POST",
+        "database/config/pg",
+        Some(json!({
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": pg.url(),
+            "username": "postgres", "password": "unused", "allowed_roles": "*",
+        })),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = call(&http, &a, &c.root, "POST", &format!("database/roles/{}", pg.role), Some(json!({
+        "db_name": "pg",
+        "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
+        "revocation_statements": ["DROP ROLE IF EXISTS \"{{name}}\";"],
+        "default_ttl": "1h", "max_ttl": "1h",
+    }))).await;
+    assert!(s == 200 || s == 204, "{body}");
+    // Load on both servers; B's clients must see no error when A dies.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut on_b = Vec::new();
+    for _ in 0..2 {
+        let (http, url, root, role, stop) = (
+            http.clone(),
+            b.clone(),
+            c.root.clone(),
+            pg.role.clone(),
+            stop.clone(),
+        );
+        on_b.push(tokio::spawn(async move {
+            let mut errors = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (s, _) = call(
+                    &http,
+                    &url,
+                    &root,
+                    "GET",
+                    &format!("database/creds/{role}"),
+                    None,
+                )
+                .await;
+                if s != 200 {
+                    errors += 1;
+                }
+            }
+            errors
+        }));
+    }
+    let mut on_a = Vec::new();
+    for _ in 0..3 {
+        let (http, url, root, role) = (http.clone(), a.clone(), c.root.clone(), pg.role.clone());
+        on_a.push(tokio::spawn(async move {
+            loop {
+                let r = http
+                    .get(format!("{url}/v1/database/creds/{role}"))
+                    .header("X-Vault-Token", &root)
+                    .send()
+                    .await;
+                if r.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut c = c;
+    c.servers[0].child.kill().unwrap(); // SIGKILL
+    c.servers[0].child.wait().unwrap();
+    for t in on_a {
+        t.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in on_b {
+        assert_eq!(t.await.unwrap(), 0, "the survivor's clients saw no error");
+    }
+    // Every role in the target belongs to a lease leash knows: nothing pending remains
+    // once the survivor recovered the dead server's intents (within seconds).
+    let admin = pg_connect(&pg_db_conn(&c.db)).await;
+    eventually(
+        "the dead server's pending issuances are recovered",
+        Duration::from_secs(20),
+        || async {
+            admin
+                .query_one(
+                    "SELECT COUNT(*) FROM leash_store_leases WHERE state = 0",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 0
+        },
+    )
+    .await;
+    let b = &c.servers[1].url;
+    let (s, body) = call(
+        &http,
+        b,
+        &c.root,
+        "LIST",
+        &format!("sys/leases/lookup/database/creds/{}/", pg.role),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let known: std::collections::HashSet<String> = body["data"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    assert!(!known.is_empty());
+    // Revoke everything: then no role may remain (no orphan).
+    let (s, body) = call(
+        &http,
+        b,
+        &c.root,
+        "PUT",
+        "sys/leases/revoke-prefix/database/creds",
+        None,
+    )
+    .await;
+    assert!(s == 204 || s == 200, "{body}");
+    eventually(
+        "no role remains after every lease is revoked",
+        Duration::from_secs(30),
+        || async {
+            pg.admin
+                .query_one(
+                    "SELECT COUNT(*) FROM pg_roles WHERE rolname LIKE '%' || $1 || '%'",
+                    &[&pg.role],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 0
+        },
+    )
+    .await;
 }
