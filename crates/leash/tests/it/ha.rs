@@ -28,6 +28,7 @@ impl Drop for Server {
 /// A fresh database in the shared PostgreSQL and the configuration of servers on it.
 pub(crate) struct Cluster {
     pub(crate) dir: tempfile::TempDir,
+    admin_url: String,
     pub(crate) db: String,
     pub(crate) servers: Vec<Server>,
     pub(crate) root: String,
@@ -39,14 +40,19 @@ impl Drop for Cluster {
             let _ = s.child.kill();
             let _ = s.child.wait();
         }
-        let db = self.db.clone();
+        let (db, admin_url) = (self.db.clone(), self.admin_url.clone());
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let admin = pg_connect(&pg_admin_url()).await;
+                let Ok((admin, conn)) =
+                    tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await
+                else {
+                    return;
+                };
+                tokio::spawn(conn);
                 let _ = admin
                     .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
                     .await;
@@ -58,7 +64,7 @@ impl Drop for Cluster {
 
 /// Writes the configuration of a server on database `db` into `dir` (one per server,
 /// sharing the key file and the audit directory).
-fn write_config(dir: &Path, db: &str, n: usize) -> PathBuf {
+fn write_config(dir: &Path, conn: &str, n: usize) -> PathBuf {
     let cfg = dir.join(format!("server{n}.hcl"));
     std::fs::write(
         &cfg,
@@ -77,7 +83,7 @@ listener "tcp" {{
 seal "file" {{ path = "{key}" }}
 cluster_name = "it"
 "#,
-            url = pg_db_conn(db),
+            url = conn,
             key = dir.join("leash.key").display()
         ),
     )
@@ -144,9 +150,14 @@ pub(crate) fn start(cfg: &Path) -> (Server, Option<String>) {
 }
 
 impl Cluster {
-    /// A fresh database and `n` servers on it, started together.
+    /// A fresh database in the shared PostgreSQL and `n` servers on it, started together.
     pub(crate) async fn start(n: usize) -> Cluster {
-        let admin = pg_connect(&pg_admin_url()).await;
+        Cluster::start_on(n, &pg_admin_url()).await
+    }
+
+    /// The same on the PostgreSQL at `admin_url`.
+    pub(crate) async fn start_on(n: usize, admin_url: &str) -> Cluster {
+        let admin = pg_connect(admin_url).await;
         let db = format!(
             "leash_ha_{}",
             leash_types::random::base62(8).to_ascii_lowercase()
@@ -168,9 +179,20 @@ impl Cluster {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        let cfgs: Vec<PathBuf> = (0..n).map(|i| write_config(dir.path(), &db, i)).collect();
+        let parsed: tokio_postgres::Config = admin_url.parse().unwrap();
+        let host = match parsed.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let conn = format!(
+            "host={host} port={} user={} dbname={db}",
+            parsed.get_ports().first().copied().unwrap_or(5432),
+            parsed.get_user().unwrap_or("postgres")
+        );
+        let cfgs: Vec<PathBuf> = (0..n).map(|i| write_config(dir.path(), &conn, i)).collect();
         let mut cluster = Cluster {
             dir,
+            admin_url: admin_url.to_owned(),
             db,
             servers: Vec::new(),
             root: String::new(),
@@ -852,4 +874,141 @@ async fn a_server_killed_while_issuing_leaves_no_orphan_role_its_pending_issuanc
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_restart_fails_closed_with_503_then_every_server_reconnects_and_nothing_acknowledged_is_lost()
+ {
+    let Some(bin) = crate::pg_outage::pg_bindir() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "PostgreSQL's server binaries (/usr/lib/postgresql/*/bin/initdb) are needed under CI"
+        );
+        eprintln!("skipped: no /usr/lib/postgresql/*/bin/initdb");
+        return;
+    };
+    // A private PostgreSQL: the shared one is never stopped.
+    let pg = tokio::task::block_in_place(|| crate::pg_outage::PrivatePg::init(bin));
+    assert!(
+        tokio::task::block_in_place(|| pg.start()),
+        "private cluster start"
+    );
+    let c = Cluster::start_on(2, &pg.url()).await;
+    let http = reqwest::Client::new();
+    let (a, b) = (c.servers[0].url.clone(), c.servers[1].url.clone());
+    let (s, body) = call(
+        &http,
+        &a,
+        &c.root,
+        "POST",
+        "sys/mounts/kv",
+        Some(json!({"type": "kv", "options": {"version": "1"}})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = call(
+        &http,
+        &a,
+        &c.root,
+        "PUT",
+        "kv/before",
+        Some(json!({"v": "kept"})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = call(
+        &http,
+        &b,
+        &c.root,
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["default"]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let tok = body["auth"]["client_token"].as_str().unwrap().to_owned();
+
+    assert!(
+        tokio::task::block_in_place(|| pg.stop()),
+        "private cluster stop"
+    );
+    for url in [&a, &b] {
+        let (s, body) = call(
+            &http,
+            url,
+            &c.root,
+            "PUT",
+            "kv/during",
+            Some(json!({"v": "x"})),
+        )
+        .await;
+        assert_eq!(s, 503, "a write during the outage fails closed: {body}");
+        assert!(
+            crate::error(&body).contains("storage is unavailable"),
+            "{body}"
+        );
+        let (s, body) = call(
+            &http,
+            url,
+            &c.root,
+            "POST",
+            "auth/token/create",
+            Some(json!({"policies": ["default"]})),
+        )
+        .await;
+        assert_eq!(s, 503, "no token is minted during the outage: {body}");
+        let r = http
+            .get(format!("{url}/v1/sys/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 503, "health tells the load balancer");
+    }
+    // Stopped for 10 s, as an operator's restart or a failover might take.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        tokio::task::block_in_place(|| pg.start()),
+        "private cluster restart"
+    );
+
+    for url in [&a, &b] {
+        eventually(
+            "the server reconnects by itself",
+            Duration::from_secs(30),
+            || async { call(&http, url, &c.root, "GET", "kv/before", None).await.0 == 200 },
+        )
+        .await;
+        let (s, body) = call(&http, url, &c.root, "GET", "kv/before", None).await;
+        assert_eq!((s, &body["data"]["v"]), (200, &json!("kept")), "{body}");
+        let (s, _) = call(&http, url, &c.root, "GET", "kv/during", None).await;
+        assert_eq!(s, 404, "the refused write left nothing");
+        let (s, body) = call(&http, url, &tok, "GET", "auth/token/lookup-self", None).await;
+        assert_eq!(
+            s, 200,
+            "the token made before the outage still works: {body}"
+        );
+    }
+    // Revocation is seen across servers again (the notification channel is back).
+    let (s, body) = call(
+        &http,
+        &a,
+        &c.root,
+        "POST",
+        "auth/token/revoke",
+        Some(json!({"token": tok})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    eventually(
+        "revocation seen on B after the restart",
+        Duration::from_secs(2),
+        || async {
+            call(&http, &b, &tok, "GET", "auth/token/lookup-self", None)
+                .await
+                .0
+                == 403
+        },
+    )
+    .await;
+    drop(c);
 }

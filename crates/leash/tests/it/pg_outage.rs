@@ -17,7 +17,7 @@ use tokio_postgres::NoTls;
 use crate::eventually;
 
 /// The newest `/usr/lib/postgresql/<version>/bin` holding `initdb` and `pg_ctl`.
-fn pg_bindir() -> Option<PathBuf> {
+pub(crate) fn pg_bindir() -> Option<PathBuf> {
     let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .flatten()
@@ -47,7 +47,7 @@ fn free_port() -> u16 {
 }
 
 /// A private PostgreSQL cluster in a temporary directory; stopped when dropped.
-struct PrivatePg {
+pub(crate) struct PrivatePg {
     bin: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
@@ -72,7 +72,7 @@ impl PrivatePg {
         c.args(args).output().unwrap()
     }
 
-    fn init(bin: PathBuf) -> PrivatePg {
+    pub(crate) fn init(bin: PathBuf) -> PrivatePg {
         let dir = tempfile::tempdir().unwrap();
         let as_postgres = is_root();
         if as_postgres {
@@ -106,7 +106,7 @@ impl PrivatePg {
         pg
     }
 
-    fn start(&self) -> bool {
+    pub(crate) fn start(&self) -> bool {
         let data = self.data().display().to_string();
         let log = self.dir.path().join("pg.log").display().to_string();
         let opts = format!(
@@ -127,13 +127,13 @@ impl PrivatePg {
         out.status.success()
     }
 
-    fn stop(&self) -> bool {
+    pub(crate) fn stop(&self) -> bool {
         let data = self.data().display().to_string();
         let out = self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
         out.status.success()
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
