@@ -1012,3 +1012,114 @@ async fn postgresql_restart_fails_closed_with_503_then_every_server_reconnects_a
     .await;
     drop(c);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_use_jit_grant_is_spent_once_across_three_servers() {
+    let c = Cluster::start(3).await;
+    let http = reqwest::Client::new();
+    let a = c.servers[0].url.clone();
+    let (s, body) = call(
+        &http,
+        &a,
+        &c.root,
+        "POST",
+        "sys/mounts/kv",
+        Some(json!({"type": "kv", "options": {"version": "1"}})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = call(
+        &http,
+        &a,
+        &c.root,
+        "PUT",
+        "kv/prod",
+        Some(json!({"v": "1"})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let policy = r#"
+path "kv/prod" {
+  capabilities = ["read"]
+  control_group = {
+    ttl = "1h"
+    factor "dba" {
+      identity {
+        group_names = ["dba"]
+        approvals   = 1
+      }
+    }
+  }
+}
+"#;
+    let (s, body) = call(
+        &http,
+        &a,
+        &c.root,
+        "PUT",
+        "sys/policy/agent",
+        Some(json!({"policy": policy})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    // A rule approves one-use reads at once (the grant is made on A).
+    let (s, body) = call(
+        &http,
+        &a,
+        &c.root,
+        "POST",
+        "sys/control-group/rules/one-read",
+        Some(json!({
+            "path": "kv/*", "operations": ["read"], "max_duration_minutes": 15, "uses": 1,
+            "description": "one read",
+        })),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = call(
+        &http,
+        &a,
+        &c.root,
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["agent"], "display_name": "agent-7"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let agent = body["auth"]["client_token"].as_str().unwrap().to_owned();
+    let (s, body) = call(
+        &http,
+        &a,
+        &agent,
+        "POST",
+        "sys/control-group/request",
+        Some(json!({
+            "agent_id": "agent-7", "operation": "read", "target_resource": "kv/prod",
+            "justification": "one read across the cluster", "requested_duration_minutes": 10,
+            "timestamp": "2026-11-29T10:00:00Z",
+        })),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["approved"], true, "{body}");
+    // 30 concurrent reads spread over the three servers: the grant is spent once.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (http, url, tok) = (http.clone(), c.servers[i % 3].url.clone(), agent.clone());
+        tasks.push(tokio::spawn(async move {
+            call(&http, &url, &tok, "GET", "kv/prod", None).await.0
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => ok += 1,
+            403 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(
+        ok, 1,
+        "a single-use grant is spent exactly once across the servers"
+    );
+}
