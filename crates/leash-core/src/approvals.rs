@@ -393,6 +393,16 @@ pub(crate) async fn record_lease(inner: &Inner, grant: &Grant, lease_id: &str) {
     }
 }
 
+/// The approvals' side of the lease book's [`crate::leases::GrantLedger`].
+pub(crate) struct Ledger;
+
+#[async_trait::async_trait]
+impl crate::leases::GrantLedger for Ledger {
+    async fn record_lease(&self, inner: &Inner, grant: &Grant, lease_id: &str) {
+        record_lease(inner, grant, lease_id).await;
+    }
+}
+
 /// Audits the credential issued under the current grant (`granted`).
 pub(crate) async fn granted(inner: &Inner, grant: &Grant, lease_id: &str) -> Result<(), CoreError> {
     let Some(r) = load(inner, &grant.request_id).await? else {

@@ -458,8 +458,7 @@ pub(crate) async fn run(
     }
     let counts = contain(inner, sel, &actor).await?;
     inner
-        .tokens
-        .telemetry()
+        .telemetry
         .containment(if sel.locks() { "lock" } else { "revoke" });
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     audit(
@@ -576,7 +575,7 @@ pub(crate) async fn unlock(
         return Err(CoreError::invalid("that identity is not locked"));
     };
     inner.storage.delete(NS, &key).await?;
-    inner.tokens.telemetry().containment("unlock");
+    inner.telemetry.containment("unlock");
     audit(
         inner,
         "containment.unlocked",

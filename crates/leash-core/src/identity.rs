@@ -1,7 +1,7 @@
 //! `identity/`: identity groups (Vault's `identity/group` API) and entity lookup.
 //!
 //! leash has no entity store: an entity id is derived at every login from the auth
-//! mount's accessor and the identity's alias (see [`crate::login::entity_id`]), so the
+//! mount's accessor and the identity's alias (see [`crate::identity::entity_id`]), so the
 //! same person or agent gets the same id every time. Groups name entity ids
 //! (`member_entity_ids`); just-in-time approval factors name groups. To find the entity id
 //! of a user before they ever log in, `identity/lookup/entity` computes it from
@@ -379,10 +379,28 @@ async fn lookup_entity(
             "no auth mount has accessor {accessor:?} (see sys/auth)"
         )));
     };
-    let id = crate::login::entity_id(inner, &mount.entry, &alias);
+    let id = crate::identity::entity_id(inner, &mount.entry, &alias);
     Ok(Some(Response::data(json!({
         "id": id,
         "name": format!("{}{}", mount.entry.path, alias),
         "aliases": [{"name": alias, "mount_accessor": accessor, "mount_path": format!("auth/{}", mount.entry.path), "mount_type": mount.entry.kind}],
     }))))
+}
+
+/// The entity id of identity `alias` on `mount`.
+pub(crate) fn entity_id(inner: &Inner, mount: &leash_backend::MountEntry, alias: &str) -> String {
+    let h = inner
+        .storage
+        .keyring()
+        .token_hash(&format!("entity:{}:{alias}", mount.accessor));
+    let b = &h.0;
+    // Shaped as a version-4-style UUID so Vault clients that parse it are happy.
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_be_bytes([b[4], b[5]]),
+        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
+        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
+        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]]),
+    )
 }

@@ -127,8 +127,7 @@ pub(crate) fn start(inner: &Inner, req: &Request) -> Timer {
     let route = route_label(&inner.router(), &req.path);
     Timer {
         histogram: inner
-            .tokens
-            .telemetry()
+            .telemetry
             .latency
             .histogram(route, req.operation.as_str()),
         started: Instant::now(),

@@ -109,7 +109,7 @@ pub(crate) async fn scan(
         let mut leaked = Event::token(Kind::Leaked, &entry, now);
         leaked.reason = Some(reason::LEAK);
         events::emit(inner, &[leaked], false).await?;
-        inner.tokens.telemetry().leak_detected("token");
+        inner.telemetry.leak_detected("token");
         let revoked = match inner.tokens.revoke(hash, false).await {
             Ok(gone) => {
                 let mut evs = Vec::with_capacity(gone.len());
@@ -183,7 +183,7 @@ pub(crate) async fn scan(
                 leakers.push(i.agent.entity_id.clone());
             }
             let (engine, role) = e.metric_labels();
-            inner.tokens.telemetry().leak_detected("database");
+            inner.telemetry.leak_detected("database");
             tracing::warn!(
                 engine,
                 role,

@@ -29,6 +29,7 @@ pub mod policy_store;
 mod router;
 mod sys;
 mod sys_leases;
+mod telemetry;
 pub mod token;
 mod token_backend;
 
@@ -89,21 +90,19 @@ pub(crate) struct Inner {
     pub(crate) config: CoreConfig,
     pub(crate) policies: PolicyStore,
     pub(crate) tokens: TokenStore,
+    /// Metric state (counters, live-token gauges, request latency), fed by the token
+    /// store, the lease book and the pipeline; read by `sys/metrics`.
+    pub(crate) telemetry: Arc<telemetry::Telemetry>,
     pub(crate) audit: Broker,
     pub(crate) router: RwLock<Arc<Router>>,
     pub(crate) mount_lock: tokio::sync::Mutex<()>,
     pub(crate) cluster_id: String,
-    /// Wakes the lease expiry worker (a token was revoked, a lease abandoned).
-    pub(crate) lease_wake: Arc<tokio::sync::Notify>,
+    /// The lease book: registry, expiry worker, claims, issuance windows.
+    pub(crate) leases: leases::LeaseBook,
     /// Failed-login accounting (rate limit per source, counts per role).
     pub(crate) logins: login::LoginGuard,
     /// Just-in-time access (webhook notifier).
     pub(crate) approvals: approvals::Approvals,
-    /// Leases being revoked right now (so a request and the worker never both do).
-    pub(crate) lease_claims: leases::Claims,
-    /// Recent issuances per (mount, lease path, identity), for
-    /// `max_issuance_per_minute_per_entity`.
-    pub(crate) issuance: leases::IssuanceWindows,
 }
 
 /// A running core. Cheap to clone.
@@ -141,12 +140,14 @@ impl Core {
         let changes = storage.changes();
         let policies = PolicyStore::load(Arc::clone(&storage)).await?;
         let lease_wake = Arc::new(tokio::sync::Notify::new());
+        let telemetry = Arc::new(telemetry::Telemetry::default());
         let tokens = TokenStore::new(
             Arc::clone(&storage),
             Arc::clone(&clock),
             config.token_limits,
             Arc::clone(&lease_wake),
-        );
+        )
+        .with_telemetry(Arc::clone(&telemetry));
         let audit = Broker::new(config.audit_deadline).with_allowed_dirs(config.audit_dirs.clone());
         let cluster_id = match storage.get(SYS_NS, "cluster_id").await? {
             Some(v) => String::from_utf8_lossy(&v).into_owned(),
@@ -170,15 +171,14 @@ impl Core {
             config,
             policies,
             tokens,
+            telemetry,
             audit,
             router: RwLock::new(Arc::new(Router::default())),
             mount_lock: tokio::sync::Mutex::new(()),
             cluster_id,
-            lease_wake,
+            leases: leases::LeaseBook::new(lease_wake, Arc::new(approvals::Ledger)),
             logins: login::LoginGuard::default(),
             approvals: approvals::Approvals::new()?,
-            lease_claims: leases::Claims::default(),
-            issuance: leases::IssuanceWindows::default(),
         });
         let core = Core(inner);
         if let Some(rx) = changes {
@@ -312,7 +312,8 @@ impl Core {
     /// Starts background work (token expiry, lease expiry and revocation retries).
     /// Returns a handle that stops it.
     pub fn start_background(&self) -> expiry::Background {
-        expiry::start(Arc::downgrade(&self.0), Arc::clone(&self.0.lease_wake))
+        let leases = self.0.leases.start_worker(Arc::downgrade(&self.0));
+        expiry::start(Arc::downgrade(&self.0), leases)
     }
 
     fn install_router(&self, mounts: &[MountEntry]) -> Result<(), CoreError> {

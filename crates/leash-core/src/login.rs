@@ -38,24 +38,6 @@ const MAX_SOURCES: usize = 100_000;
 /// role name may come from the caller, so the set must not grow without bound).
 const MAX_ROLE_COUNTERS: usize = 10_000;
 
-/// The entity id of identity `alias` on `mount`.
-pub(crate) fn entity_id(inner: &Inner, mount: &MountEntry, alias: &str) -> String {
-    let h = inner
-        .storage
-        .keyring()
-        .token_hash(&format!("entity:{}:{alias}", mount.accessor));
-    let b = &h.0;
-    // Shaped as a version-4-style UUID so Vault clients that parse it are happy.
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-        u16::from_be_bytes([b[4], b[5]]),
-        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
-        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
-        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]]),
-    )
-}
-
 /// Mints the token a login granted and returns its `auth` block (and any warnings).
 pub(crate) async fn complete(
     inner: &Inner,
@@ -85,7 +67,7 @@ pub(crate) async fn complete(
             "this login would grant the root policy, which no auth method may grant".to_owned(),
         ));
     }
-    let entity = entity_id(inner, mount, &grant.alias);
+    let entity = crate::identity::entity_id(inner, mount, &grant.alias);
     if let Some(why) =
         crate::containment::refusal(inner, mount, grant.role.as_deref(), &entity).await?
     {
@@ -135,7 +117,7 @@ async fn check_login_caps(
     let role = role.unwrap_or("");
     let prefix = mount.route_prefix();
     let refuse = |reason: &'static str, msg: String| {
-        inner.tokens.telemetry().issuance_refused(reason);
+        inner.telemetry.issuance_refused(reason);
         tracing::warn!(mount = %prefix, role, reason, "login refused by a per-entity cap");
         Err(CoreError::RateLimited(msg))
     };
@@ -165,6 +147,7 @@ async fn check_login_caps(
         let key = format!("{}\u{0}login\u{0}{role}\u{0}{entity}", mount.uuid);
         if let Err(n) =
             inner
+                .leases
                 .issuance
                 .take(&key, inner.clock.unix(), caps.max_per_minute_per_entity)
         {

@@ -171,7 +171,7 @@ async fn poll(inner: &Arc<Inner>, seen: &Mutex<Seen>) {
                 let mut evs = vec![entry.event(lease_id, Kind::Used, 0, None)];
                 if anomaly {
                     let (engine, role) = entry.metric_labels();
-                    inner.tokens.telemetry().anomaly(engine, role);
+                    inner.telemetry.anomaly(engine, role);
                     tracing::warn!(engine, role, client = %client, agent = %agent_address,
                         "database credential used from an address other than its agent's");
                     evs.push(entry.event(lease_id, Kind::Anomaly, 0, None));

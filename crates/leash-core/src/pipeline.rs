@@ -335,7 +335,7 @@ async fn handle_in_scope(inner: &Arc<Inner>, mut req: Request) -> Result<Respons
                 .leases_mark_revoking(&ids, inner.clock.unix())
                 .await
             {
-                Ok(_) => inner.lease_wake.notify_one(),
+                Ok(_) => inner.leases.wake.notify_one(),
                 Err(e) => {
                     tracing::error!(error = %e, lease_id = %s.lease_id, "could not revoke a lease whose issuance failed to audit")
                 }
@@ -393,10 +393,7 @@ fn no_content() -> Response {
 
 async fn deny(inner: &Inner, ctx: &AuditContext<'_>) -> Result<Response, CoreError> {
     let err = CoreError::PermissionDenied;
-    inner
-        .tokens
-        .telemetry()
-        .denied(&denial_entity(inner, ctx.caller));
+    inner.telemetry.denied(&denial_entity(inner, ctx.caller));
     // Denials are audited too (unlike Vault). If that fails the answer is still a
     // refusal, so the audit failure takes precedence only in its status.
     audit_request(inner, ctx, Some(&err.to_string())).await?;
@@ -411,8 +408,7 @@ fn denial_entity(inner: &Inner, caller: Option<&Caller>) -> String {
         return String::new();
     };
     inner
-        .tokens
-        .telemetry()
+        .telemetry
         .role_of(&c.hash)
         .or_else(|| c.entry.role.clone())
         .unwrap_or_else(|| c.entry.display_name.clone())

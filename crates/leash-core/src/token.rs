@@ -145,8 +145,9 @@ pub struct TokenStore {
     generation: std::sync::atomic::AtomicU64,
     /// Wakes the lease worker when tokens (and so their leases) are revoked.
     lease_wake: Arc<tokio::sync::Notify>,
-    /// Metric state (live tokens per role, issuance and revocation counts, denials).
-    telemetry: crate::metrics::Telemetry,
+    /// The core's metric state, fed by this store (live tokens per role, issuance and
+    /// revocation counts).
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 #[derive(Clone)]
@@ -188,13 +189,15 @@ impl TokenStore {
             cache: std::sync::RwLock::new(std::collections::HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
             lease_wake,
-            telemetry: crate::metrics::Telemetry::default(),
+            telemetry: Arc::default(),
         }
     }
 
-    /// The metric state.
-    pub(crate) fn telemetry(&self) -> &crate::metrics::Telemetry {
-        &self.telemetry
+    /// The store feeding the core's metric state (the core owns it; the store records
+    /// mints, renewals and ends into it).
+    pub(crate) fn with_telemetry(mut self, telemetry: Arc<crate::telemetry::Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// The configured limits.
@@ -605,7 +608,7 @@ impl TokenStore {
         }
         self.telemetry.token_minted(
             hash,
-            metrics_role.unwrap_or(crate::metrics::NO_ROLE),
+            metrics_role.unwrap_or(crate::telemetry::NO_ROLE),
             now,
             expire_time,
         );

@@ -494,8 +494,7 @@ async fn create(
             .count() as u64;
         if live >= role.max_live_tokens_per_entity {
             inner
-                .tokens
-                .telemetry()
+                .telemetry
                 .issuance_refused("max_live_tokens_per_entity");
             return Err(CoreError::RateLimited(format!(
                 "max_live_tokens_per_entity of token role {:?} is {}: this entity holds {live} live tokens of it; revoke one or wait for one to expire",
