@@ -352,6 +352,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn delete(&self, ns: &str, key: &str) -> Result<bool, StorageError>;
     /// All keys in `ns` starting with `prefix`, sorted.
     async fn list(&self, ns: &str, prefix: &str) -> Result<Vec<String>, StorageError>;
+    /// Every namespace holding at least one entry, sorted (for copying a whole store).
+    async fn namespaces(&self) -> Result<Vec<String>, StorageError>;
     /// Deletes every key in `ns` starting with `prefix`; returns how many.
     async fn delete_prefix(&self, ns: &str, prefix: &str) -> Result<u64, StorageError>;
     /// Atomic read-modify-write of one entry; returns the value written (or `None` if

@@ -675,6 +675,21 @@ impl Storage for SqliteStorage {
         self.read(move |c, _| list_keys(c, &ns, &prefix)).await
     }
 
+    async fn namespaces(&self) -> Result<Vec<String>, StorageError> {
+        self.read(|c, _| {
+            let mut st = c
+                .prepare_cached("SELECT DISTINCT ns FROM entries ORDER BY ns")
+                .map_err(io)?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(io)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(r.map_err(io)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn delete_prefix(&self, ns: &str, prefix: &str) -> Result<u64, StorageError> {
         let (ns, prefix) = (ns.to_owned(), prefix.to_owned());
         self.write(move |c, _| {

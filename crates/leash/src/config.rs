@@ -195,19 +195,9 @@ pub(crate) fn parse(
     let (kind, storage) = labelled(top, "storage", err)?.ok_or_else(|| {
         err("a storage block is required: storage \"sqlite\" { path = \"./data\" }".into())
     })?;
-    let (storage_path, postgres) = match kind {
-        "sqlite" => {
-            only_keys(storage, &["path"], "storage \"sqlite\"", err)?;
-            let path = rel(string(storage, "path", err)?
-                .ok_or_else(|| err("storage \"sqlite\" needs a path".into()))?);
-            (path, None)
-        }
-        "postgresql" => (PathBuf::new(), Some(postgres_block(storage, err)?)),
-        _ => {
-            return Err(err(format!(
-                "unsupported storage backend {kind:?} (supported: sqlite, postgresql)"
-            )));
-        }
+    let (storage_path, postgres) = match storage_choice(kind, storage, "storage", &rel, err)? {
+        Store::Sqlite(path) => (path, None),
+        Store::Postgres(pg) => (PathBuf::new(), Some(pg)),
     };
 
     let (lkind, listener) = labelled(top, "listener", err)?.ok_or_else(|| {
@@ -355,6 +345,100 @@ pub(crate) fn parse(
         unauthenticated_metrics_access,
         audit_dirs,
         http_limits,
+    })
+}
+
+/// A storage block: `sqlite` with its data directory, or `postgresql`.
+#[derive(Debug, Clone)]
+pub(crate) enum Store {
+    Sqlite(PathBuf),
+    Postgres(leash_storage::PgConfig),
+}
+
+fn storage_choice(
+    kind: &str,
+    block: &Map<String, Value>,
+    what: &str,
+    rel: &dyn Fn(String) -> PathBuf,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<Store, ConfigError> {
+    match kind {
+        "sqlite" => {
+            only_keys(block, &["path"], &format!("{what} \"sqlite\""), err)?;
+            let path = rel(string(block, "path", err)?
+                .ok_or_else(|| err(format!("{what} \"sqlite\" needs a path")))?);
+            Ok(Store::Sqlite(path))
+        }
+        "postgresql" => Ok(Store::Postgres(postgres_block(block, err)?)),
+        _ => Err(err(format!(
+            "unsupported storage backend {kind:?} (supported: sqlite, postgresql)"
+        ))),
+    }
+}
+
+/// `leash operator migrate --config FILE`: Vault's shape, a `storage_source` and a
+/// `storage_destination` block, and the key (`seal "file"` or `LEASH_SEAL_KEY`).
+#[derive(Debug, Clone)]
+pub(crate) struct MigrateConfig {
+    pub(crate) source: Store,
+    pub(crate) destination: Store,
+    pub(crate) key_file: Option<PathBuf>,
+}
+
+/// Reads and validates a migration configuration file.
+pub(crate) fn load_migrate(path: &Path) -> Result<MigrateConfig, ConfigError> {
+    let file = path.display().to_string();
+    let err = |message: String| ConfigError {
+        file: file.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse_migrate(&text, &base, &err)
+}
+
+pub(crate) fn parse_migrate(
+    text: &str,
+    base: &Path,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<MigrateConfig, ConfigError> {
+    let v = leash_hcl::parse_to_json(text).map_err(|e| err(e.to_string()))?;
+    let top = object(&v, "the file", err)?;
+    only_keys(
+        top,
+        &["storage_source", "storage_destination", "seal", "log_level"],
+        "the top level",
+        err,
+    )?;
+    let rel = |p: String| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() { p } else { base.join(p) }
+    };
+    let side = |key: &str| -> Result<Store, ConfigError> {
+        let (kind, block) = labelled(top, key, err)?.ok_or_else(|| {
+            err(format!(
+                "a {key} block is required, e.g. {key} \"sqlite\" {{ path = \"./data\" }}"
+            ))
+        })?;
+        storage_choice(kind, block, key, &rel, err)
+    };
+    let source = side("storage_source")?;
+    let destination = side("storage_destination")?;
+    let key_file = match labelled(top, "seal", err)? {
+        None => None,
+        Some(("file", seal)) => {
+            only_keys(seal, &["path"], "seal \"file\"", err)?;
+            Some(rel(string(seal, "path", err)?
+                .ok_or_else(|| err("seal \"file\" needs a path".into()))?))
+        }
+        Some((other, _)) => {
+            return Err(err(format!("unsupported seal {other:?} (supported: file)")));
+        }
+    };
+    Ok(MigrateConfig {
+        source,
+        destination,
+        key_file,
     })
 }
 

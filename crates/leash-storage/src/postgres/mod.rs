@@ -928,6 +928,18 @@ impl Storage for PgStorage {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    async fn namespaces(&self) -> Result<Vec<String>, StorageError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!("SELECT DISTINCT ns FROM {} ORDER BY ns", self.sql().entries),
+                &[],
+            )
+            .await
+            .map_err(pg("namespaces"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn delete_prefix(&self, ns: &str, prefix: &str) -> Result<u64, StorageError> {
         let c = self.client().await?;
         let (cond, args) = prefix_range("key", prefix, 2);

@@ -1123,3 +1123,196 @@ path "kv/prod" {
         "a single-use grant is spent exactly once across the servers"
     );
 }
+
+/// A database in the shared PostgreSQL, dropped when the test ends.
+struct ScratchDb(String);
+
+impl ScratchDb {
+    async fn new() -> ScratchDb {
+        let name = format!(
+            "leash_mig_{}",
+            leash_types::random::base62(8).to_ascii_lowercase()
+        );
+        let admin = pg_connect(&pg_admin_url()).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        ScratchDb(name)
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        let db = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let admin = pg_connect(&pg_admin_url()).await;
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+fn migrate(cfg: &Path, force: bool) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_leash"));
+    c.args(["operator", "migrate", "-config"]).arg(cfg);
+    if force {
+        c.arg("--force");
+    }
+    c.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_migrate_copies_sqlite_to_postgresql_and_back_and_old_tokens_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = d.join("leash.key");
+    let listener = "listener \"tcp\" {\n  address = \"127.0.0.1:0\"\n  tls_disable = true\n}\n";
+    let seal = format!("seal \"file\" {{ path = \"{}\" }}\n", key.display());
+    let sqlite_cfg = |name: &str| {
+        let p = d.join(format!("{name}.hcl"));
+        std::fs::write(
+            &p,
+            format!(
+                "storage \"sqlite\" {{ path = \"{}\" }}\n{listener}{seal}",
+                d.join(name).display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let http = reqwest::Client::new();
+    // A single SQLite server with a token, a mount and a secret.
+    let (srv, root) = start(&sqlite_cfg("data"));
+    let root = root.expect("root token on first start");
+    let (s, body) = call(
+        &http,
+        &srv.url,
+        &root,
+        "POST",
+        "sys/mounts/kv",
+        Some(json!({"type": "kv", "options": {"version": "1"}})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = call(
+        &http,
+        &srv.url,
+        &root,
+        "PUT",
+        "kv/app",
+        Some(json!({"v": "from sqlite"})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = call(
+        &http,
+        &srv.url,
+        &root,
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["default"]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let tok = body["auth"]["client_token"].as_str().unwrap().to_owned();
+    drop(srv);
+
+    // SQLite → PostgreSQL.
+    let db = ScratchDb::new().await;
+    let pg_block = format!(
+        "\"postgresql\" {{ connection_url = \"{}\" }}\n",
+        pg_db_conn(&db.0)
+    );
+    let to_pg = d.join("to-pg.hcl");
+    std::fs::write(
+        &to_pg,
+        format!(
+            "storage_source \"sqlite\" {{ path = \"{}\" }}\nstorage_destination {pg_block}{seal}",
+            d.join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = migrate(&to_pg, false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("100%") && err.contains("copied"),
+        "progress on stderr: {err}"
+    );
+    let out = migrate(&to_pg, false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a non-empty destination is refused");
+    assert!(
+        err.contains("already holds leash data") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(
+        migrate(&to_pg, true).status.success(),
+        "--force copies over it"
+    );
+
+    let pg_cfg = d.join("pg.hcl");
+    std::fs::write(&pg_cfg, format!("storage {pg_block}{listener}{seal}")).unwrap();
+    let (srv, root2) = start(&pg_cfg);
+    assert!(
+        root2.is_none(),
+        "the migrated store is initialised: no new root token"
+    );
+    for t in [&root, &tok] {
+        let (s, body) = call(&http, &srv.url, t, "GET", "auth/token/lookup-self", None).await;
+        assert_eq!(s, 200, "an old token works on PostgreSQL: {body}");
+    }
+    let (s, body) = call(&http, &srv.url, &root, "GET", "kv/app", None).await;
+    assert_eq!(
+        (s, &body["data"]["v"]),
+        (200, &json!("from sqlite")),
+        "{body}"
+    );
+    let (s, body) = call(
+        &http,
+        &srv.url,
+        &root,
+        "PUT",
+        "kv/app",
+        Some(json!({"v": "from postgresql"})),
+    )
+    .await;
+    assert_eq!(s, 204, "{body}");
+    drop(srv);
+
+    // PostgreSQL → a new SQLite data directory.
+    let back = d.join("back.hcl");
+    std::fs::write(
+        &back,
+        format!(
+            "storage_source {pg_block}storage_destination \"sqlite\" {{ path = \"{}\" }}\n{seal}",
+            d.join("data2").display()
+        ),
+    )
+    .unwrap();
+    let out = migrate(&back, false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (srv, root3) = start(&sqlite_cfg("data2"));
+    assert!(root3.is_none());
+    let (s, body) = call(&http, &srv.url, &tok, "GET", "auth/token/lookup-self", None).await;
+    assert_eq!(s, 200, "the old token works after the round trip: {body}");
+    let (s, body) = call(&http, &srv.url, &root, "GET", "kv/app", None).await;
+    assert_eq!(
+        (s, &body["data"]["v"]),
+        (200, &json!("from postgresql")),
+        "{body}"
+    );
+}
