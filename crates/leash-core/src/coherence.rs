@@ -95,5 +95,5 @@ pub(crate) async fn reload_mounts(inner: &Arc<Inner>) -> Result<(), crate::CoreE
 
 /// Whether `storage` is shared with other servers (its changes are pushed).
 pub(crate) fn shared(storage: &Arc<dyn Storage>) -> bool {
-    storage.changes().is_some()
+    storage.shared()
 }

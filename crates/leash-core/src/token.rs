@@ -375,6 +375,15 @@ impl TokenStore {
                 return Ok(None);
             }
         }
+        // On shared storage a policy written through another server may not have been
+        // announced here yet: one it does not know is read through before the ACL.
+        if self.storage.shared() {
+            for name in &entry.policies {
+                if name != "root" && policies.get(name).is_none() {
+                    policies.reload(name).await?;
+                }
+            }
+        }
         let (acl, chain) = if entry.scoped {
             self.effective_acl(&entry, policies).await?
         } else {

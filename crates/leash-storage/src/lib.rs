@@ -325,6 +325,12 @@ pub trait Storage: Send + Sync + 'static {
         None
     }
 
+    /// Whether other servers may share this storage (its changes are pushed through
+    /// [`Storage::changes`]); cheap, called per request.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// The servers sharing this storage (empty for storage only this process opens).
     async fn servers(&self) -> Result<Vec<ServerInfo>, StorageError> {
         Ok(Vec::new())

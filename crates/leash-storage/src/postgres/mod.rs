@@ -822,6 +822,10 @@ impl Storage for PgStorage {
         Some(self.shared.stats.snapshot())
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn changes(&self) -> Option<broadcast::Receiver<Change>> {
         Some(self.shared.changes.subscribe())
     }
