@@ -402,7 +402,9 @@ pub(crate) fn run(a: BenchHaArgs) -> std::process::ExitCode {
     });
     rt.block_on(async {
         for t in &tables {
-            let _ = PgStorage::drop_schema(&a.pg_url, t).await;
+            if let Err(e) = PgStorage::drop_schema(&a.pg_url, t).await {
+                eprintln!("warning: scratch tables {t}_* were not dropped: {e}");
+            }
             if let Ok(pool) = leash_storage::postgres::connect(&a.pg_url, 1)
                 && let Ok(c) = pool.get().await
             {
