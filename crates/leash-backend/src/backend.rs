@@ -93,6 +93,11 @@ pub trait Backend: Send + Sync {
         Routes::Any
     }
 
+    /// An entry of this mount's storage namespace changed through another server sharing
+    /// the storage (`key` within the namespace), or anything may have changed (`None`):
+    /// drop whatever is cached from it. The default caches nothing.
+    fn storage_changed(&self, _key: Option<&str>) {}
+
     /// Extends a lease this backend issued in its target, to `lease.expire_at` (the new
     /// expiry, already capped by the core). The default does nothing.
     async fn renew_lease(&self, _lease: &LeaseRecord) -> Result<(), CoreError> {

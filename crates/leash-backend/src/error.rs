@@ -64,6 +64,12 @@ impl CoreError {
         CoreError::InvalidRequest(msg.into())
     }
 
+    /// Whether the storage could not be reached (the answer is 503: nothing changed,
+    /// retry later).
+    pub fn is_storage_unavailable(&self) -> bool {
+        matches!(self, CoreError::Storage(StorageError::Unavailable(_)))
+    }
+
     /// Shorthand for [`CoreError::Internal`].
     pub fn internal(msg: impl Into<String>) -> CoreError {
         CoreError::Internal(msg.into())

@@ -11,6 +11,7 @@
 use clap::Parser;
 
 mod bench;
+mod bench_ha;
 mod bench_leases;
 
 /// leash-bench — benchmarks of the leash credential broker.
@@ -27,6 +28,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure dynamic database credentials and leases in-process against PostgreSQL.
     BenchLeases(bench_leases::BenchLeasesArgs),
+    /// Measure the PostgreSQL storage backend in-process against baselines of the same
+    /// run: token creation vs raw INSERTs, KV reads vs SQLite, mass expiry on three
+    /// stores vs one.
+    BenchHa(bench_ha::BenchHaArgs),
 }
 
 /// Output format of every benchmark.
@@ -49,5 +54,6 @@ fn main() -> std::process::ExitCode {
     match args.command {
         Command::Bench(a) => bench::run(a),
         Command::BenchLeases(a) => bench_leases::run(a),
+        Command::BenchHa(a) => bench_ha::run(a),
     }
 }

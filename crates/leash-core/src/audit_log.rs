@@ -18,7 +18,7 @@ use leash_types::{Clock, ExposeSecret, Operation, SecretBytes};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value, json};
 
-const NS: &str = "sys/audit";
+pub(crate) const NS: &str = "sys/audit";
 
 #[derive(Serialize, Deserialize)]
 struct PersistedDevice {
@@ -52,6 +52,58 @@ pub(crate) async fn restore_devices(
                 "audit device {path}/ cannot be re-enabled: {e}; fix it (or remove it from a server that can start) and restart"
             ))
         })?;
+    }
+    Ok(())
+}
+
+/// Makes the device at `path` match storage (it was enabled or disabled through
+/// another server): enabled here with the stored key if stored and not enabled, disabled
+/// if enabled and no longer stored.
+pub(crate) async fn sync_device(inner: &crate::Inner, path: &str) -> Result<(), CoreError> {
+    let enabled = inner
+        .audit
+        .list()
+        .iter()
+        .any(|d| d.path.trim_end_matches('/') == path.trim_end_matches('/'));
+    match inner.storage.get(NS, path).await? {
+        Some(raw) if !enabled => {
+            let dev: PersistedDevice = serde_json::from_slice(&raw).map_err(|e| {
+                CoreError::internal(format!("stored audit device {path} is unreadable: {e}"))
+            })?;
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(&dev.key)
+                .map_err(|_| {
+                    CoreError::internal(format!("stored audit device {path} has a bad key"))
+                })?;
+            inner
+                .audit
+                .enable(dev.config, SecretBytes::new(key), None)
+                .await
+                .map_err(|e| {
+                    CoreError::internal(format!(
+                        "audit device {path}/ enabled by another server cannot be opened here: {e}"
+                    ))
+                })?;
+        }
+        None if enabled => {
+            inner.audit.disable(path).await;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// [`sync_device`] for every stored and every enabled device.
+pub(crate) async fn sync_all(inner: &crate::Inner) -> Result<(), CoreError> {
+    let mut paths = inner.storage.list(NS, "").await?;
+    for d in inner.audit.list() {
+        let p = d.path.trim_end_matches('/').to_owned();
+        if !paths.contains(&p) {
+            paths.push(p);
+        }
+    }
+    for p in paths {
+        sync_device(inner, &p).await?;
     }
     Ok(())
 }

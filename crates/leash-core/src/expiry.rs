@@ -6,10 +6,10 @@
 //! drop). It holds only a weak reference to the core, so it never keeps a stopped
 //! server alive. Failures are logged and retried on the next tick; nothing is dropped.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::Inner;
@@ -58,8 +58,7 @@ impl Drop for Background {
     }
 }
 
-pub(crate) fn start(inner: Weak<Inner>, lease_wake: Arc<Notify>) -> Background {
-    let leases = crate::leases::start(inner.clone(), lease_wake);
+pub(crate) fn start(inner: Weak<Inner>, leases: crate::leases::Worker) -> Background {
     let (stop, mut stopped) = watch::channel(false);
     let observer = crate::observer::start(inner.clone(), stopped.clone());
     let task = tokio::spawn(async move {

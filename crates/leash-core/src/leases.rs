@@ -205,6 +205,53 @@ impl Reason {
     }
 }
 
+/// Where a lease issued under a just-in-time grant is recorded (on the grant's access
+/// request), before its credential exists, so closing the window early revokes it.
+/// Implemented by the approvals module: the lease book records through this trait
+/// without depending on it, and approvals revoke through the lease book (one direction,
+/// no module cycle).
+#[async_trait]
+pub(crate) trait GrantLedger: Send + Sync {
+    /// Records `lease_id` on the access request of `grant` (failures are logged: the
+    /// lease is capped to the window anyway).
+    async fn record_lease(&self, inner: &Inner, grant: &leash_backend::GrantWindow, lease_id: &str);
+}
+
+/// Everything the core keeps about leases beside storage: the registry engines issue
+/// through ([`Registry`]), the expiry worker's wake-up ([`LeaseBook::start_worker`]),
+/// the in-process revocation claims (storage adds the cross-server ones: `leases_due`
+/// claims with `FOR UPDATE SKIP LOCKED` on shared storage), the issuance-rate windows,
+/// and the grant ledger.
+pub(crate) struct LeaseBook {
+    /// Wakes the expiry worker (a token was revoked, a lease abandoned).
+    pub(crate) wake: Arc<Notify>,
+    /// Leases being revoked right now in this process (so a request and the worker
+    /// never both do).
+    pub(crate) claims: Claims,
+    /// Recent issuances per (mount, lease path, identity), for
+    /// `max_issuance_per_minute_per_entity`.
+    pub(crate) issuance: IssuanceWindows,
+    /// Where leases issued under a grant are recorded.
+    pub(crate) grants: Arc<dyn GrantLedger>,
+}
+
+impl LeaseBook {
+    /// A book whose worker is woken through `wake`.
+    pub(crate) fn new(wake: Arc<Notify>, grants: Arc<dyn GrantLedger>) -> LeaseBook {
+        LeaseBook {
+            wake,
+            claims: Claims::default(),
+            issuance: IssuanceWindows::default(),
+            grants,
+        }
+    }
+
+    /// Starts the expiry worker of the core behind `inner`.
+    pub(crate) fn start_worker(&self, inner: Weak<Inner>) -> Worker {
+        start(inner, Arc::clone(&self.wake))
+    }
+}
+
 /// Issuance times (unix seconds) of the last minute per (mount, lease path, identity).
 #[derive(Default)]
 pub(crate) struct IssuanceWindows(std::sync::Mutex<HashMap<String, Vec<i64>>>);
@@ -303,6 +350,7 @@ async fn check_caps(
     if caps.max_per_minute_per_entity > 0 {
         let key = format!("{}\u{0}{prefix}\u{0}{identity}", req.mount.uuid);
         if let Err(n) = inner
+            .leases
             .issuance
             .take(&key, now, caps.max_per_minute_per_entity)
         {
@@ -321,20 +369,6 @@ async fn check_caps(
 /// The engines' handle on the lease book.
 pub(crate) struct Registry {
     pub(crate) inner: Weak<Inner>,
-    /// Where a lease begun under a just-in-time grant is recorded.
-    pub(crate) grants: Arc<dyn GrantLeases>,
-}
-
-/// Where a lease begun under a just-in-time grant is recorded, before its credential
-/// exists, so that closing the grant's window revokes it whatever happens next. The
-/// approvals service implements it (`approvals::GrantLedger`); the lease book knows
-/// only this trait, so leases do not depend on approvals (approvals depend on leases
-/// to revoke what a closed window issued).
-#[async_trait]
-pub(crate) trait GrantLeases: Send + Sync {
-    /// Records lease `lease_id` on the access request of `grant`. Never fails the
-    /// issuance: an error is logged (the lease is still capped to the window).
-    async fn record_lease(&self, inner: &Inner, grant: &leash_backend::GrantWindow, lease_id: &str);
 }
 
 #[async_trait]
@@ -438,7 +472,7 @@ impl LeaseRegistry for Registry {
         // Recorded on the access request before the credential exists, so closing the
         // window early revokes it whatever happens next.
         if let Some(g) = &grant {
-            self.grants.record_lease(&inner, g, &id).await;
+            inner.leases.grants.record_lease(&inner, g, &id).await;
         }
         inner
             .storage
@@ -520,7 +554,7 @@ impl LeaseRegistry for Registry {
                 Err(e) => return Err(e.into()),
             }
         }
-        inner.lease_wake.notify_one();
+        inner.leases.wake.notify_one();
         Ok(())
     }
 }
@@ -576,7 +610,7 @@ impl Drop for ClaimGuard<'_> {
 type MountBatch = (Option<Arc<dyn Backend>>, Vec<(StoredLease, LeaseRecord)>);
 
 /// Revokes `leases` now (they must already be marked or be due, and claimed in
-/// [`Inner::lease_claims`] by the caller): groups them by the mount that issued them, lets each engine revoke its batch (engines concurrently),
+/// [`LeaseBook::claims`] by the caller): groups them by the mount that issued them, lets each engine revoke its batch (engines concurrently),
 /// deletes what was revoked in one storage transaction and records each failure.
 pub(crate) async fn revoke_now(
     inner: &Arc<Inner>,
@@ -770,15 +804,15 @@ pub(crate) async fn revoke_ids_because(
         // Claimed before they are marked (a marked lease is due for the worker at once):
         // the worker then leaves them to this request. A lease the worker is already
         // revoking is waited for, then taken over if it is still there.
-        let (mut claimed, busy) = inner.lease_claims.claim(chunk);
+        let (mut claimed, busy) = inner.leases.claims.claim(chunk);
         let mut guard = ClaimGuard {
-            claims: &inner.lease_claims,
+            claims: &inner.leases.claims,
             ids: claimed.clone(),
         };
         for id in busy {
             let until = tokio::time::Instant::now() + REVOKE_TIMEOUT + Duration::from_secs(5);
             let mine = loop {
-                let (mine, _) = inner.lease_claims.claim(std::slice::from_ref(&id));
+                let (mine, _) = inner.leases.claims.claim(std::slice::from_ref(&id));
                 if !mine.is_empty() || tokio::time::Instant::now() >= until {
                     break mine;
                 }
@@ -822,9 +856,9 @@ pub(crate) async fn revoke_claimed_after<T>(
     why: Reason,
     first: impl Future<Output = Result<T, CoreError>>,
 ) -> Result<(T, Outcome, Vec<String>), CoreError> {
-    let (claimed, busy) = inner.lease_claims.claim(ids);
+    let (claimed, busy) = inner.leases.claims.claim(ids);
     let guard = ClaimGuard {
-        claims: &inner.lease_claims,
+        claims: &inner.leases.claims,
         ids: claimed.clone(),
     };
     let t = first.await?;
@@ -858,9 +892,9 @@ pub(crate) async fn revoke_due(inner: &Arc<Inner>) -> Result<usize, CoreError> {
         }
         // Leases a request is revoking right now are left to it.
         let ids: Vec<String> = due.iter().map(|l| l.id.clone()).collect();
-        let (claimed, busy) = inner.lease_claims.claim(&ids);
+        let (claimed, busy) = inner.leases.claims.claim(&ids);
         let _guard = ClaimGuard {
-            claims: &inner.lease_claims,
+            claims: &inner.leases.claims,
             ids: claimed,
         };
         let due: Vec<StoredLease> = due.into_iter().filter(|l| !busy.contains(&l.id)).collect();

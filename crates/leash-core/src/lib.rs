@@ -15,6 +15,7 @@ mod agents;
 mod approvals;
 mod audit_log;
 mod canary;
+mod coherence;
 mod containment;
 mod events;
 mod expiry;
@@ -30,6 +31,7 @@ pub mod policy_store;
 mod router;
 mod sys;
 mod sys_leases;
+mod telemetry;
 pub mod token;
 mod token_backend;
 
@@ -90,24 +92,19 @@ pub(crate) struct Inner {
     pub(crate) config: CoreConfig,
     pub(crate) policies: PolicyStore,
     pub(crate) tokens: TokenStore,
+    /// Metric state (counters, live-token gauges, request latency), fed by the token
+    /// store, the lease book and the pipeline; read by `sys/metrics`.
+    pub(crate) telemetry: Arc<telemetry::Telemetry>,
     pub(crate) audit: Broker,
     pub(crate) router: RwLock<Arc<Router>>,
     pub(crate) mount_lock: tokio::sync::Mutex<()>,
     pub(crate) cluster_id: String,
-    /// Wakes the lease expiry worker (a token was revoked, a lease abandoned).
-    pub(crate) lease_wake: Arc<tokio::sync::Notify>,
-    /// Metric state (counters and per-role gauges the request path and the workers
-    /// report to; `sys/metrics` renders it).
-    pub(crate) telemetry: Arc<metrics::Telemetry>,
+    /// The lease book: registry, expiry worker, claims, issuance windows.
+    pub(crate) leases: leases::LeaseBook,
     /// Failed-login accounting (rate limit per source, counts per role).
     pub(crate) logins: login::LoginGuard,
     /// Just-in-time access (webhook notifier).
     pub(crate) approvals: approvals::Approvals,
-    /// Leases being revoked right now (so a request and the worker never both do).
-    pub(crate) lease_claims: leases::Claims,
-    /// Recent issuances per (mount, lease path, identity), for
-    /// `max_issuance_per_minute_per_entity`.
-    pub(crate) issuance: leases::IssuanceWindows,
     /// Last use and recent trace ids per token, for `sys/containment/agents`.
     pub(crate) activity: agents::Activity,
     /// Canaries already tripped (contained once), see `canary.rs`.
@@ -145,9 +142,11 @@ impl Core {
         config: CoreConfig,
         dev_root_token: Option<SecretString>,
     ) -> Result<Opened, CoreError> {
+        // Subscribed before anything is read: a change made meanwhile is applied after.
+        let changes = storage.changes();
         let policies = PolicyStore::load(Arc::clone(&storage)).await?;
         let lease_wake = Arc::new(tokio::sync::Notify::new());
-        let telemetry = Arc::new(metrics::Telemetry::default());
+        let telemetry = Arc::new(telemetry::Telemetry::default());
         let tokens = TokenStore::new(
             Arc::clone(&storage),
             Arc::clone(&clock),
@@ -159,11 +158,17 @@ impl Core {
         let cluster_id = match storage.get(SYS_NS, "cluster_id").await? {
             Some(v) => String::from_utf8_lossy(&v).into_owned(),
             None => {
+                // Set once, atomically: servers starting together agree on one id.
                 let id = leash_types::random::uuid_v4();
-                storage
-                    .put(SYS_NS, "cluster_id", id.clone().into_bytes())
+                let set = storage
+                    .modify(
+                        SYS_NS,
+                        "cluster_id",
+                        Box::new(move |cur| Ok(Some(cur.map_or(id.into_bytes(), <[u8]>::to_vec)))),
+                    )
                     .await?;
-                id
+                set.map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .unwrap_or_default()
             }
         };
         let inner = Arc::new(Inner {
@@ -172,22 +177,28 @@ impl Core {
             config,
             policies,
             tokens,
+            telemetry,
             audit,
             router: RwLock::new(Arc::new(Router::default())),
             mount_lock: tokio::sync::Mutex::new(()),
             cluster_id,
-            lease_wake,
-            telemetry,
+            leases: leases::LeaseBook::new(lease_wake, Arc::new(approvals::Ledger)),
             logins: login::LoginGuard::default(),
             approvals: approvals::Approvals::new()?,
-            lease_claims: leases::Claims::default(),
-            issuance: leases::IssuanceWindows::default(),
             activity: agents::Activity::default(),
             canaries: canary::Tripped::default(),
         });
         let core = Core(inner);
+        if let Some(rx) = changes {
+            coherence::start(Arc::downgrade(&core.0), rx);
+        }
 
-        let first_start = storage.get(SYS_NS, "initialized").await?.is_none();
+        let mut first_start = storage.get(SYS_NS, "initialized").await?.is_none();
+        if first_start && coherence::shared(&storage) {
+            // Several servers may be starting on the same empty database: one
+            // initialises (and prints the root token), the others wait and join.
+            first_start = claim_initialisation(&storage, &*core.0.clock).await?;
+        }
         let mut tables: MountTables = match storage.get(SYS_NS, "mounts").await? {
             Some(v) => serde_json::from_slice(&v)
                 .map_err(|e| CoreError::internal(format!("mount table is unreadable: {e}")))?,
@@ -309,7 +320,8 @@ impl Core {
     /// Starts background work (token expiry, lease expiry and revocation retries).
     /// Returns a handle that stops it.
     pub fn start_background(&self) -> expiry::Background {
-        expiry::start(Arc::downgrade(&self.0), Arc::clone(&self.0.lease_wake))
+        let leases = self.0.leases.start_worker(Arc::downgrade(&self.0));
+        expiry::start(Arc::downgrade(&self.0), leases)
     }
 
     fn install_router(&self, mounts: &[MountEntry]) -> Result<(), CoreError> {
@@ -362,26 +374,57 @@ impl Core {
             MountKind::KubernetesAuth => leash_auth::kubernetes::new_backend(store(), clock()),
             MountKind::Database => leash_engines::database::engine::new_backend(
                 store(),
-                Arc::new(leases::Registry {
-                    inner: weak,
-                    grants: Arc::new(approvals::GrantLedger),
-                }),
+                Arc::new(leases::Registry { inner: weak }),
             ),
-            MountKind::Aws => leash_engines::aws::new_backend(
-                store(),
-                Arc::new(leases::Registry {
-                    inner: weak,
-                    grants: Arc::new(approvals::GrantLedger),
-                }),
-            ),
+            MountKind::Aws => {
+                leash_engines::aws::new_backend(store(), Arc::new(leases::Registry { inner: weak }))
+            }
             MountKind::KubernetesSecrets => leash_engines::kubernetes::new_backend(
                 store(),
-                Arc::new(leases::Registry {
-                    inner: weak,
-                    grants: Arc::new(approvals::GrantLedger),
-                }),
+                Arc::new(leases::Registry { inner: weak }),
             ),
         })
+    }
+}
+
+/// How long an initialisation claim holds before another server may take it over (its
+/// server died while initialising).
+const INIT_CLAIM_SECS: i64 = 30;
+
+/// On shared storage, decides which starting server initialises: `true` for the one
+/// that claimed it, `false` for the others once the initialised marker is written.
+async fn claim_initialisation(
+    storage: &Arc<dyn Storage>,
+    clock: &dyn Clock,
+) -> Result<bool, CoreError> {
+    loop {
+        if storage.get(SYS_NS, "initialized").await?.is_some() {
+            return Ok(false);
+        }
+        let now = clock.unix();
+        let claimed = storage
+            .modify(
+                SYS_NS,
+                "init_claim",
+                Box::new(move |cur| {
+                    let held = cur
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+                        .is_some_and(|at| now - at < INIT_CLAIM_SECS);
+                    if held {
+                        Err("held".into())
+                    } else {
+                        Ok(Some(now.to_string().into_bytes()))
+                    }
+                }),
+            )
+            .await;
+        match claimed {
+            Ok(_) => return Ok(true),
+            Err(leash_storage::StorageError::Rejected(_)) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -149,6 +149,7 @@ async fn check_login_caps(
         let key = format!("{}\u{0}login\u{0}{role}\u{0}{entity}", mount.uuid);
         if let Err(n) =
             inner
+                .leases
                 .issuance
                 .take(&key, inner.clock.unix(), caps.max_per_minute_per_entity)
         {

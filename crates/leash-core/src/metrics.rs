@@ -33,17 +33,15 @@
 //! then maintained on mint, renewal, revocation and expiry; `leash_leases_live` is
 //! counted from the lease index at each scrape.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// The credential types a canary can be (every series is present from the start, so
 /// `increase()` sees the first trip).
 const CANARY_TYPES: &[&str] = &["database", "token"];
 use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use leash_backend::{CoreError, Response, ResponseKind};
-use leash_storage::KeyedHash;
 use serde_json::{Map, Value, json};
 
 use crate::Inner;
@@ -106,6 +104,7 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
     let canaries = t.canaries.snapshot();
     let live = live_leases(inner).await?;
     let devices = inner.audit.stats();
+    let ha = inner.storage.ha_stats();
     if format == "prometheus" {
         let mut out = String::new();
         family(
@@ -334,6 +333,9 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
                 .map(|d| (vec![d.path.as_str()], d.entries.to_string())),
         );
         histograms(&mut out, &t.latency.snapshot());
+        if let Some(ha) = &ha {
+            ha_families(&mut out, ha);
+        }
         return Ok(Response {
             data: Some(Value::String(out)),
             secret: None,
@@ -372,7 +374,74 @@ pub(crate) async fn render(inner: &Inner, q: &Map<String, Value>) -> Result<Resp
         "audit_devices": devices.iter().map(|d| json!({
             "path": d.path, "up": d.up, "failures": d.failures, "entries": d.entries,
         })).collect::<Vec<_>>(),
+        "ha": ha.map(|h| json!({
+            "heartbeats": h.heartbeats, "heartbeat_failures": h.heartbeat_failures,
+            "claim_batches": h.claim_batches, "claimed": h.claimed,
+            "notifications": h.notifications, "reconnects": h.reconnects,
+            "storage_latency_count": h.latency_count, "storage_latency_sum": h.latency_sum,
+        })),
     })))
+}
+
+/// `leash_ha_*`: this server's share of the work on storage shared with others, and
+/// `leash_storage_duration_seconds`, the latency of its storage operations.
+fn ha_families(out: &mut String, h: &leash_storage::HaStats) {
+    for (name, help, v) in [
+        (
+            "leash_ha_heartbeats_total",
+            "Heartbeats this server wrote to the shared storage.",
+            h.heartbeats,
+        ),
+        (
+            "leash_ha_heartbeat_failures_total",
+            "Heartbeats that failed (storage unreachable).",
+            h.heartbeat_failures,
+        ),
+        (
+            "leash_ha_claim_batches_total",
+            "Batches of due leases this server claimed.",
+            h.claim_batches,
+        ),
+        (
+            "leash_ha_claimed_items_total",
+            "Due leases this server claimed (and so revoked or retried).",
+            h.claimed,
+        ),
+        (
+            "leash_ha_notifications_total",
+            "Change notifications received from the shared storage.",
+            h.notifications,
+        ),
+        (
+            "leash_ha_reconnects_total",
+            "Times the notification connection was re-opened (each flushed every cache).",
+            h.reconnects,
+        ),
+    ] {
+        family(
+            out,
+            name,
+            "counter",
+            help,
+            &[],
+            [(Vec::new(), v.to_string())],
+        );
+    }
+    let name = "leash_storage_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Latency of storage operations in seconds (pool wait included).\n# TYPE {name} histogram"
+    );
+    for (le, n) in &h.latency_buckets {
+        let le = if le.is_infinite() {
+            "+Inf".to_owned()
+        } else {
+            le.to_string()
+        };
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_sum {}", h.latency_sum);
+    let _ = writeln!(out, "{name}_count {}", h.latency_count);
 }
 
 /// Live leases per (engine mount path, role), read from the lease ids alone (the
@@ -434,256 +503,14 @@ const ISSUANCE_CAPS: [&str; 3] = [
     "max_live_tokens_per_entity",
 ];
 
-/// Most per-label counters kept in one family; past it, new label values count under
-/// `"(other)"` (role and entity names may come from callers, so the sets stay bounded).
-const MAX_SERIES: usize = 10_000;
-/// Most live tokens tracked for the token gauges; past it (after dropping expired
-/// ones) new tokens are not tracked and `leash_tokens_untracked_total` grows.
-const MAX_TRACKED_TOKENS: usize = 200_000;
-/// The label value of tokens and requests without a role or entity name.
-pub(crate) const NO_ROLE: &str = "";
-
-struct LiveToken {
-    role: String,
-    created: i64,
-    expire: Option<i64>,
-}
-
-/// In-memory metric state: counters reset on restart; the live-token map behind the
-/// token gauges is rebuilt from storage when the background work starts.
-#[derive(Default)]
-pub(crate) struct Telemetry {
-    tokens: Mutex<HashMap<KeyedHash, LiveToken>>,
-    untracked: AtomicU64,
-    tokens_issued: Counters<String>,
-    tokens_revoked: Counters<(String, &'static str)>,
-    denials: Counters<String>,
-    leases_issued: Counters<(String, String)>,
-    leases_revoked: Counters<(String, String)>,
-    /// Live credentials found by leak scans, per kind (`token`, `database`).
-    leaks: Counters<String>,
-    /// Sessions of database credentials from an unexpected address, per engine and role.
-    anomalies: Counters<(String, String)>,
-    /// Canary credentials used, per credential type (`database`, `token`).
-    canaries: Counters<&'static str>,
-    /// Kill-switch calls, per action (`lock`, `revoke`, `unlock`).
-    containment: Counters<&'static str>,
-    /// Issuances refused by a per-entity cap, per cap.
-    issuance_refused: Counters<&'static str>,
-    /// Request latency per route and method.
-    pub(crate) latency: crate::latency::Latency,
-}
-
-/// A bounded family of counters.
-pub(crate) struct Counters<K>(Mutex<HashMap<K, u64>>);
-
-impl<K> Default for Counters<K> {
-    fn default() -> Self {
-        Counters(Mutex::new(HashMap::new()))
-    }
-}
-
-impl<K: std::hash::Hash + Eq + Clone + Ord> Counters<K> {
-    fn add(&self, key: K, overflow: impl FnOnce(K) -> K, n: u64) {
-        if let Ok(mut m) = self.0.lock() {
-            let key = if !m.contains_key(&key) && m.len() >= MAX_SERIES {
-                overflow(key)
-            } else {
-                key
-            };
-            *m.entry(key).or_insert(0) += n;
-        }
-    }
-
-    fn snapshot(&self) -> Vec<(K, u64)> {
-        let mut v: Vec<_> = self
-            .0
-            .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-}
-
-fn other() -> String {
-    "(other)".to_owned()
-}
-
-/// Per role: newest creation time of a live token, and smallest remaining TTL of the
-/// live expiring ones (`None` when all of the role's tokens never expire).
-pub(crate) type RoleGauges = BTreeMap<String, (i64, Option<i64>)>;
-
-impl Telemetry {
-    /// A token was minted for `role`.
-    pub(crate) fn token_minted(
-        &self,
-        hash: KeyedHash,
-        role: &str,
-        created: i64,
-        expire: Option<i64>,
-    ) {
-        self.tokens_issued.add(role.to_owned(), |_| other(), 1);
-        if role == NO_ROLE {
-            return;
-        }
-        if let Ok(mut m) = self.tokens.lock() {
-            if m.len() >= MAX_TRACKED_TOKENS {
-                m.retain(|_, t| t.expire.is_none_or(|e| e > created));
-                if m.len() >= MAX_TRACKED_TOKENS {
-                    self.untracked.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            }
-            m.insert(
-                hash,
-                LiveToken {
-                    role: role.to_owned(),
-                    created,
-                    expire,
-                },
-            );
-        }
-    }
-
-    /// A stored token found live at start-up: tracked in the gauges like a minted one,
-    /// without counting an issuance. Returns whether it is tracked.
-    pub(crate) fn token_restored(
-        &self,
-        hash: KeyedHash,
-        role: &str,
-        created: i64,
-        expire: Option<i64>,
-    ) -> bool {
-        if role == NO_ROLE {
-            return false;
-        }
-        let Ok(mut m) = self.tokens.lock() else {
-            return false;
-        };
-        if m.len() >= MAX_TRACKED_TOKENS && !m.contains_key(&hash) {
-            self.untracked.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        m.entry(hash).or_insert(LiveToken {
-            role: role.to_owned(),
-            created,
-            expire,
-        });
-        true
-    }
-
-    /// A token's expiry moved (renewal).
-    pub(crate) fn token_renewed(&self, hash: &KeyedHash, expire: Option<i64>) {
-        if let Ok(mut m) = self.tokens.lock()
-            && let Some(t) = m.get_mut(hash)
-        {
-            t.expire = expire;
-        }
-    }
-
-    /// Tokens ended; `why` is `revoked` or `expired`; `role_of` names the role of an
-    /// untracked token.
-    pub(crate) fn tokens_ended<'a>(
-        &self,
-        gone: impl IntoIterator<Item = (KeyedHash, Option<&'a str>)>,
-        why: &'static str,
-    ) {
-        let Ok(mut m) = self.tokens.lock() else {
-            return;
-        };
-        for (h, fallback) in gone {
-            let role = match m.remove(&h) {
-                Some(t) => t.role,
-                None => fallback.unwrap_or(NO_ROLE).to_owned(),
-            };
-            self.tokens_revoked
-                .add((role, why), |(_, w)| (other(), w), 1);
-        }
-    }
-
-    /// The role a live token was tracked under (its login role or token role).
-    pub(crate) fn role_of(&self, hash: &KeyedHash) -> Option<String> {
-        self.tokens.lock().ok()?.get(hash).map(|t| t.role.clone())
-    }
-
-    /// A request was denied for `entity` (see `denial_entity`).
-    pub(crate) fn denied(&self, entity: &str) {
-        self.denials.add(entity.to_owned(), |_| other(), 1);
-    }
-
-    /// A lease of `engine` (its mount path) and `role` became active.
-    pub(crate) fn lease_issued(&self, engine: &str, role: &str) {
-        self.leases_issued.add(
-            (engine.to_owned(), role.to_owned()),
-            |(e, _)| (e, other()),
-            1,
-        );
-    }
-
-    /// A lease of `engine` and `role` was revoked (or expired) at its engine.
-    pub(crate) fn lease_revoked(&self, engine: &str, role: &str) {
-        self.leases_revoked.add(
-            (engine.to_owned(), role.to_owned()),
-            |(e, _)| (e, other()),
-            1,
-        );
-    }
-
-    /// A leak scan found a live credential of `kind`.
-    pub(crate) fn issuance_refused(&self, reason: &'static str) {
-        self.issuance_refused.add(reason, |k| k, 1);
-    }
-
-    pub(crate) fn containment(&self, action: &'static str) {
-        self.containment.add(action, |k| k, 1);
-    }
-
-    /// A leak scan found a live credential of `kind` (`token`, or the engine's type).
-    pub(crate) fn leak_detected(&self, kind: &str) {
-        self.leaks.add(kind.to_owned(), |_| other(), 1);
-    }
-
-    /// A canary credential of `kind` (`database`, `token`) was used.
-    pub(crate) fn canary_tripped(&self, kind: &'static str) {
-        self.canaries.add(kind, |k| k, 1);
-    }
-
-    /// A database credential of `engine` and `role` was used from an unexpected address.
-    pub(crate) fn anomaly(&self, engine: &str, role: &str) {
-        self.anomalies.add(
-            (engine.to_owned(), role.to_owned()),
-            |(e, _)| (e, other()),
-            1,
-        );
-    }
-
-    /// Per-role gauges of the live tracked tokens at `now`.
-    pub(crate) fn role_gauges(&self, now: i64) -> RoleGauges {
-        let mut out = RoleGauges::new();
-        let Ok(m) = self.tokens.lock() else {
-            return out;
-        };
-        // Expired tokens stay until the expiry worker ends them (and counts them).
-        for t in m.values().filter(|t| t.expire.is_none_or(|e| e > now)) {
-            let g = out.entry(t.role.clone()).or_insert((t.created, None));
-            g.0 = g.0.max(t.created);
-            if let Some(e) = t.expire {
-                let ttl = e - now;
-                g.1 = Some(g.1.map_or(ttl, |x| x.min(ttl)));
-            }
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::label;
 
     #[test]
     fn token_gauges_follow_mint_renew_and_end() {
-        use super::{KeyedHash, Telemetry};
+        use crate::telemetry::Telemetry;
+        use leash_storage::KeyedHash;
         let t = Telemetry::default();
         let h = |b: u8| KeyedHash([b; 32]);
         t.token_minted(h(1), "ai-agent", 100, Some(1000));
@@ -714,12 +541,12 @@ mod tests {
 
     #[test]
     fn counter_families_are_bounded() {
-        let t = super::Telemetry::default();
-        for i in 0..super::MAX_SERIES + 5 {
+        let t = crate::telemetry::Telemetry::default();
+        for i in 0..crate::telemetry::MAX_SERIES + 5 {
             t.denied(&format!("e{i}"));
         }
         let s = t.denials.snapshot();
-        assert_eq!(s.len(), super::MAX_SERIES + 1);
+        assert_eq!(s.len(), crate::telemetry::MAX_SERIES + 1);
         assert!(s.contains(&("(other)".to_owned(), 5)));
     }
 

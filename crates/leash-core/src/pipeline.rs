@@ -25,7 +25,15 @@ async fn handle_in_scope(inner: &Arc<Inner>, mut req: Request) -> Result<Respons
     // ACL; the backend serves exactly this path (see `leash_backend::routes`).
     let canonical = canonical_request_path(&req.path, req.operation == Operation::List).len();
     req.path.truncate(canonical);
-    let router = inner.router();
+    let mut router = inner.router();
+    // On shared storage a mount made through another server may not have been announced
+    // here yet: a path no mount serves re-reads the mount table once before answering.
+    if router.route(&req.path).is_none()
+        && crate::coherence::shared(&inner.storage)
+        && crate::coherence::reload_mounts(inner).await.is_ok()
+    {
+        router = inner.router();
+    }
     let mut route: Option<Route> = None;
     let mut mounted: Option<Mounted> = None;
     let mut path_error: Option<CoreError> = None;
@@ -346,7 +354,7 @@ async fn handle_in_scope(inner: &Arc<Inner>, mut req: Request) -> Result<Respons
                 .leases_mark_revoking(&ids, inner.clock.unix())
                 .await
             {
-                Ok(_) => inner.lease_wake.notify_one(),
+                Ok(_) => inner.leases.wake.notify_one(),
                 Err(e) => {
                     tracing::error!(error = %e, lease_id = %s.lease_id, "could not revoke a lease whose issuance failed to audit")
                 }

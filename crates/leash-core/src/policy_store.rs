@@ -18,7 +18,7 @@ use leash_backend::CoreError;
 use leash_policy::{Acl, PolicyDoc, parse_policy};
 use leash_storage::Storage;
 
-const NS: &str = "sys/policy";
+pub(crate) const NS: &str = "sys/policy";
 /// Most distinct policy sets whose ACLs are cached.
 const ACL_CACHE_MAX: usize = 4096;
 /// Most compiled scopes kept (emptied when full).
@@ -172,6 +172,62 @@ impl PolicyStore {
             .remove(&name);
         self.invalidate();
         Ok(())
+    }
+
+    /// Re-reads one policy from storage (it changed through another server): present,
+    /// it replaces the cached one; absent, it is dropped. Compiled ACLs are dropped.
+    pub(crate) async fn reload(&self, name: &str) -> Result<(), CoreError> {
+        let stored = self.storage.get(NS, name).await?;
+        let entry = match stored {
+            Some(text) => {
+                let text = String::from_utf8(text.to_vec()).map_err(|_| {
+                    CoreError::internal(format!("stored policy {name} is not UTF-8"))
+                })?;
+                let doc = parse_policy(name, &text).map_err(|e| {
+                    CoreError::internal(format!("stored policy {name} no longer parses: {e}"))
+                })?;
+                Some(StoredPolicy {
+                    name: name.to_owned(),
+                    text,
+                    doc: Arc::new(doc),
+                })
+            }
+            None => None,
+        };
+        {
+            let mut docs = self
+                .docs
+                .write()
+                .map_err(|_| CoreError::internal("policy lock poisoned"))?;
+            match entry {
+                Some(e) => docs.insert(name.to_owned(), e),
+                None => docs.remove(name),
+            };
+        }
+        self.invalidate();
+        Ok(())
+    }
+
+    /// Re-reads every policy (change notifications were lost).
+    pub(crate) async fn reload_all(&self) -> Result<(), CoreError> {
+        let stored = self.storage.list(NS, "").await?;
+        let cached: Vec<String> = self
+            .docs
+            .read()
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default();
+        for name in cached.iter().filter(|n| !stored.contains(n)) {
+            self.reload(name).await?;
+        }
+        for name in &stored {
+            self.reload(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the compiled ACLs (they are rebuilt from the cached policies on demand).
+    pub(crate) fn clear_compiled(&self) {
+        self.invalidate();
     }
 
     fn invalidate(&self) {

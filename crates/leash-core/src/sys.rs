@@ -34,9 +34,11 @@ const ROUTES: &[Route] = routes(false);
 const ROUTES_OPEN_METRICS: &[Route] = routes(true);
 
 const fn routes(open_metrics: bool) -> &'static [Route] {
-    const fn table(metrics: Route) -> [Route; 56] {
+    const fn table(metrics: Route) -> [Route; 57] {
         [
             Route::path("health").unauthenticated(),
+            // Servers sharing the storage and who runs which background duty.
+            Route::path("ha-status"),
             Route::path("seal-status").unauthenticated(),
             Route::path("init").unauthenticated(),
             Route::path("leader").unauthenticated(),
@@ -99,8 +101,8 @@ const fn routes(open_metrics: bool) -> &'static [Route] {
             Route::path("control-group/authorize/*"),
         ]
     }
-    const CLOSED: [Route; 56] = table(Route::path("metrics"));
-    const OPEN: [Route; 56] = table(Route::path("metrics").unauthenticated());
+    const CLOSED: [Route; 57] = table(Route::path("metrics"));
+    const OPEN: [Route; 57] = table(Route::path("metrics").unauthenticated());
     if open_metrics { &OPEN } else { &CLOSED }
 }
 
@@ -120,7 +122,8 @@ impl Backend for SysBackend {
         let write = matches!(op, Operation::Update | Operation::Create);
         let p = req.dispatch_path();
         match (p, op) {
-            ("health", Operation::Read) => Ok(Some(health(&inner, req.data)?)),
+            ("health", Operation::Read) => Ok(Some(health(&inner, req.data).await?)),
+            ("ha-status", Operation::Read) => Ok(Some(ha_status(&inner).await?)),
             ("seal-status", Operation::Read) => Ok(Some(Response::raw(200, seal_status(&inner)))),
             ("init", Operation::Read) => Ok(Some(Response::raw(200, json!({"initialized": true})))),
             ("leader", Operation::Read) => Ok(Some(Response::raw(
@@ -324,6 +327,7 @@ impl SysBackend {
 /// The fixed paths `handle` serves (for some operation).
 const KNOWN_PATHS: &[&str] = &[
     "health",
+    "ha-status",
     "metrics",
     "seal-status",
     "init",
@@ -349,12 +353,22 @@ fn split_tune(rest: &str) -> (&str, bool) {
     }
 }
 
-fn health(inner: &Inner, q: &Map<String, Value>) -> Result<Response, CoreError> {
+/// How long `sys/health` waits for the storage to answer.
+const HEALTH_STORAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn health(inner: &Inner, q: &Map<String, Value>) -> Result<Response, CoreError> {
     let code = match fields::integer(q, "activecode")? {
         Some(c) if (100..600).contains(&c) => u16::try_from(c).unwrap_or(200),
         Some(_) => return Err(CoreError::invalid("activecode must be an HTTP status code")),
         None => 200,
     };
+    // Every server is active (no standbys); one that cannot reach its storage cannot
+    // serve, and says so with 503 so a load balancer takes it out.
+    let reachable = matches!(
+        tokio::time::timeout(HEALTH_STORAGE_TIMEOUT, inner.storage.ping()).await,
+        Ok(Ok(()))
+    );
+    let code = if reachable { code } else { 503 };
     let now = time::OffsetDateTime::from(inner.clock.now());
     Ok(Response::raw(
         code,
@@ -369,8 +383,80 @@ fn health(inner: &Inner, q: &Map<String, Value>) -> Result<Response, CoreError> 
             "version": VERSION,
             "cluster_name": inner.config.cluster_name,
             "cluster_id": inner.cluster_id,
+            "storage_type": inner.storage.kind(),
+            "storage_reachable": reachable,
         }),
     ))
+}
+
+/// The background duties every server runs, each split between the servers by claims
+/// in the shared storage (so each item is done by one server).
+const DUTIES: &[(&str, &str)] = &[
+    (
+        "lease_expiry",
+        "expired leases revoked; each due lease claimed by one server (FOR UPDATE SKIP LOCKED, 30 s claim)",
+    ),
+    (
+        "lease_revocation_retries",
+        "failed revocations retried with backoff; claimed like expiry",
+    ),
+    (
+        "dead_server_recovery",
+        "pending issuances of a server silent for 5 s marked for revocation",
+    ),
+    (
+        "token_expiry",
+        "expired tokens deleted; each deletion reported by the one server whose DELETE took the row",
+    ),
+    (
+        "jit_sweep",
+        "closed and expired access requests swept; atomic per request",
+    ),
+];
+
+/// `GET sys/ha-status`: the servers sharing the storage (name, address, last
+/// heartbeat, version) and which run each background duty.
+async fn ha_status(inner: &Inner) -> Result<Response, CoreError> {
+    let servers = inner.storage.servers().await?;
+    let shared = !servers.is_empty();
+    let alive: Vec<&str> = servers
+        .iter()
+        .filter(|s| s.alive)
+        .map(|s| s.name.as_str())
+        .collect();
+    let nodes: Vec<Value> = servers
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "hostname": s.name,
+                "api_address": s.address,
+                "version": s.version,
+                "last_echo": leash_types::rfc3339(s.last_heartbeat),
+                "last_heartbeat_unix": s.last_heartbeat,
+                "alive": s.alive,
+                "active_node": true,
+                "this_node": s.this_server,
+            })
+        })
+        .collect();
+    let duties: Vec<Value> = DUTIES
+        .iter()
+        .map(|(name, how)| {
+            json!({
+                "name": name,
+                "servers": if shared { json!(alive) } else { json!(["this server"]) },
+                "how": how,
+            })
+        })
+        .collect();
+    Ok(Response::data(json!({
+        "ha_enabled": shared,
+        "cluster_name": inner.config.cluster_name,
+        "storage_type": inner.storage.kind(),
+        "nodes": nodes,
+        "duties": duties,
+    })))
 }
 
 fn seal_status(inner: &Inner) -> Value {
@@ -388,7 +474,7 @@ fn seal_status(inner: &Inner) -> Value {
         "cluster_name": inner.config.cluster_name,
         "cluster_id": inner.cluster_id,
         "recovery_seal": false,
-        "storage_type": "sqlite",
+        "storage_type": inner.storage.kind(),
     })
 }
 

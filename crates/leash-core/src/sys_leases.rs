@@ -265,7 +265,7 @@ async fn revoke(
     if !sync {
         let now = inner.clock.unix();
         inner.storage.leases_mark_revoking(&ids, now).await?;
-        inner.lease_wake.notify_one();
+        inner.leases.wake.notify_one();
         return Ok(Some(Response::raw(202, Value::Null)));
     }
     let Outcome { revoked: _, failed } = leases::revoke_ids(inner, &ids).await?;

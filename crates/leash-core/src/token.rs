@@ -149,9 +149,9 @@ pub struct TokenStore {
     generation: std::sync::atomic::AtomicU64,
     /// Wakes the lease worker when tokens (and so their leases) are revoked.
     lease_wake: Arc<tokio::sync::Notify>,
-    /// The core's metric state (live tokens per role, issuance and revocation counts),
-    /// shared with the core: the store reports what it does to tokens.
-    telemetry: Arc<crate::metrics::Telemetry>,
+    /// The core's metric state, fed by this store (live tokens per role, issuance and
+    /// revocation counts).
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 #[derive(Clone)]
@@ -185,7 +185,7 @@ impl TokenStore {
         clock: Arc<dyn Clock>,
         limits: TokenLimits,
         lease_wake: Arc<tokio::sync::Notify>,
-        telemetry: Arc<crate::metrics::Telemetry>,
+        telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> TokenStore {
         TokenStore {
             storage,
@@ -285,6 +285,20 @@ impl TokenStore {
         }
     }
 
+    /// Drops one cached token (changed or deleted through another server).
+    pub(crate) fn forget_one(&self, hash: KeyedHash) {
+        self.forget([hash]);
+    }
+
+    /// Drops every cached token (change notifications were lost).
+    pub(crate) fn forget_all(&self) {
+        if let Ok(mut m) = self.cache.write() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            m.clear();
+        }
+    }
+
     /// Looks up a live token by accessor.
     pub async fn lookup_accessor(
         &self,
@@ -375,6 +389,15 @@ impl TokenStore {
             };
             if !cidr::allowed(&blocks, remote.map(|r| r.ip())) {
                 return Ok((None, None));
+            }
+        }
+        // On shared storage a policy written through another server may not have been
+        // announced here yet: one it does not know is read through before the ACL.
+        if self.storage.shared() {
+            for name in &entry.policies {
+                if name != "root" && policies.get(name).is_none() {
+                    policies.reload(name).await?;
+                }
             }
         }
         let (acl, chain) = if entry.scoped {
@@ -615,7 +638,7 @@ impl TokenStore {
         }
         self.telemetry.token_minted(
             hash,
-            metrics_role.unwrap_or(crate::metrics::NO_ROLE),
+            metrics_role.unwrap_or(crate::telemetry::NO_ROLE),
             now,
             expire_time,
         );

@@ -210,6 +210,15 @@ pub fn error_response(err: &CoreError) -> HttpResponse {
             tracing::error!(%cause, "internal error");
             errors(StatusCode::INTERNAL_SERVER_ERROR, &["internal error"])
         }
+        CoreError::Storage(cause) if err.is_storage_unavailable() => {
+            tracing::error!(%cause, "storage unavailable");
+            errors(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &[
+                    "storage is unavailable: the database cannot be reached; nothing was changed, retry later",
+                ],
+            )
+        }
         CoreError::Storage(cause) => {
             tracing::error!(%cause, "storage error");
             errors(StatusCode::INTERNAL_SERVER_ERROR, &["internal error"])

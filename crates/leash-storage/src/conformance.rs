@@ -84,6 +84,7 @@ pub async fn entries(s: &dyn Storage) {
         vec!["a/x"],
         "namespaces are separate"
     );
+    assert_eq!(s.namespaces().await.unwrap(), vec!["kv", "other"]);
 }
 
 /// Read-modify-write of one entry (`modify`) sees the current value and stores the result atomically.

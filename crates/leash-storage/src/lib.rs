@@ -17,10 +17,12 @@
 pub mod barrier;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+pub mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 pub use barrier::{KeyedHash, Keyring};
+pub use postgres::{PgConfig, PgStorage};
 pub use sqlite::{DB_FILE, SqliteStorage};
 use zeroize::Zeroizing;
 
@@ -64,6 +66,13 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// The database cannot be reached right now (connection refused, reset or timed
+    /// out); the request changed nothing it reported, and may be retried.
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    /// The storage configuration is unusable (names the setting, never its value).
+    #[error("invalid storage configuration: {0}")]
+    InvalidConfig(String),
     /// The storage has been shut down.
     #[error("storage is closed")]
     Closed,
@@ -237,6 +246,67 @@ impl std::fmt::Debug for StoredLease {
     }
 }
 
+/// A change another server (or this one) made to shared storage, pushed to every server
+/// so it can drop what it cached ([`Storage::changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The entry `(ns, key)` was written or deleted.
+    Entry {
+        /// Its namespace.
+        ns: String,
+        /// Its key.
+        key: String,
+    },
+    /// The token with this keyed hash was changed or deleted.
+    Token(KeyedHash),
+    /// Anything may have changed (the notification channel dropped and was re-opened,
+    /// or notifications were lost): drop every cache.
+    Flush,
+}
+
+/// A server sharing the storage, as its heartbeat row says ([`Storage::servers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// Random id of the server process (new at each start).
+    pub id: String,
+    /// The server's name (its host name unless configured).
+    pub name: String,
+    /// The address it serves on.
+    pub address: String,
+    /// Its leash version.
+    pub version: String,
+    /// Unix seconds of its last heartbeat (database time).
+    pub last_heartbeat: i64,
+    /// Whether the heartbeat is recent enough for the server to count as alive.
+    pub alive: bool,
+    /// Whether this row is the server asking.
+    pub this_server: bool,
+}
+
+/// Counters of a storage shared by several servers (`leash_ha_*` metrics), per server.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HaStats {
+    /// Heartbeats written.
+    pub heartbeats: u64,
+    /// Heartbeats that failed.
+    pub heartbeat_failures: u64,
+    /// Claim batches taken (`leases_due` calls that claimed at least one lease).
+    pub claim_batches: u64,
+    /// Leases claimed in all batches.
+    pub claimed: u64,
+    /// Change notifications received.
+    pub notifications: u64,
+    /// Times the notification connection was re-opened (each flushed the caches).
+    pub reconnects: u64,
+    /// Storage operation latency: cumulative counts per upper bound in seconds, as a
+    /// Prometheus histogram has them (the last bound is `+Inf`).
+    pub latency_buckets: Vec<(f64, u64)>,
+    /// Sum of the latencies, in seconds.
+    pub latency_sum: f64,
+    /// Number of operations timed.
+    pub latency_count: u64,
+}
+
 /// Decides the new value in [`Storage::modify`]: `Ok(Some(v))` writes `v`, `Ok(None)`
 /// deletes, `Err(e)` leaves the record unchanged and fails with `Rejected(e)`.
 pub type Modify = Box<dyn FnOnce(Option<&[u8]>) -> Result<Option<Vec<u8>>, Rejection> + Send>;
@@ -248,6 +318,38 @@ pub trait Storage: Send + Sync + 'static {
     /// The keyring this storage seals with (used by callers to hash presented tokens).
     fn keyring(&self) -> &Keyring;
 
+    /// Changes made through any server sharing this storage, if the storage is shared
+    /// (`None` for storage only this process opens: its own writes invalidate its
+    /// caches directly). A lagging receiver must treat the lag as [`Change::Flush`].
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
+
+    /// Whether other servers may share this storage (its changes are pushed through
+    /// [`Storage::changes`]); cheap, called per request.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The servers sharing this storage (empty for storage only this process opens).
+    async fn servers(&self) -> Result<Vec<ServerInfo>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// Which backend this is (`sqlite`, `postgresql`), for `sys/seal-status` and health.
+    fn kind(&self) -> &'static str;
+
+    /// Per-server counters of shared storage (`None` for storage only this process
+    /// opens).
+    fn ha_stats(&self) -> Option<HaStats> {
+        None
+    }
+
+    /// Whether the storage answers right now (a cheap round trip).
+    async fn ping(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// Reads one entry.
     async fn get(&self, ns: &str, key: &str) -> Result<Option<Plain>, StorageError>;
     /// Writes (creates or replaces) one entry.
@@ -256,6 +358,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn delete(&self, ns: &str, key: &str) -> Result<bool, StorageError>;
     /// All keys in `ns` starting with `prefix`, sorted.
     async fn list(&self, ns: &str, prefix: &str) -> Result<Vec<String>, StorageError>;
+    /// Every namespace holding at least one entry, sorted (for copying a whole store).
+    async fn namespaces(&self) -> Result<Vec<String>, StorageError>;
     /// Deletes every key in `ns` starting with `prefix`; returns how many.
     async fn delete_prefix(&self, ns: &str, prefix: &str) -> Result<u64, StorageError>;
     /// Atomic read-modify-write of one entry; returns the value written (or `None` if

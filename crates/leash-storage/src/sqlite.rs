@@ -624,6 +624,10 @@ impl Storage for SqliteStorage {
         &self.keyring
     }
 
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn get(&self, ns: &str, key: &str) -> Result<Option<Plain>, StorageError> {
         let (ns, key) = (ns.to_owned(), key.to_owned());
         self.read(move |c, k| {
@@ -669,6 +673,21 @@ impl Storage for SqliteStorage {
     async fn list(&self, ns: &str, prefix: &str) -> Result<Vec<String>, StorageError> {
         let (ns, prefix) = (ns.to_owned(), prefix.to_owned());
         self.read(move |c, _| list_keys(c, &ns, &prefix)).await
+    }
+
+    async fn namespaces(&self) -> Result<Vec<String>, StorageError> {
+        self.read(|c, _| {
+            let mut st = c
+                .prepare_cached("SELECT DISTINCT ns FROM entries ORDER BY ns")
+                .map_err(io)?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(io)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(r.map_err(io)?);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn delete_prefix(&self, ns: &str, prefix: &str) -> Result<u64, StorageError> {

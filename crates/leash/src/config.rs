@@ -24,7 +24,10 @@ use serde_json::{Map, Value};
 /// A loaded server configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct ServerConfig {
+    /// The SQLite data directory (unused with `storage "postgresql"`).
     pub(crate) storage_path: PathBuf,
+    /// `storage "postgresql" { … }`: several servers on one PostgreSQL database.
+    pub(crate) postgres: Option<leash_storage::PgConfig>,
     pub(crate) address: SocketAddr,
     pub(crate) tls: Option<leash_http::TlsFiles>,
     pub(crate) max_request_size: usize,
@@ -192,14 +195,10 @@ pub(crate) fn parse(
     let (kind, storage) = labelled(top, "storage", err)?.ok_or_else(|| {
         err("a storage block is required: storage \"sqlite\" { path = \"./data\" }".into())
     })?;
-    if kind != "sqlite" {
-        return Err(err(format!(
-            "unsupported storage backend {kind:?} (supported: sqlite)"
-        )));
-    }
-    only_keys(storage, &["path"], "storage \"sqlite\"", err)?;
-    let storage_path = rel(string(storage, "path", err)?
-        .ok_or_else(|| err("storage \"sqlite\" needs a path".into()))?);
+    let (storage_path, postgres) = match storage_choice(kind, storage, "storage", &rel, err)? {
+        Store::Sqlite(path) => (path, None),
+        Store::Postgres(pg) => (PathBuf::new(), Some(pg)),
+    };
 
     let (lkind, listener) = labelled(top, "listener", err)?.ok_or_else(|| {
         err(
@@ -327,6 +326,7 @@ pub(crate) fn parse(
     }
     Ok(ServerConfig {
         storage_path,
+        postgres,
         address,
         tls,
         max_request_size,
@@ -345,6 +345,158 @@ pub(crate) fn parse(
         unauthenticated_metrics_access,
         audit_dirs,
         http_limits,
+    })
+}
+
+/// A storage block: `sqlite` with its data directory, or `postgresql`.
+#[derive(Debug, Clone)]
+pub(crate) enum Store {
+    Sqlite(PathBuf),
+    Postgres(leash_storage::PgConfig),
+}
+
+fn storage_choice(
+    kind: &str,
+    block: &Map<String, Value>,
+    what: &str,
+    rel: &dyn Fn(String) -> PathBuf,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<Store, ConfigError> {
+    match kind {
+        "sqlite" => {
+            only_keys(block, &["path"], &format!("{what} \"sqlite\""), err)?;
+            let path = rel(string(block, "path", err)?
+                .ok_or_else(|| err(format!("{what} \"sqlite\" needs a path")))?);
+            Ok(Store::Sqlite(path))
+        }
+        "postgresql" => Ok(Store::Postgres(postgres_block(block, err)?)),
+        _ => Err(err(format!(
+            "unsupported storage backend {kind:?} (supported: sqlite, postgresql)"
+        ))),
+    }
+}
+
+/// `leash operator migrate --config FILE`: Vault's shape, a `storage_source` and a
+/// `storage_destination` block, and the key (`seal "file"` or `LEASH_SEAL_KEY`).
+#[derive(Debug, Clone)]
+pub(crate) struct MigrateConfig {
+    pub(crate) source: Store,
+    pub(crate) destination: Store,
+    pub(crate) key_file: Option<PathBuf>,
+}
+
+/// Reads and validates a migration configuration file.
+pub(crate) fn load_migrate(path: &Path) -> Result<MigrateConfig, ConfigError> {
+    let file = path.display().to_string();
+    let err = |message: String| ConfigError {
+        file: file.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse_migrate(&text, &base, &err)
+}
+
+pub(crate) fn parse_migrate(
+    text: &str,
+    base: &Path,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<MigrateConfig, ConfigError> {
+    let v = leash_hcl::parse_to_json(text).map_err(|e| err(e.to_string()))?;
+    let top = object(&v, "the file", err)?;
+    only_keys(
+        top,
+        &["storage_source", "storage_destination", "seal", "log_level"],
+        "the top level",
+        err,
+    )?;
+    let rel = |p: String| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() { p } else { base.join(p) }
+    };
+    let side = |key: &str| -> Result<Store, ConfigError> {
+        let (kind, block) = labelled(top, key, err)?.ok_or_else(|| {
+            err(format!(
+                "a {key} block is required, e.g. {key} \"sqlite\" {{ path = \"./data\" }}"
+            ))
+        })?;
+        storage_choice(kind, block, key, &rel, err)
+    };
+    let source = side("storage_source")?;
+    let destination = side("storage_destination")?;
+    let key_file = match labelled(top, "seal", err)? {
+        None => None,
+        Some(("file", seal)) => {
+            only_keys(seal, &["path"], "seal \"file\"", err)?;
+            Some(rel(string(seal, "path", err)?
+                .ok_or_else(|| err("seal \"file\" needs a path".into()))?))
+        }
+        Some((other, _)) => {
+            return Err(err(format!("unsupported seal {other:?} (supported: file)")));
+        }
+    };
+    Ok(MigrateConfig {
+        source,
+        destination,
+        key_file,
+    })
+}
+
+/// The environment variable that may carry the PostgreSQL `connection_url`.
+pub(crate) const PG_URL_ENV: &str = "LEASH_PG_URL";
+
+/// `storage "postgresql" { connection_url, table, ha_enabled, max_parallel }`, with
+/// Vault's spellings: values may be strings (`"64"`, `"true"`) or numbers and booleans.
+fn postgres_block(
+    m: &Map<String, Value>,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<leash_storage::PgConfig, ConfigError> {
+    const WHAT: &str = "storage \"postgresql\"";
+    only_keys(
+        m,
+        &["connection_url", "table", "ha_enabled", "max_parallel"],
+        WHAT,
+        err,
+    )?;
+    let url = match string(m, "connection_url", err)? {
+        Some(u) => u,
+        None => std::env::var(PG_URL_ENV).map_err(|_| {
+            err(format!(
+                "{WHAT} needs connection_url (or the environment variable {PG_URL_ENV})"
+            ))
+        })?,
+    };
+    if url.trim().is_empty() {
+        return Err(err("connection_url must not be empty".into()));
+    }
+    let table = string(m, "table", err)?
+        .unwrap_or_else(|| leash_storage::postgres::DEFAULT_TABLE.to_owned());
+    if !leash_storage::postgres::valid_table_name(&table) {
+        return Err(err(
+            "table must be a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 40 characters)"
+                .into(),
+        ));
+    }
+    let max_parallel = match string(m, "max_parallel", err)? {
+        None => leash_storage::postgres::DEFAULT_MAX_PARALLEL,
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                err("max_parallel must be a number of connections from 1 to 10000".into())
+            })?,
+    };
+    let ha_enabled = match m.get("ha_enabled") {
+        None | Some(Value::Null) => true,
+        _ => boolean(m, "ha_enabled", err)?,
+    };
+    Ok(leash_storage::PgConfig {
+        connection_url: leash_types::SecretString::from(url),
+        table,
+        max_parallel,
+        ha_enabled,
     })
 }
 
@@ -523,5 +675,42 @@ mod tests {
             .unwrap_err()
             .contains("at least 1s")
         );
+    }
+
+    #[test]
+    fn postgresql_storage_takes_vaults_keys_as_strings_or_values() {
+        let l = "listener \"tcp\" { tls_disable = true }\n";
+        let c = p(&format!(
+            "storage \"postgresql\" {{\n connection_url = \"postgresql://u@h/db\"\n table = \"leash_store\"\n ha_enabled = \"true\"\n max_parallel = \"64\"\n}}\n{l}"
+        ))
+        .unwrap();
+        let pg = c.postgres.unwrap();
+        assert_eq!(
+            (pg.table.as_str(), pg.max_parallel, pg.ha_enabled),
+            ("leash_store", 64, true)
+        );
+        let c = p(&format!(
+            "storage \"postgresql\" {{\n connection_url = \"postgresql://u@h/db\"\n ha_enabled = false\n max_parallel = 8\n}}\n{l}"
+        ))
+        .unwrap();
+        let pg = c.postgres.unwrap();
+        assert_eq!(
+            (pg.table.as_str(), pg.max_parallel, pg.ha_enabled),
+            ("leash_store", 8, false)
+        );
+        for (bad, key) in [
+            ("max_parallel = \"many\"", "max_parallel"),
+            ("max_parallel = 0", "max_parallel"),
+            ("table = \"Bad-Name\"", "table"),
+            ("ha_enabled = \"perhaps\"", "ha_enabled"),
+            ("path = \"d\"", "\"path\""),
+        ] {
+            let e = p(&format!(
+                "storage \"postgresql\" {{\n connection_url = \"postgresql://u:pw@h/db\"\n {bad}\n}}\n{l}"
+            ))
+            .unwrap_err();
+            assert!(e.contains(key), "{bad}: {e}");
+            assert!(!e.contains("pw@"), "{e}");
+        }
     }
 }

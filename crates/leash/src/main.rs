@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod docs;
 mod injector;
+mod migrate;
 mod proxy;
 mod server;
 
@@ -43,6 +44,9 @@ enum Command {
     /// (runs the `leash-bench` binary).
     #[command(disable_help_flag = true)]
     BenchLeases(bench::Forward),
+    /// Operator commands that work on storage directly, with the servers stopped.
+    #[command(subcommand)]
+    Operator(migrate::OperatorCommand),
     #[command(flatten)]
     Client(cli::ClientCommand),
     /// Generate documentation (docs/cli.md) from the command definitions.
@@ -60,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Proxy(a) => proxy::run(a),
         Command::Bench(a) => bench::forward("bench", a),
         Command::BenchLeases(a) => bench::forward("bench-leases", a),
+        Command::Operator(o) => migrate::run(o),
         Command::Client(c) => cli::run(c),
         Command::Docs(d) => docs::run(d),
     }

@@ -100,6 +100,7 @@ fn dev_config(args: &ServerArgs) -> Result<ServerConfig, String> {
     })?;
     Ok(ServerConfig {
         storage_path: PathBuf::new(),
+        postgres: None,
         address,
         tls: None,
         max_request_size: 1024 * 1024,
@@ -129,7 +130,10 @@ fn load_key(cfg: &ServerConfig) -> Result<(SecretBytes, bool), String> {
     };
     // A new key only makes sense for new storage: next to an initialised data directory
     // a missing key file is a wrong path, and a fresh key would open nothing.
-    if !path.exists() && cfg.storage_path.join(leash_storage::DB_FILE).exists() {
+    if !path.exists()
+        && cfg.postgres.is_none()
+        && cfg.storage_path.join(leash_storage::DB_FILE).exists()
+    {
         return Err(format!(
             "the key file {} does not exist, but {} already holds data: point seal \"file\" at the key it was created with",
             path.display(),
@@ -143,6 +147,7 @@ async fn serve(cfg: ServerConfig, args: ServerArgs) -> Result<(), String> {
     let shutdown = shutdown_signal()?;
     let dev = args.dev;
     let mut _dev_dir = None;
+    let mut created_key = None;
     let (storage_path, key) = if dev {
         let dir = tempfile::Builder::new()
             .prefix("leash-dev-")
@@ -154,6 +159,7 @@ async fn serve(cfg: ServerConfig, args: ServerArgs) -> Result<(), String> {
     } else {
         let (key, created) = load_key(&cfg)?;
         if let (true, Some(p)) = (created, &cfg.key_file) {
+            created_key = Some(p.clone());
             eprintln!(
                 "==> Created a new storage key at {} (mode 0600). Back it up: without it the data cannot be read.",
                 p.display()
@@ -166,12 +172,39 @@ async fn serve(cfg: ServerConfig, args: ServerArgs) -> Result<(), String> {
     }
     let keyring = Keyring::from_master(&key).map_err(|e| e.to_string())?;
     drop(key);
-    let path = storage_path.clone();
-    let storage = tokio::task::spawn_blocking(move || SqliteStorage::open(&path, keyring))
+    // Bound first: the address is part of this server's entry in `sys/ha-status`.
+    let listener = tokio::net::TcpListener::bind(cfg.address)
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("{} ({})", e, storage_path.display()))?;
-    let storage: Arc<dyn Storage> = Arc::new(storage);
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.address))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let storage: Arc<dyn Storage> = match &cfg.postgres {
+        None => {
+            let path = storage_path.clone();
+            let storage = tokio::task::spawn_blocking(move || SqliteStorage::open(&path, keyring))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("{} ({})", e, storage_path.display()))?;
+            Arc::new(storage)
+        }
+        Some(pg) => {
+            let me = leash_storage::postgres::ServerIdentity {
+                name: server_name(local),
+                address: local.to_string(),
+                version: leash_core::VERSION.to_owned(),
+            };
+            match leash_storage::PgStorage::open(pg, keyring, me).await {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    // A key made just now for a database initialised with another one
+                    // is useless: leave nothing behind.
+                    if let (leash_storage::StorageError::WrongKey, Some(p)) = (&e, &created_key) {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    return Err(format!("{e} (PostgreSQL storage, table {})", pg.table));
+                }
+            }
+        }
+    };
 
     let core_cfg = CoreConfig {
         token_limits: TokenLimits {
@@ -203,10 +236,6 @@ async fn serve(cfg: ServerConfig, args: ServerArgs) -> Result<(), String> {
         })?;
     let core = opened.core;
 
-    let listener = tokio::net::TcpListener::bind(cfg.address)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", cfg.address))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let addr = format!("{scheme}://{local}");
     print_banner(
@@ -234,7 +263,24 @@ async fn serve(cfg: ServerConfig, args: ServerArgs) -> Result<(), String> {
     result.map_err(|e| e.to_string())
 }
 
+/// This server's name in `sys/ha-status`: the host name and the port it serves on.
+fn server_name(local: SocketAddr) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "leash".to_owned());
+    format!("{host}:{}", local.port())
+}
+
 fn storage_label(dev: bool, cfg: &ServerConfig) -> String {
+    if let Some(pg) = &cfg.postgres {
+        return format!(
+            "postgresql (table {}, pool of {})",
+            pg.table, pg.max_parallel
+        );
+    }
     if dev {
         "sqlite (temporary directory, deleted on exit)".into()
     } else {

@@ -109,12 +109,12 @@ pub(crate) async fn granted(inner: &Inner, grant: &Grant, lease_id: &str) -> Res
 
 // ------------------------------------------------------------------------------ API
 
-/// The approvals service as the lease book sees it: where leases begun under a grant
-/// are recorded (see [`crate::leases::GrantLeases`]).
-pub(crate) struct GrantLedger;
+/// The approvals' side of the lease book's [`crate::leases::GrantLedger`]: where
+/// leases begun under a grant are recorded.
+pub(crate) struct Ledger;
 
 #[async_trait::async_trait]
-impl crate::leases::GrantLeases for GrantLedger {
+impl crate::leases::GrantLedger for Ledger {
     async fn record_lease(&self, inner: &Inner, grant: &Grant, lease_id: &str) {
         record_lease(inner, grant, lease_id).await;
     }

@@ -33,7 +33,7 @@ use leash_backend::{Caller, CoreError};
 use leash_types::Operation;
 
 pub(crate) use api::handle;
-pub(crate) use gate::{GrantLedger, gate, granted, refund};
+pub(crate) use gate::{Ledger, gate, granted, refund};
 pub(crate) use store::pending_stats;
 pub(crate) use sweep::{contain, sweep};
 

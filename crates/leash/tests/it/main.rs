@@ -26,6 +26,7 @@ mod crash;
 mod database;
 mod database_mysql;
 mod db_tls;
+mod ha;
 mod http_errors;
 mod kubernetes_secrets;
 mod kv;

@@ -19,6 +19,20 @@ use crate::database::template::Vars;
 
 #[async_trait]
 impl Backend for DatabaseBackend {
+    /// A connection configuration changed elsewhere: its open connection (made with the
+    /// old settings or password) is dropped and re-made from storage on next use.
+    fn storage_changed(&self, key: Option<&str>) {
+        match key.map(|k| k.strip_prefix("config/")) {
+            Some(Some(name)) => self.forget(name),
+            Some(None) => {}
+            None => {
+                if let Ok(mut m) = self.targets.lock() {
+                    m.clear();
+                }
+            }
+        }
+    }
+
     async fn observe_sessions(&self) -> Result<Option<Vec<ObservedSession>>, CoreError> {
         self.sessions_to_observe().await
     }

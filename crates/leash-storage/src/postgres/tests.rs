@@ -1,0 +1,227 @@
+//! The conformance suite and the PostgreSQL-only behaviour, against the PostgreSQL
+//! named by `LEASH_TEST_POSTGRES_URL` (default: the local one), each test in its own
+//! fresh set of tables, dropped afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use leash_types::{SecretBytes, SecretString};
+
+pub(crate) fn test_url() -> Option<String> {
+    Some(
+        std::env::var("LEASH_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".to_owned()),
+    )
+}
+
+/// Drops the test's tables when the test ends.
+pub(crate) struct Scratch {
+    url: String,
+    table: String,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let (url, table) = (self.url.clone(), self.table.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _ = rt.block_on(PgStorage::drop_schema(&url, &table));
+        })
+        .join();
+    }
+}
+
+fn scratch_table() -> String {
+    format!(
+        "t_{}",
+        leash_types::random::uuid_v4().replace('-', "")[..16].to_owned()
+    )
+}
+
+fn cfg(url: &str, table: &str) -> PgConfig {
+    PgConfig {
+        connection_url: SecretString::from(url.to_owned()),
+        table: table.to_owned(),
+        max_parallel: 8,
+        ha_enabled: true,
+    }
+}
+
+fn me() -> ServerIdentity {
+    ServerIdentity {
+        name: "test".into(),
+        address: "127.0.0.1:0".into(),
+        version: "test".into(),
+    }
+}
+
+fn copy(k: &SecretBytes) -> SecretBytes {
+    SecretBytes::new(k.expose().to_vec())
+}
+
+/// A fresh, empty store in its own tables.
+async fn open_fresh() -> (Scratch, PgStorage) {
+    let url = test_url().unwrap();
+    let table = scratch_table();
+    let guard = Scratch {
+        url: url.clone(),
+        table: table.clone(),
+    };
+    let s = PgStorage::open(
+        &cfg(&url, &table),
+        Keyring::from_master(&Keyring::generate_master()).unwrap(),
+        me(),
+    )
+    .await
+    .unwrap();
+    (guard, s)
+}
+
+/// The conformance suite, one test per check.
+mod conformance {
+    crate::conformance_tests!(super::open_fresh);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_is_refused_and_writes_nothing() {
+    let Some(url) = test_url() else { return };
+    let table = scratch_table();
+    let _g = Scratch {
+        url: url.clone(),
+        table: table.clone(),
+    };
+    let key = Keyring::generate_master();
+    {
+        let s = PgStorage::open(
+            &cfg(&url, &table),
+            Keyring::from_master(&copy(&key)).unwrap(),
+            me(),
+        )
+        .await
+        .unwrap();
+        s.put("kv", "x", b"kept".to_vec()).await.unwrap();
+    }
+    let pool = connect(&url, 1).unwrap();
+    let c = pool.get().await.unwrap();
+    let q = format!("SELECT COUNT(*) FROM {table}_servers");
+    let servers_before: i64 = c.query_one(&q, &[]).await.unwrap().get(0);
+    let e = PgStorage::open(
+        &cfg(&url, &table),
+        Keyring::from_master(&Keyring::generate_master()).unwrap(),
+        me(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(e, StorageError::WrongKey), "{e}");
+    assert_eq!(
+        c.query_one(&q, &[]).await.unwrap().get::<_, i64>(0),
+        servers_before,
+        "a wrong key registers nothing"
+    );
+    let s = PgStorage::open(
+        &cfg(&url, &table),
+        Keyring::from_master(&key).unwrap(),
+        me(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.get("kv", "x").await.unwrap().unwrap().as_slice(), b"kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_starting_together_migrate_once_and_hear_each_other() {
+    let Some(url) = test_url() else { return };
+    let table = scratch_table();
+    let _g = Scratch {
+        url: url.clone(),
+        table: table.clone(),
+    };
+    let key = Keyring::generate_master();
+    let mut opens = Vec::new();
+    for _ in 0..3 {
+        let (url, table, k) = (url.clone(), table.clone(), copy(&key));
+        opens.push(tokio::spawn(async move {
+            PgStorage::open(&cfg(&url, &table), Keyring::from_master(&k).unwrap(), me()).await
+        }));
+    }
+    let mut stores = Vec::new();
+    for o in opens {
+        stores.push(o.await.unwrap().unwrap());
+    }
+    let c = stores[0].pool().get().await.unwrap();
+    let n: i64 = c
+        .query_one(&format!("SELECT COUNT(*) FROM {table}_migrations"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "each migration applied once");
+    assert_eq!(stores[0].servers().await.unwrap().len(), 3);
+
+    let mut rx = stores[1].changes().unwrap();
+    stores[0]
+        .put("sys/policy", "p", b"x".to_vec())
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got,
+        Change::Entry {
+            ns: "sys/policy".into(),
+            key: "p".into()
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_lease_is_claimed_by_one_server() {
+    let Some(url) = test_url() else { return };
+    let table = scratch_table();
+    let _g = Scratch {
+        url: url.clone(),
+        table: table.clone(),
+    };
+    let key = Keyring::generate_master();
+    let a = PgStorage::open(
+        &cfg(&url, &table),
+        Keyring::from_master(&copy(&key)).unwrap(),
+        me(),
+    )
+    .await
+    .unwrap();
+    let b = PgStorage::open(
+        &cfg(&url, &table),
+        Keyring::from_master(&key).unwrap(),
+        me(),
+    )
+    .await
+    .unwrap();
+    for i in 0..100 {
+        a.lease_insert(StoredLease {
+            id: format!("db/creds/r/{i:03}"),
+            token: None,
+            issue_time: 0,
+            expire_at: 10,
+            max_expire_at: 10,
+            state: LeaseState::Active,
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+            entry: Plain::new(b"{}".to_vec()),
+        })
+        .await
+        .unwrap();
+    }
+    let (x, y) = tokio::join!(a.leases_due(20, 60), b.leases_due(20, 60));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x.len() + y.len(), 100, "every due lease handed out");
+    let mut ids: Vec<_> = x.iter().chain(y.iter()).map(|l| l.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 100, "no lease handed to both servers");
+}
