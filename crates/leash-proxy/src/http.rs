@@ -30,7 +30,7 @@ use crate::ProxyError;
 use crate::config::{HttpProxy, Upstream};
 use crate::creds::Current;
 use crate::metrics::{self, Metrics, Use};
-use crate::redact::{REDACTED, RedactedBody};
+use crate::redact::{REDACTED, RedactedBody, Redactor};
 
 type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 type UpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Incoming>;
@@ -45,6 +45,10 @@ const CREDENTIAL_HEADERS: [&str; 7] = [
     "x-auth-token",
     "private-token",
 ];
+
+/// Answers of a known length up to this size are read whole, scanned and sent with a
+/// `Content-Length`; longer ones, and those without a length (SSE), stream.
+const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
 const HOP_BY_HOP: [&str; 8] = [
@@ -394,6 +398,43 @@ async fn handle(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Res
             StatusCode::BAD_GATEWAY,
             serde_json::json!({"error": format!("upstream {name:?} compressed its answer (Content-Encoding) although asked not to; leash cannot scan it for the credential"), "upstream": name}),
         );
+    }
+    let small = rparts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= WHOLE_BODY_LIMIT);
+    if has_body && small {
+        // A small answer of known length (most API calls): read whole, scanned in one
+        // pass, and sent with its (possibly new) length in one write — no chunked
+        // framing, no streaming state. Bounded by WHOLE_BODY_LIMIT and the timeout.
+        let body = match tokio::time::timeout(up.cfg.timeout, rbody.collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = name, error = %e, "upstream body failed");
+                return json(
+                    StatusCode::BAD_GATEWAY,
+                    serde_json::json!({"error": format!("upstream {name:?} broke off its answer: {}", error_chain(&e)), "upstream": name}),
+                );
+            }
+            Err(_) => {
+                return json(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    serde_json::json!({"error": format!("upstream {name:?} did not finish its answer within {:?}", up.cfg.timeout), "upstream": name}),
+                );
+            }
+        };
+        drop(permit);
+        let mut redactor = Redactor::new(creds.needles.clone());
+        let out = redactor.feed(&body, true);
+        if redactor.found > 0 {
+            m.redacted(name, redactor.found);
+        }
+        rparts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        return Response::from_parts(rparts, full(out));
     }
     if has_body {
         // Redaction may change the length: the body goes out chunked.
