@@ -35,15 +35,16 @@ use crate::redact::{REDACTED, RedactedBody, Redactor};
 type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 type UpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Incoming>;
 
-/// Headers that carry credentials; never forwarded from the agent.
-const CREDENTIAL_HEADERS: [&str; 7] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "x-api-key",
-    "api-key",
-    "x-auth-token",
-    "private-token",
+/// Headers that carry credentials; never forwarded from the agent. (Parsed names: a
+/// `&str` would be parsed again on every removal, on every request.)
+static CREDENTIAL_HEADERS: [HeaderName; 7] = [
+    HeaderName::from_static("authorization"),
+    HeaderName::from_static("proxy-authorization"),
+    HeaderName::from_static("cookie"),
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-auth-token"),
+    HeaderName::from_static("private-token"),
 ];
 
 /// Answers of a known length up to this size are read whole, scanned and sent with a
@@ -51,15 +52,15 @@ const CREDENTIAL_HEADERS: [&str; 7] = [
 const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
+static HOP_BY_HOP: [HeaderName; 8] = [
+    HeaderName::from_static("connection"),
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("trailer"),
+    HeaderName::from_static("transfer-encoding"),
+    HeaderName::from_static("upgrade"),
+    HeaderName::from_static("proxy-authenticate"),
 ];
 
 struct UpstreamRt {
@@ -315,7 +316,7 @@ async fn handle(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Res
         }
     };
     strip(&mut parts.headers);
-    for h in CREDENTIAL_HEADERS {
+    for h in &CREDENTIAL_HEADERS {
         parts.headers.remove(h);
     }
     parts.headers.remove(header::HOST);
@@ -474,7 +475,7 @@ fn strip(h: &mut HeaderMap) {
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         h.remove(n);
     }
 }
