@@ -201,6 +201,12 @@ impl SuiteRow {
     }
 }
 
+/// `--format json`: `{"rows": [...]}`.
+#[derive(Debug, serde::Serialize)]
+struct JsonDoc<'a> {
+    rows: Vec<JsonRow<'a>>,
+}
+
 /// A row of `--format json`, fields in the order.
 #[derive(Debug, serde::Serialize)]
 struct JsonRow<'a> {
@@ -272,7 +278,11 @@ pub(crate) fn run(args: SuiteArgs) -> ExitCode {
             }
         }
         Format::Json => {
-            let doc = json!({"rows": rows.iter().map(SuiteRow::json).collect::<Vec<_>>()});
+            // Serialised from structs, not a `Value` (whose map sorts keys): the fields
+            // keep the order.
+            let doc = JsonDoc {
+                rows: rows.iter().map(SuiteRow::json).collect(),
+            };
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
     }
