@@ -17,9 +17,9 @@
 //! `--allow-remote`; tokens stay `SecretString`s and header values marked sensitive.
 //! Not here: TLS (benchmark the plain listener), HTTP/2, distributed load.
 
-mod driver;
-mod histogram;
-mod report;
+pub(crate) mod driver;
+pub(crate) mod histogram;
+pub(crate) mod report;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,7 +63,7 @@ pub(crate) enum Scenario {
 }
 
 impl Scenario {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Scenario::TokenCreate => "token-create",
             Scenario::TokenLookup => "token-lookup",
@@ -181,12 +181,12 @@ pub(crate) fn run(args: BenchArgs) -> ExitCode {
 }
 
 #[derive(Debug)]
-enum BenchError {
+pub(crate) enum BenchError {
     Failed(String),
     Interrupted,
 }
 
-fn failed(msg: impl std::fmt::Display) -> BenchError {
+pub(crate) fn failed(msg: impl std::fmt::Display) -> BenchError {
     BenchError::Failed(msg.to_string())
 }
 
@@ -264,8 +264,8 @@ async fn resolve_target(address: &str, allow_remote: bool) -> Result<Target, Ben
 
 /// Tokens the setup created, revoked at the end.
 #[derive(Default)]
-struct Created {
-    tokens: Vec<SecretString>,
+pub(crate) struct Created {
+    pub(crate) tokens: Vec<SecretString>,
 }
 
 async fn bench(args: BenchArgs) -> Result<(), BenchError> {
@@ -356,7 +356,7 @@ async fn run_scenarios(
     }
     for &scenario in &args.scenario {
         let spec = Arc::new(setup(scenario, client, root, created).await?);
-        let report = measure(scenario, spec, target, args).await;
+        let report = measure(scenario.name(), spec, target, &Load::of(args)).await;
         if args.format == Format::Table {
             println!("{}", table_row(&report));
             if let Some(e) = &report.first_error {
@@ -369,7 +369,7 @@ async fn run_scenarios(
 }
 
 /// Prepares a scenario on the server and returns the request it repeats.
-async fn setup(
+pub(crate) async fn setup(
     scenario: Scenario,
     client: &Client,
     root: &SecretString,
@@ -387,7 +387,7 @@ async fn setup(
             Ok(RequestSpec {
                 method: Method::POST,
                 path: "/v1/auth/token/create".into(),
-                token: token_header(root)?,
+                token: Some(token_header(root)?),
                 body: Some(Bytes::from(body.to_string())),
             })
         }
@@ -400,7 +400,7 @@ async fn setup(
             Ok(RequestSpec {
                 method: Method::GET,
                 path: "/v1/auth/token/lookup-self".into(),
-                token: token_header(&auth.client_token)?,
+                token: Some(token_header(&auth.client_token)?),
                 body: None,
             })
         }
@@ -420,32 +420,54 @@ async fn setup(
             Ok(RequestSpec {
                 method: Method::GET,
                 path: "/v1/secret/data/bench/item".into(),
-                token: token_header(&auth.client_token)?,
+                token: Some(token_header(&auth.client_token)?),
                 body: None,
             })
         }
     }
 }
 
-async fn measure(
-    scenario: Scenario,
+/// How one scenario is driven.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Load {
+    pub(crate) concurrency: u32,
+    pub(crate) warmup: Duration,
+    pub(crate) duration: Duration,
+    /// Fixed total rate (open loop); `None`: closed loop.
+    pub(crate) rate: Option<f64>,
+}
+
+impl Load {
+    fn of(args: &BenchArgs) -> Load {
+        Load {
+            concurrency: args.concurrency,
+            warmup: args.warmup,
+            duration: args.duration,
+            rate: args.rate,
+        }
+    }
+}
+
+/// Drives `spec` at `target` as `load` says and reports what the connections saw.
+pub(crate) async fn measure(
+    name: &'static str,
     spec: Arc<RequestSpec>,
     target: &Target,
-    args: &BenchArgs,
+    load: &Load,
 ) -> Report {
     let start = Instant::now();
-    let measure_from = start + args.warmup;
+    let measure_from = start + load.warmup;
     let sched = Schedule {
         start,
         measure_from,
-        end: measure_from + args.duration,
-        interval: args
+        end: measure_from + load.duration,
+        interval: load
             .rate
-            .map(|r| Duration::from_secs_f64(f64::from(args.concurrency) / r)),
+            .map(|r| Duration::from_secs_f64(f64::from(load.concurrency) / r)),
     };
     let mut tasks = JoinSet::new();
-    for i in 0..args.concurrency {
-        tasks.spawn(drive(i, spec.clone(), target.clone(), sched, args.rate));
+    for i in 0..load.concurrency {
+        tasks.spawn(drive(i, spec.clone(), target.clone(), sched, load.rate));
     }
     let mut total = Stats::new();
     while let Some(res) = tasks.join_next().await {
@@ -454,9 +476,9 @@ async fn measure(
             Err(e) => total.error(format!("connection task failed: {e}")),
         }
     }
-    let secs = args.duration.as_secs_f64();
+    let secs = load.duration.as_secs_f64();
     Report {
-        scenario: scenario.name(),
+        scenario: name,
         requests: total.requests,
         errors: total.errors,
         throughput: if secs > 0.0 {

@@ -32,11 +32,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty};
-use hyper::Request;
-use hyper::header::HOST;
-use hyper_util::rt::TokioIo;
 use leash_client::{Client, ClientConfig};
 use leash_core::{Core, CoreConfig};
 use leash_engines::database::postgres::quote_ident;
@@ -50,6 +45,9 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 
 use crate::Format;
+use crate::bench::driver::{RequestSpec, Target, request_once};
+use crate::bench::histogram::Histogram;
+use crate::bench::report::fmt_latency;
 
 /// `--postgres` when neither the flag nor `LEASH_TEST_POSTGRES_URL` is given.
 const DEFAULT_POSTGRES: &str = "postgresql://postgres@127.0.0.1:5432/postgres";
@@ -145,6 +143,9 @@ pub(crate) struct BenchLeasesArgs {
     /// Output format of the figures (progress always goes to stderr).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// Only the default SCRAM iteration count (the suite's issuance figure).
+    #[arg(skip)]
+    pub(crate) default_scram_only: bool,
 }
 
 fn parse_secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -155,16 +156,45 @@ impl BenchLeasesArgs {
     fn runs(&self, p: Phase) -> bool {
         self.only.contains(&p)
     }
+
+    fn scram_iterations(&self) -> &'static [u32] {
+        if self.default_scram_only {
+            &SCRAM_ITERATIONS[..1]
+        } else {
+            &SCRAM_ITERATIONS
+        }
+    }
+
+    /// The options the suite runs with: `issue` credentials, `expire` expiring together,
+    /// `startup_leases` for the start-up figure, only the default SCRAM count.
+    pub(crate) fn for_suite(
+        postgres: SecretString,
+        issue: u32,
+        expire: u32,
+        startup_leases: u32,
+        only: Vec<Phase>,
+    ) -> BenchLeasesArgs {
+        BenchLeasesArgs {
+            postgres,
+            issue,
+            concurrency: 8,
+            expire,
+            startup_leases,
+            only,
+            format: Format::Json,
+            default_scram_only: true,
+        }
+    }
 }
 
 /// Why the run stopped early.
 #[derive(Debug)]
-enum Error {
+pub(crate) enum Error {
     Failed(String),
     Interrupted,
 }
 
-fn failed(msg: impl std::fmt::Display) -> Error {
+pub(crate) fn failed(msg: impl std::fmt::Display) -> Error {
     Error::Failed(msg.to_string())
 }
 
@@ -200,22 +230,22 @@ pub(crate) fn run(args: BenchLeasesArgs) -> ExitCode {
 
 /// One line of the figures.
 #[derive(Debug)]
-struct Row {
+pub(crate) struct Row {
     /// What was measured.
-    name: String,
+    pub(crate) name: String,
     /// Operations completed.
     count: u64,
     /// Operations that failed.
-    errors: u64,
+    pub(crate) errors: u64,
     /// Wall time of the whole measurement.
-    elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// Operations per second, when a rate means something.
-    rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
     /// Median and 99th percentile of one operation, when measured one by one.
     p50: Option<Duration>,
     p99: Option<Duration>,
     /// Rate relative to the raw baseline.
-    vs_raw: Option<f64>,
+    pub(crate) vs_raw: Option<f64>,
     /// Anything worth saying next to the figure.
     note: String,
 }
@@ -238,25 +268,14 @@ impl Row {
 }
 
 /// Figures gathered so far; table rows are printed as they come.
-struct Output {
+pub(crate) struct Output {
     format: Format,
-    rows: Vec<Row>,
+    /// Print nothing on stdout (the suite prints its own table).
+    quiet: bool,
+    pub(crate) rows: Vec<Row>,
     notes: Vec<String>,
     header_done: bool,
     meta: Value,
-}
-
-/// Latency for people: whole µs below a millisecond, ms with 2 decimals up to a
-/// second, then seconds.
-fn fmt_duration(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us < 1000.0 {
-        format!("{us:.0}µs")
-    } else if us < 1e6 {
-        format!("{:.2}ms", us / 1000.0)
-    } else {
-        format!("{:.2}s", us / 1e6)
-    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -267,6 +286,7 @@ impl Output {
     fn new(format: Format) -> Output {
         Output {
             format,
+            quiet: false,
             rows: Vec::new(),
             notes: Vec::new(),
             header_done: false,
@@ -282,13 +302,13 @@ impl Output {
     }
 
     fn line(r: &Row) -> String {
-        let opt = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), fmt_duration);
+        let opt = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), fmt_latency);
         format!(
             "{:<36} {:>7} {:>6} {:>9} {:>10} {:>9} {:>9} {:>7}  {}",
             r.name,
             r.count,
             r.errors,
-            fmt_duration(r.elapsed),
+            fmt_latency(r.elapsed),
             r.rate.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
             opt(r.p50),
             opt(r.p99),
@@ -299,7 +319,7 @@ impl Output {
     }
 
     fn push(&mut self, row: Row) {
-        if self.format == Format::Table {
+        if self.format == Format::Table && !self.quiet {
             if !self.header_done {
                 println!("{}", Output::header());
                 self.header_done = true;
@@ -346,15 +366,6 @@ impl Output {
             }
         }
     }
-}
-
-/// The `q` quantile of sorted samples (nearest rank); `None` when there are none.
-fn quantile(sorted: &[Duration], q: f64) -> Option<Duration> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
 }
 
 // ---------------------------------------------------------------------------------------
@@ -645,7 +656,7 @@ async fn cleanup(pg: &Pg, s: &Scratch) {
     );
 }
 
-fn error_text(e: Error) -> String {
+pub(crate) fn error_text(e: Error) -> String {
     match e {
         Error::Failed(m) => m,
         Error::Interrupted => "interrupted".into(),
@@ -657,8 +668,8 @@ fn error_text(e: Error) -> String {
 // ---------------------------------------------------------------------------------------
 
 /// A running leash: storage, core, background workers and the HTTP listener.
-struct Server {
-    addr: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
     storage: Arc<dyn Storage>,
     root: SecretString,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -697,7 +708,7 @@ async fn close_storage(storage: Arc<dyn Storage>) -> Result<(), Error> {
 impl Server {
     /// Opens storage in `dir`, the core, its background work and the listener, in the
     /// order `leash server` does.
-    async fn launch(
+    pub(crate) async fn launch(
         dir: &Path,
         key: &SecretBytes,
         clock: Arc<dyn Clock>,
@@ -739,7 +750,7 @@ impl Server {
     }
 
     /// A client of this server with the root token.
-    fn client(&self) -> Result<Client, Error> {
+    pub(crate) fn client(&self) -> Result<Client, Error> {
         let mut config =
             ClientConfig::new(format!("http://{}", self.addr)).with_token(self.root.clone());
         config.timeout = HTTP_TIMEOUT;
@@ -747,7 +758,7 @@ impl Server {
     }
 
     /// Stops the listener and the background work, and returns the storage.
-    async fn stop(mut self) -> Arc<dyn Storage> {
+    pub(crate) async fn stop(mut self) -> Arc<dyn Storage> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -768,40 +779,22 @@ impl Drop for Server {
 
 /// One `GET /v1/sys/health` on a fresh connection; the status.
 async fn health(addr: SocketAddr) -> Result<u16, String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let req = Request::builder()
-        .method("GET")
-        .uri("/v1/sys/health")
-        .header(HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("request: {e}"))?;
-    let result = async {
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        let status = resp.status().as_u16();
-        resp.into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?;
-        Ok(status)
-    }
-    .await;
-    driver.abort();
-    result
+    let target = Target {
+        addr,
+        host: hyper::header::HeaderValue::from_str(&addr.to_string())
+            .map_err(|e| format!("host: {e}"))?,
+    };
+    let spec = RequestSpec {
+        method: hyper::Method::GET,
+        path: "/v1/sys/health".into(),
+        token: None,
+        body: None,
+    };
+    request_once(&target, &spec).await
 }
 
 /// Waits for the first `200` from `sys/health`.
-async fn first_health(addr: SocketAddr) -> Result<(), Error> {
+pub(crate) async fn first_health(addr: SocketAddr) -> Result<(), Error> {
     let deadline = Instant::now() + HEALTH_DEADLINE;
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -843,6 +836,23 @@ async fn call(
 // ---------------------------------------------------------------------------------------
 // The run
 // ---------------------------------------------------------------------------------------
+
+/// The suite's entry: runs `args`' measurements, prints nothing on stdout, returns the
+/// rows. Cleans up in every case.
+pub(crate) async fn collect(args: &BenchLeasesArgs) -> Result<Vec<Row>, Error> {
+    let pg = Pg::parse(&args.postgres)?;
+    let mut out = Output::new(args.format);
+    out.quiet = true;
+    let cpus = std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(0);
+    let mut scratch: Option<Scratch> = None;
+    let outcome = run_all(args, &pg, cpus, &mut scratch, &mut out).await;
+    if let Some(s) = &scratch {
+        cleanup(&pg, s).await;
+    }
+    outcome.map(|()| out.rows)
+}
 
 async fn bench(args: BenchLeasesArgs) -> Result<(), Error> {
     let pg = Pg::parse(&args.postgres)?;
@@ -920,7 +930,7 @@ async fn run_all(
         // Raw rates by SCRAM iteration count, for the "vs raw" column.
         let mut raw_rates: Vec<(u32, f64)> = Vec::new();
         if args.runs(Phase::Raw) {
-            for iterations in SCRAM_ITERATIONS {
+            for &iterations in args.scram_iterations() {
                 if let Some(r) = raw_baseline(args, &mut db, &s, iterations, out).await? {
                     raw_rates.push((iterations, r));
                 }
@@ -952,7 +962,7 @@ async fn run_all(
             )
             .await?;
             if args.runs(Phase::Issue) {
-                for iterations in SCRAM_ITERATIONS {
+                for &iterations in args.scram_iterations() {
                     let raw = raw_rates
                         .iter()
                         .find(|(i, _)| *i == iterations)
@@ -1030,7 +1040,7 @@ async fn raw_baseline(
     settle(db).await;
     eprintln!("raw: creating {n} roles over one connection (verifier of {iterations} iterations)…");
     let names: Vec<String> = (0..n).map(|i| s.raw_role(iterations, i)).collect();
-    let mut latencies = Vec::with_capacity(names.len());
+    let mut latencies = Histogram::new();
     let start = Instant::now();
     for name in &names {
         let t = Instant::now();
@@ -1048,17 +1058,16 @@ async fn raw_baseline(
         .await
         .map_err(|e| pg_error("GRANT", &e))?;
         tx.commit().await.map_err(|e| pg_error("COMMIT", &e))?;
-        latencies.push(t.elapsed());
+        latencies.record(t.elapsed());
     }
     let elapsed = start.elapsed();
-    latencies.sort_unstable();
     let mut row = Row::new(
         format!("raw create, scram {iterations}"),
         u64::from(n),
         elapsed,
     );
-    row.p50 = quantile(&latencies, 0.5);
-    row.p99 = quantile(&latencies, 0.99);
+    row.p50 = Some(latencies.quantile(0.5));
+    row.p99 = Some(latencies.quantile(0.99));
     row.note = "1 connection, 1 tx per role (CREATE ROLE; GRANT), verifier precomputed".into();
     let rate = row.rate;
     out.push(row);
@@ -1083,8 +1092,8 @@ struct Issued {
     errors: u64,
     first_error: Option<String>,
     elapsed: Duration,
-    /// Latencies of the successful requests, sorted.
-    latencies: Vec<Duration>,
+    /// Latencies of the successful requests.
+    latencies: Histogram,
 }
 
 /// Issues `n` credentials of `role` with `concurrency` clients; progress every
@@ -1109,7 +1118,7 @@ async fn issue_many(
             Arc::clone(&path),
         );
         tasks.spawn(async move {
-            let mut lat = Vec::new();
+            let mut lat = Histogram::new();
             let mut errors = 0u64;
             let mut first_error = None;
             while next.fetch_add(1, Ordering::Relaxed) < n {
@@ -1131,7 +1140,7 @@ async fn issue_many(
                     Err(e) => Some(e.to_string()),
                 };
                 match err {
-                    None => lat.push(took),
+                    None => lat.record(took),
                     Some(e) => {
                         errors += 1;
                         first_error.get_or_insert(e);
@@ -1152,13 +1161,13 @@ async fn issue_many(
         errors: 0,
         first_error: None,
         elapsed: Duration::ZERO,
-        latencies: Vec::new(),
+        latencies: Histogram::new(),
     };
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok((lat, errors, first)) => {
-                out.ok += lat.len() as u64;
-                out.latencies.extend(lat);
+                out.ok += lat.len();
+                out.latencies.merge(&lat);
                 out.errors += errors;
                 if out.first_error.is_none() {
                     out.first_error = first;
@@ -1172,7 +1181,6 @@ async fn issue_many(
         }
     }
     out.elapsed = start.elapsed();
-    out.latencies.sort_unstable();
     out
 }
 
@@ -1239,8 +1247,8 @@ async fn issuance(
         issued.elapsed,
     );
     row.errors = issued.errors;
-    row.p50 = quantile(&issued.latencies, 0.5);
-    row.p99 = quantile(&issued.latencies, 0.99);
+    row.p50 = Some(issued.latencies.quantile(0.5));
+    row.p99 = Some(issued.latencies.quantile(0.99));
     row.vs_raw = match (row.rate, raw_rate) {
         (Some(l), Some(r)) if r > 0.0 => Some(l / r),
         _ => None,
@@ -1293,6 +1301,7 @@ async fn expiry(ctx: &Ctx<'_>, clock: &ManualClock, out: &mut Output) -> Result<
         ))
         .await
         .map_err(|e| pg_error("CREATE ROLE (group)", &e))?;
+    let raw_rate = raw_group_drop(ctx, &group, out).await?;
     write_config(ctx, 1).await?;
     let role = ctx.s.leash_role("exp");
     let body = json!({
@@ -1329,8 +1338,8 @@ async fn expiry(ctx: &Ctx<'_>, clock: &ManualClock, out: &mut Output) -> Result<
         issued.elapsed,
     );
     row.errors = issued.errors;
-    row.p50 = quantile(&issued.latencies, 0.5);
-    row.p99 = quantile(&issued.latencies, 0.99);
+    row.p50 = Some(issued.latencies.quantile(0.5));
+    row.p99 = Some(issued.latencies.quantile(0.99));
     row.note = format!(
         "IN ROLE {group}, {} clients{}",
         ctx.args.concurrency,
@@ -1405,12 +1414,60 @@ async fn expiry(ctx: &Ctx<'_>, clock: &ManualClock, out: &mut Output) -> Result<
         issued.ok,
         elapsed,
     );
+    row.vs_raw = match (row.rate, raw_rate) {
+        (Some(l), Some(r)) if r > 0.0 => Some(l / r),
+        _ => None,
+    };
     row.note = format!(
         "clock +1h1s -> 0 leases and 0 roles left (polled every {}ms)",
         POLL.as_millis()
     );
     out.push(row);
     Ok(())
+}
+
+/// Roles dropped per statement by the raw expiry baseline: the lease worker's batch.
+const RAW_DROP_BATCH: usize = 2_048;
+
+/// The baseline of mass expiry: `--expire` login roles in `group` created (unmeasured),
+/// then dropped with `DROP ROLE a, b, …` in transactions of [`RAW_DROP_BATCH`] roles,
+/// the batch leash's lease worker revokes. Returns roles dropped per second.
+async fn raw_group_drop(
+    ctx: &Ctx<'_>,
+    group: &str,
+    out: &mut Output,
+) -> Result<Option<f64>, Error> {
+    let n = ctx.args.expire;
+    let names: Vec<String> = (0..n).map(|i| quote_ident(&ctx.s.raw_role(0, i))).collect();
+    eprintln!("expire: raw baseline, creating {n} roles IN ROLE {group} (unmeasured)…");
+    for chunk in names.chunks(1000) {
+        let sql: String = chunk
+            .iter()
+            .map(|q| format!("CREATE ROLE {q} WITH LOGIN IN ROLE {};", quote_ident(group)))
+            .collect();
+        ctx.db
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| pg_error("CREATE ROLE (raw group member)", &e))?;
+    }
+    settle(ctx.db).await;
+    let start = Instant::now();
+    for chunk in names.chunks(RAW_DROP_BATCH) {
+        ctx.db
+            .batch_execute(&format!("BEGIN; DROP ROLE {}; COMMIT;", chunk.join(", ")))
+            .await
+            .map_err(|e| pg_error("DROP ROLE (raw batch)", &e))?;
+    }
+    let mut row = Row::new(
+        format!("raw drop {n} group roles"),
+        u64::from(n),
+        start.elapsed(),
+    );
+    row.note = format!("DROP ROLE of {RAW_DROP_BATCH} roles per transaction");
+    let rate = row.rate;
+    out.push(row);
+    settle(ctx.db).await;
+    Ok(rate)
 }
 
 /// A lease of the shape the database engine stores, expiring in 30 days.
@@ -1476,6 +1533,100 @@ async fn insert_leases(storage: &Arc<dyn Storage>, n: u32) -> Result<Duration, E
     Ok(start.elapsed())
 }
 
+/// An initialised data directory in `dir`, as a restarted server finds it, holding `n`
+/// live leases; the time their insertion took (`None` for none).
+pub(crate) async fn prepare_data_dir(
+    dir: &Path,
+    key: &SecretBytes,
+    root: &SecretString,
+    n: u32,
+) -> Result<Option<Duration>, Error> {
+    let storage = open_storage(dir, key).await?;
+    let opened = Core::open(
+        Arc::clone(&storage),
+        Arc::new(SystemClock),
+        dev_config(),
+        Some(root.clone()),
+    )
+    .await
+    .map_err(|e| failed(format!("initialising storage: {e}")))?;
+    drop(opened);
+    let mut took = None;
+    if n > 0 {
+        eprintln!("startup: inserting {n} leases through the storage API…");
+        took = Some(insert_leases(&storage, n).await?);
+    }
+    close_storage(storage).await?;
+    Ok(took)
+}
+
+/// A scratch PostgreSQL database for the suite's agent figure, with a random tag; every
+/// role whose name holds the tag is dropped with it.
+pub(crate) struct ScratchDb {
+    pg: Pg,
+    s: Scratch,
+}
+
+impl ScratchDb {
+    /// Creates database `leash_bench_<tag>` on `url`.
+    pub(crate) async fn create(url: &SecretString) -> Result<ScratchDb, Error> {
+        let pg = Pg::parse(url)?;
+        let s = Scratch::new();
+        let admin = pg.connect(None).await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&s.db)))
+            .await
+            .map_err(|e| pg_error("CREATE DATABASE", &e))?;
+        Ok(ScratchDb { pg, s })
+    }
+
+    /// The run's random tag.
+    pub(crate) fn tag(&self) -> &str {
+        &self.s.tag
+    }
+
+    /// The body of `database/config/<name>` for this database.
+    pub(crate) fn leash_config(&self) -> Value {
+        let password = self
+            .pg
+            .password
+            .as_ref()
+            .map(|p| p.expose_secret().to_owned())
+            .unwrap_or_default();
+        json!({
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": self.pg.leash_url(&self.s.db),
+            "username": self.pg.user,
+            "password": password,
+            "allowed_roles": "*",
+        })
+    }
+
+    /// Drops the database and every role whose name holds the tag.
+    pub(crate) async fn drop_all(self) {
+        cleanup(&self.pg, &self.s).await;
+        let Ok(admin) = self.pg.connect(None).await else {
+            return;
+        };
+        let pattern = format!("%{}%", self.s.tag);
+        if let Ok(rows) = admin
+            .query(
+                "SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname::text LIKE $1",
+                &[&pattern],
+            )
+            .await
+        {
+            for r in rows {
+                if let Ok(name) = r.try_get::<_, String>(0) {
+                    let _ = admin
+                        .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(&name)))
+                        .await;
+                }
+            }
+        }
+    }
+}
+
 /// Measurement 4: startup time with no lease and with `--startup-leases` live leases.
 async fn startup(args: &BenchLeasesArgs, out: &mut Output) -> Result<(), Error> {
     for n in [0, args.startup_leases] {
@@ -1483,30 +1634,14 @@ async fn startup(args: &BenchLeasesArgs, out: &mut Output) -> Result<(), Error> 
         let path: PathBuf = dir.path().to_path_buf();
         let key = Keyring::generate_master();
         let root = SecretString::from(format!("bench-root-{}", leash_types::random::base62(24)));
-        // An initialised data directory, as a restarted server finds it.
-        {
-            let storage = open_storage(&path, &key).await?;
-            let opened = Core::open(
-                Arc::clone(&storage),
-                Arc::new(SystemClock),
-                dev_config(),
-                Some(root.clone()),
-            )
-            .await
-            .map_err(|e| failed(format!("initialising storage: {e}")))?;
-            drop(opened);
-            if n > 0 {
-                eprintln!("startup: inserting {n} leases through the storage API…");
-                let took = insert_leases(&storage, n).await?;
-                let mut row = Row::new(
-                    format!("insert {n} leases (storage API)"),
-                    u64::from(n),
-                    took,
-                );
-                row.note = format!("lease_insert, {INSERT_IN_FLIGHT} in flight, durable each");
-                out.push(row);
-            }
-            close_storage(storage).await?;
+        if let Some(took) = prepare_data_dir(&path, &key, &root, n).await? {
+            let mut row = Row::new(
+                format!("insert {n} leases (storage API)"),
+                u64::from(n),
+                took,
+            );
+            row.note = format!("lease_insert, {INSERT_IN_FLIGHT} in flight, durable each");
+            out.push(row);
         }
         eprintln!("startup: starting with {n} live leases…");
         let start = Instant::now();
@@ -1530,16 +1665,6 @@ async fn startup(args: &BenchLeasesArgs, out: &mut Output) -> Result<(), Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantiles_use_the_nearest_rank() {
-        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(quantile(&v, 0.5), Some(Duration::from_millis(50)));
-        assert_eq!(quantile(&v, 0.99), Some(Duration::from_millis(99)));
-        assert_eq!(quantile(&v, 1.0), Some(Duration::from_millis(100)));
-        assert_eq!(quantile(&v[..1], 0.99), Some(Duration::from_millis(1)));
-        assert_eq!(quantile(&[], 0.5), None);
-    }
 
     #[test]
     fn postgres_urls_parse_without_leaking_the_password() {
@@ -1590,6 +1715,6 @@ mod tests {
             Output::header().chars().count() - "notes".len()
         );
         assert!(line.contains("400.0") && line.contains("900µs") && line.contains("0.50x"));
-        assert_eq!(fmt_duration(Duration::from_millis(2500)), "2.50s");
+        assert_eq!(fmt_latency(Duration::from_millis(2500)), "2.50s");
     }
 }

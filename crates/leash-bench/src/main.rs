@@ -13,6 +13,7 @@ use clap::Parser;
 mod bench;
 mod bench_ha;
 mod bench_leases;
+mod suite;
 
 /// leash-bench — benchmarks of the leash credential broker.
 #[derive(Parser, Debug)]
@@ -24,14 +25,37 @@ struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
-    /// Drive a running server over HTTP and print throughput and latency.
-    Bench(bench::BenchArgs),
+    /// Drive a running server over HTTP and print throughput and latency; `bench suite`
+    /// runs every figure against its baseline.
+    Bench(BenchCommand),
+    /// Every figure of the performance issue next to a baseline measured in the same
+    /// run, as one table (the same as `bench suite`).
+    Suite(suite::SuiteArgs),
+    /// The start-up figure's child process (internal).
+    #[command(hide = true)]
+    SuiteStartupProbe(suite::ProbeArgs),
     /// Measure dynamic database credentials and leases in-process against PostgreSQL.
     BenchLeases(bench_leases::BenchLeasesArgs),
     /// Measure the PostgreSQL storage backend in-process against baselines of the same
     /// run: token creation vs raw INSERTs, KV reads vs SQLite, mass expiry on three
     /// stores vs one.
     BenchHa(bench_ha::BenchHaArgs),
+}
+
+/// `bench` with its options, or `bench suite`.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchCommand {
+    #[command(subcommand)]
+    sub: Option<BenchSub>,
+    #[command(flatten)]
+    args: bench::BenchArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum BenchSub {
+    /// Every figure next to a baseline measured in the same run, as one table.
+    Suite(suite::SuiteArgs),
 }
 
 /// Output format of every benchmark.
@@ -52,7 +76,13 @@ pub(crate) fn real_env(key: &str) -> Option<String> {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     match args.command {
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(BenchCommand {
+            sub: Some(BenchSub::Suite(s)),
+            ..
+        })
+        | Command::Suite(s) => suite::run(s),
+        Command::Bench(b) => bench::run(b.args),
+        Command::SuiteStartupProbe(p) => suite::probe(p),
         Command::BenchLeases(a) => bench_leases::run(a),
         Command::BenchHa(a) => bench_ha::run(a),
     }

@@ -30,32 +30,37 @@ use crate::ProxyError;
 use crate::config::{HttpProxy, Upstream};
 use crate::creds::Current;
 use crate::metrics::{self, Metrics, Use};
-use crate::redact::{REDACTED, RedactedBody};
+use crate::redact::{REDACTED, RedactedBody, Redactor};
 
 type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 type UpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Incoming>;
 
-/// Headers that carry credentials; never forwarded from the agent.
-const CREDENTIAL_HEADERS: [&str; 7] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "x-api-key",
-    "api-key",
-    "x-auth-token",
-    "private-token",
+/// Headers that carry credentials; never forwarded from the agent. (Parsed names: a
+/// `&str` would be parsed again on every removal, on every request.)
+static CREDENTIAL_HEADERS: [HeaderName; 7] = [
+    HeaderName::from_static("authorization"),
+    HeaderName::from_static("proxy-authorization"),
+    HeaderName::from_static("cookie"),
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-auth-token"),
+    HeaderName::from_static("private-token"),
 ];
 
+/// Answers of a known length up to this size are read whole, scanned and sent with a
+/// `Content-Length`; longer ones, and those without a length (SSE), stream.
+const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
+static HOP_BY_HOP: [HeaderName; 8] = [
+    HeaderName::from_static("connection"),
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("trailer"),
+    HeaderName::from_static("transfer-encoding"),
+    HeaderName::from_static("upgrade"),
+    HeaderName::from_static("proxy-authenticate"),
 ];
 
 struct UpstreamRt {
@@ -311,7 +316,7 @@ async fn handle(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Res
         }
     };
     strip(&mut parts.headers);
-    for h in CREDENTIAL_HEADERS {
+    for h in &CREDENTIAL_HEADERS {
         parts.headers.remove(h);
     }
     parts.headers.remove(header::HOST);
@@ -395,6 +400,43 @@ async fn handle(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Res
             serde_json::json!({"error": format!("upstream {name:?} compressed its answer (Content-Encoding) although asked not to; leash cannot scan it for the credential"), "upstream": name}),
         );
     }
+    let small = rparts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= WHOLE_BODY_LIMIT);
+    if has_body && small {
+        // A small answer of known length (most API calls): read whole, scanned in one
+        // pass, and sent with its (possibly new) length in one write — no chunked
+        // framing, no streaming state. Bounded by WHOLE_BODY_LIMIT and the timeout.
+        let body = match tokio::time::timeout(up.cfg.timeout, rbody.collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = name, error = %e, "upstream body failed");
+                return json(
+                    StatusCode::BAD_GATEWAY,
+                    serde_json::json!({"error": format!("upstream {name:?} broke off its answer: {}", error_chain(&e)), "upstream": name}),
+                );
+            }
+            Err(_) => {
+                return json(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    serde_json::json!({"error": format!("upstream {name:?} did not finish its answer within {:?}", up.cfg.timeout), "upstream": name}),
+                );
+            }
+        };
+        drop(permit);
+        let mut redactor = Redactor::new(creds.needles.clone());
+        let out = redactor.feed(&body, true);
+        if redactor.found > 0 {
+            m.redacted(name, redactor.found);
+        }
+        rparts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        return Response::from_parts(rparts, full(out));
+    }
     if has_body {
         // Redaction may change the length: the body goes out chunked.
         rparts.headers.remove(header::CONTENT_LENGTH);
@@ -433,7 +475,7 @@ fn strip(h: &mut HeaderMap) {
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         h.remove(n);
     }
 }

@@ -25,7 +25,8 @@ struct Histogram {
 
 #[derive(Default)]
 struct Inner {
-    requests: BTreeMap<(String, u16), u64>,
+    /// By upstream, then status.
+    requests: BTreeMap<String, BTreeMap<u16, u64>>,
     latency: BTreeMap<String, Histogram>,
     denied: BTreeMap<String, u64>,
     redactions: BTreeMap<String, u64>,
@@ -70,10 +71,22 @@ impl Metrics {
     /// A response from (or on behalf of) `upstream`.
     pub fn request(&self, upstream: &str, status: u16, latency: Option<Duration>) {
         self.with(|m| {
-            *m.requests.entry((upstream.to_owned(), status)).or_default() += 1;
+            // Looked up by reference first: the names are allocated once per upstream
+            // and status, not once per request.
+            if !m.requests.contains_key(upstream) {
+                m.requests.insert(upstream.to_owned(), BTreeMap::new());
+            }
+            if let Some(by_status) = m.requests.get_mut(upstream) {
+                *by_status.entry(status).or_default() += 1;
+            }
             if let Some(l) = latency {
                 let s = l.as_secs_f64();
-                let h = m.latency.entry(upstream.to_owned()).or_default();
+                if !m.latency.contains_key(upstream) {
+                    m.latency.insert(upstream.to_owned(), Histogram::default());
+                }
+                let Some(h) = m.latency.get_mut(upstream) else {
+                    return;
+                };
                 for (i, b) in BUCKETS.iter().enumerate() {
                     if s <= *b {
                         h.counts[i] += 1;
@@ -117,8 +130,10 @@ impl Metrics {
         self.with(|m| {
             let mut o = String::new();
             o.push_str("# HELP leash_proxy_requests_total Requests answered, by upstream and status.\n# TYPE leash_proxy_requests_total counter\n");
-            for ((u, s), n) in &m.requests {
-                let _ = writeln!(o, "leash_proxy_requests_total{{upstream=\"{u}\",status=\"{s}\"}} {n}");
+            for (u, by_status) in &m.requests {
+                for (s, n) in by_status {
+                    let _ = writeln!(o, "leash_proxy_requests_total{{upstream=\"{u}\",status=\"{s}\"}} {n}");
+                }
             }
             o.push_str("# HELP leash_proxy_request_duration_seconds Time to the upstream's response headers.\n# TYPE leash_proxy_request_duration_seconds histogram\n");
             for (u, h) in &m.latency {

@@ -37,23 +37,23 @@ const MAX_ERROR_BODY: usize = 512;
 
 /// Where to connect: the resolved socket address and the `Host` header value.
 #[derive(Debug, Clone)]
-pub(super) struct Target {
-    pub(super) addr: SocketAddr,
-    pub(super) host: HeaderValue,
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    pub(crate) host: HeaderValue,
 }
 
 /// One request, ready to be sent many times.
 #[derive(Debug)]
-pub(super) struct RequestSpec {
-    pub(super) method: Method,
-    pub(super) path: String,
-    /// `X-Vault-Token`, marked sensitive.
-    pub(super) token: HeaderValue,
-    pub(super) body: Option<Bytes>,
+pub(crate) struct RequestSpec {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    /// `X-Vault-Token`, marked sensitive; `None`: sent without a token.
+    pub(crate) token: Option<HeaderValue>,
+    pub(crate) body: Option<Bytes>,
 }
 
 /// The `X-Vault-Token` header for `token`, marked sensitive so it is never logged.
-pub(super) fn token_header(token: &SecretString) -> Result<HeaderValue, BenchError> {
+pub(crate) fn token_header(token: &SecretString) -> Result<HeaderValue, BenchError> {
     let mut v = HeaderValue::from_str(token.expose_secret())
         .map_err(|_| failed("token contains characters not allowed in a header"))?;
     v.set_sensitive(true);
@@ -62,25 +62,25 @@ pub(super) fn token_header(token: &SecretString) -> Result<HeaderValue, BenchErr
 
 /// The shared schedule of one scenario run.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Schedule {
-    pub(super) start: Instant,
-    pub(super) measure_from: Instant,
-    pub(super) end: Instant,
+pub(crate) struct Schedule {
+    pub(crate) start: Instant,
+    pub(crate) measure_from: Instant,
+    pub(crate) end: Instant,
     /// Time between two sends of one connection, in open loop.
-    pub(super) interval: Option<Duration>,
+    pub(crate) interval: Option<Duration>,
 }
 
 /// What one connection saw.
 #[derive(Debug)]
-pub(super) struct Stats {
-    pub(super) latencies: Histogram,
-    pub(super) requests: u64,
-    pub(super) errors: u64,
-    pub(super) first_error: Option<String>,
+pub(crate) struct Stats {
+    pub(crate) latencies: Histogram,
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
 }
 
 impl Stats {
-    pub(super) fn new() -> Stats {
+    pub(crate) fn new() -> Stats {
         Stats {
             latencies: Histogram::new(),
             requests: 0,
@@ -89,14 +89,14 @@ impl Stats {
         }
     }
 
-    pub(super) fn error(&mut self, what: String) {
+    pub(crate) fn error(&mut self, what: String) {
         self.errors += 1;
         if self.first_error.is_none() {
             self.first_error = Some(what);
         }
     }
 
-    pub(super) fn merge(&mut self, other: Stats) {
+    pub(crate) fn merge(&mut self, other: Stats) {
         self.latencies.merge(&other.latencies);
         self.requests += other.requests;
         self.errors += other.errors;
@@ -145,8 +145,10 @@ async fn send_one(
         .method(spec.method.clone())
         .uri(spec.path.as_str())
         .header(HOST, target.host.clone())
-        .header("x-vault-token", spec.token.clone())
         .header("x-vault-request", "true");
+    if let Some(token) = &spec.token {
+        builder = builder.header("x-vault-token", token.clone());
+    }
     if spec.body.is_some() {
         builder = builder.header(CONTENT_TYPE, "application/json");
     }
@@ -172,8 +174,14 @@ async fn send_one(
     Ok((status, (!(200..300).contains(&status)).then_some(body)))
 }
 
+/// One request on a fresh connection (closed afterwards): its status.
+pub(crate) async fn request_once(target: &Target, spec: &RequestSpec) -> Result<u16, String> {
+    let mut conn = connect(target).await?;
+    send_one(&mut conn, spec, target).await.map(|(s, _)| s)
+}
+
 /// One connection's loop: send until the schedule ends, recording measured requests.
-pub(super) async fn drive(
+pub(crate) async fn drive(
     index: u32,
     spec: Arc<RequestSpec>,
     target: Target,
@@ -317,7 +325,7 @@ mod tests {
         Arc::new(RequestSpec {
             method: Method::GET,
             path: "/v1/auth/token/lookup-self".into(),
-            token: token_header(&SecretString::from("lsh.x")).unwrap(),
+            token: Some(token_header(&SecretString::from("lsh.x")).unwrap()),
             body: None,
         })
     }

@@ -80,7 +80,6 @@ impl Histogram {
     }
 
     /// Number of samples.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> u64 {
         self.total
     }

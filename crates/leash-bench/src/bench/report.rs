@@ -9,36 +9,39 @@ use super::BenchArgs;
 
 /// Results of one scenario.
 #[derive(Debug)]
-pub(super) struct Report {
-    pub(super) scenario: &'static str,
-    pub(super) requests: u64,
-    pub(super) errors: u64,
-    pub(super) throughput: f64,
-    pub(super) p50: Duration,
-    pub(super) p90: Duration,
-    pub(super) p99: Duration,
-    pub(super) max: Duration,
-    pub(super) first_error: Option<String>,
+pub(crate) struct Report {
+    pub(crate) scenario: &'static str,
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) throughput: f64,
+    pub(crate) p50: Duration,
+    pub(crate) p90: Duration,
+    pub(crate) p99: Duration,
+    pub(crate) max: Duration,
+    pub(crate) first_error: Option<String>,
 }
 
-/// Latency for people: whole µs below a millisecond, ms with 2 decimals above.
-fn fmt_latency(d: Duration) -> String {
+/// Latency for people: whole µs below a millisecond, ms with 2 decimals up to a second,
+/// then seconds.
+pub(crate) fn fmt_latency(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
     if us < 1000.0 {
         format!("{us:.0}µs")
-    } else {
+    } else if us < 1e6 {
         format!("{:.2}ms", us / 1000.0)
+    } else {
+        format!("{:.2}s", us / 1e6)
     }
 }
 
-pub(super) fn table_header() -> String {
+pub(crate) fn table_header() -> String {
     format!(
         "{:<14} {:>10} {:>8} {:>11} {:>10} {:>10} {:>10} {:>10}",
         "scenario", "requests", "errors", "req/s", "p50", "p90", "p99", "max"
     )
 }
 
-pub(super) fn table_row(r: &Report) -> String {
+pub(crate) fn table_row(r: &Report) -> String {
     format!(
         "{:<14} {:>10} {:>8} {:>11.1} {:>10} {:>10} {:>10} {:>10}",
         r.scenario,
@@ -56,7 +59,7 @@ fn micros(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e8).round() / 100.0
 }
 
-pub(super) fn json_report(args: &BenchArgs, address: &str, reports: &[Report]) -> Value {
+pub(crate) fn json_report(args: &BenchArgs, address: &str, reports: &[Report]) -> Value {
     json!({
         "address": address,
         "concurrency": args.concurrency,
@@ -89,6 +92,7 @@ mod tests {
         assert_eq!(fmt_latency(Duration::from_micros(523)), "523µs");
         assert_eq!(fmt_latency(Duration::from_micros(1234)), "1.23ms");
         assert_eq!(fmt_latency(Duration::from_millis(250)), "250.00ms");
+        assert_eq!(fmt_latency(Duration::from_millis(2500)), "2.50s");
         assert_eq!(micros(Duration::from_nanos(1_234_567)), 1234.57);
     }
 
