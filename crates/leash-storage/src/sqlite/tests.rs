@@ -1,5 +1,10 @@
+use super::rows::{
+    MARK_TOKEN_LEASES_REVOKING, lease_location, leases_due_sql, leases_failing_sql,
+    prefix_upper_bound,
+};
 use super::*;
 use crate::barrier::Keyring;
+use crate::{LeaseState, Plain, Storage, StoredLease, StoredToken};
 use leash_types::SecretBytes;
 
 fn master() -> SecretBytes {
