@@ -14,9 +14,14 @@ use leash_types::{Clock, ExposeSecret, ManualClock, SecretBytes, SecretString, S
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
+use super::postgres::{Pg, Scratch, pg_error, roles_with_prefix, settle};
+use super::report::{Output, Row};
+use super::server::{Server, call, close_storage, dev_config, first_health, open_storage};
+use super::{
+    BenchLeasesArgs, EXPIRE_DEADLINE, Error, INSERT_IN_FLIGHT, ISSUE_CREATION, ISSUE_REVOCATION,
+    POLL, TTL, failed, tempdir,
+};
 use crate::bench::histogram::Histogram;
-
-use super::*;
 
 /// What the leash measurements share.
 pub(super) struct Ctx<'a> {

@@ -43,10 +43,10 @@ use crate::Format;
 pub(crate) use measure::prepare_data_dir;
 use measure::{Ctx, expiry, issuance, raw_baseline, startup};
 pub(crate) use postgres::ScratchDb;
-use postgres::{Pg, Scratch, cleanup, pg_error, roles_with_prefix, settle};
+use postgres::{Pg, Scratch, cleanup, pg_error};
 use report::{Output, Row};
 pub(crate) use server::{Server, first_health};
-use server::{call, close_storage, dev_config, open_storage};
+use server::{call, close_storage};
 
 /// `--postgres` when neither the flag nor `LEASH_TEST_POSTGRES_URL` is given.
 const DEFAULT_POSTGRES: &str = "postgresql://postgres@127.0.0.1:5432/postgres";

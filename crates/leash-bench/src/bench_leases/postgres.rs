@@ -3,14 +3,13 @@
 
 use std::time::Duration;
 
+use super::{Error, TAG_LEN, error_text, failed};
 use leash_engines::database::postgres::quote_ident;
 use leash_types::secret::scrub;
 use leash_types::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
-
-use super::*;
 
 // ---------------------------------------------------------------------------------------
 // PostgreSQL

@@ -11,9 +11,8 @@ use leash_storage::{Keyring, SqliteStorage, Storage};
 use leash_types::{Clock, SecretBytes, SecretString};
 use serde_json::Value;
 
+use super::{Error, HEALTH_DEADLINE, HTTP_TIMEOUT, failed};
 use crate::bench::driver::{RequestSpec, Target, request_once};
-
-use super::*;
 
 // ---------------------------------------------------------------------------------------
 // An in-process server

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::http::start_leash;
+use super::startup::proc_status_kib;
+use super::{Goal, Plan, SuiteArgs, SuiteRow, tempdir};
 use crate::bench_leases::{self};
-
-use super::*;
 
 // ---------------------------------------------------------------------------------------
 // leash agent idle memory

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::{Goal, Plan, SuiteArgs, SuiteRow, median, tempdir};
 use leash_types::SecretBytes;
 use serde_json::{Value, json};
-
-use super::*;
 
 // ---------------------------------------------------------------------------------------
 // The audit device alone against raw durable append

@@ -1,8 +1,7 @@
 //! The suite's database figures: issuance and mass expiry against raw PostgreSQL.
 
+use super::{Goal, Plan, SuiteArgs, SuiteRow};
 use crate::bench_leases::{self, Phase};
-
-use super::*;
 
 // ---------------------------------------------------------------------------------------
 // Database

@@ -9,11 +9,10 @@ use leash_client::{Client, SecretString};
 use leash_types::SystemClock;
 use serde_json::json;
 
+use super::{AUDIT_PATH, CEILING_BODY, Goal, Plan, SuiteArgs, SuiteRow, median, tempdir};
 use crate::bench::driver::{RequestSpec, Target};
 use crate::bench::{Created, Load, Scenario, measure, setup};
 use crate::bench_leases::{self, Server};
-
-use super::*;
 
 // ---------------------------------------------------------------------------------------
 // HTTP: ceiling, unaudited, audited, p99 at half load

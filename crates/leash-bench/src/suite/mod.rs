@@ -41,9 +41,9 @@ use crate::Format;
 use agent::agent_part;
 use audit::audit_part;
 use database::database_part;
-use http::{http_part, start_leash};
+use http::http_part;
+use startup::startup_part;
 pub(crate) use startup::{ProbeArgs, probe};
-use startup::{proc_status_kib, startup_part};
 
 /// Default PostgreSQL, as `bench-leases`.
 const DEFAULT_POSTGRES: &str = "postgresql://postgres@127.0.0.1:5432/postgres";

@@ -11,9 +11,8 @@ use leash_types::{ExposeSecret, SecretBytes, SystemClock};
 use serde_json::json;
 use tokio::io::AsyncWriteExt as _;
 
+use super::{Goal, Plan, SuiteRow, tempdir};
 use crate::bench_leases::{self, Server};
-
-use super::*;
 
 // ---------------------------------------------------------------------------------------
 // Start-up with many live leases
