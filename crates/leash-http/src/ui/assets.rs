@@ -1,7 +1,5 @@
 //! Static assets: the one stylesheet.
 
-use super::*;
-
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response as HttpResponse;

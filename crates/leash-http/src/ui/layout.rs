@@ -1,8 +1,6 @@
 //! Shared page chrome: HTML escaping, the secure response headers, the layout, the
 //! nav and the sign-in form.
 
-use super::*;
-
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response as HttpResponse;
