@@ -750,3 +750,40 @@ path "auth/token/create" {{ capabilities = ["update"] }}"#,
     drop(srv);
     pg.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_list_and_ha_status_are_closed_to_a_default_token_in_every_spelling() {
+    // Both name every live agent or server: a low-privilege agent token must not read
+    // them, whatever the spelling of the path.
+    let srv = TestServer::start().await;
+    let tok = srv.token_with(&["default"]).await;
+    let cases = [
+        ("LIST", "sys/containment/agents"),
+        ("LIST", "sys/containment/agents/"),
+        ("GET", "sys/containment/agents"),
+        ("GET", "sys/containment/agents/"),
+        ("LIST", "sys//containment/agents"),
+        ("LIST", "SYS/containment/agents"),
+        ("LIST", "sys/Containment/Agents"),
+        ("GET", "sys/ha-status"),
+        ("GET", "sys/ha-status/"),
+        ("GET", "sys//ha-status"),
+        ("GET", "sys/HA-status"),
+    ];
+    for (method, path) in cases {
+        let (s, b) = srv.call(method, path, Some(&tok), None).await;
+        assert!(
+            matches!(s, 400 | 403 | 404 | 405),
+            "{method} {path} with a default token: {s} {b}"
+        );
+        assert!(
+            !b.to_string().contains("entity_id") && !b.to_string().contains("heartbeat"),
+            "{method} {path} leaked: {b}"
+        );
+    }
+    // Root reads both (the spellings above were refused, not broken).
+    let (s, b) = srv.root("GET", "sys/ha-status", None).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = srv.root("LIST", "sys/containment/agents", None).await;
+    assert!(matches!(s, 200 | 404), "{b}");
+}
