@@ -747,5 +747,15 @@ pub async fn lease_batches(s: &dyn Storage) {
     assert_eq!(gone, 2);
     assert!(s.lease_get("db/p1").await.unwrap().is_none());
     assert_eq!(s.lease_count().await.unwrap(), 3);
+
+    // A revocation done now claims what exists (marking it as leases_mark_revoking does).
+    let mut claimed = s
+        .leases_claim_revoking(&["db/a3".into(), "db/gone".into(), "db/a2".into()], 70)
+        .await
+        .unwrap();
+    claimed.sort();
+    assert_eq!(claimed, vec!["db/a2", "db/a3"]);
+    let a3 = s.lease_get("db/a3").await.unwrap().unwrap();
+    assert_eq!((a3.state, a3.expire_at), (LeaseState::Revoking, 70));
     delete_all_leases(s).await;
 }

@@ -461,6 +461,16 @@ pub trait Storage: Send + Sync + 'static {
     /// Marks every lease in `ids` [`LeaseState::Revoking`], due at `now` at the latest
     /// (`expire_at = min(expire_at, now)`), in one transaction; returns how many existed.
     async fn leases_mark_revoking(&self, ids: &[String], now: i64) -> Result<u64, StorageError>;
+    /// [`Storage::leases_mark_revoking`] for a revocation this server does now: marks
+    /// and claims the leases of `ids` no other server is revoking (claims as
+    /// [`Storage::leases_due`] takes them, so the expiry worker of another server skips
+    /// them), in one statement; returns the ids claimed. Absent leases and leases another
+    /// server claimed are left out.
+    async fn leases_claim_revoking(
+        &self,
+        ids: &[String],
+        now: i64,
+    ) -> Result<Vec<String>, StorageError>;
     /// Marks every [`LeaseState::Pending`] lease `Revoking`, due at `now` at the latest.
     /// Called once at startup: an intent still pending then belongs to an issuance the
     /// previous process never finished, so its credential (if any) must go. Uses an

@@ -273,9 +273,15 @@ pub(crate) async fn revoke_ids_because(
             claimed.extend(mine);
         }
         let now = inner.clock.unix();
-        inner.storage.leases_mark_revoking(&claimed, now).await?;
-        let mut leases = Vec::with_capacity(claimed.len());
-        for id in &claimed {
+        let mine = inner.storage.leases_claim_revoking(&claimed, now).await?;
+        // Another server is revoking the rest (or they are gone): wait for it.
+        for id in not_in(&claimed, &mine) {
+            if let Some(msg) = wait_elsewhere(inner, &id).await? {
+                outcome.failed.push((id, msg));
+            }
+        }
+        let mut leases = Vec::with_capacity(mine.len());
+        for id in &mine {
             if let Some(l) = inner.storage.lease_get(id).await? {
                 leases.push(l);
             }
@@ -299,7 +305,7 @@ pub(crate) async fn revoke_claimed_after<T>(
     why: Reason,
     first: impl Future<Output = Result<T, CoreError>>,
 ) -> Result<(T, Outcome, Vec<String>), CoreError> {
-    let (claimed, busy) = inner.leases.claims.claim(ids);
+    let (claimed, mut busy) = inner.leases.claims.claim(ids);
     let guard = ClaimGuard {
         claims: &inner.leases.claims,
         ids: claimed.clone(),
@@ -308,9 +314,11 @@ pub(crate) async fn revoke_claimed_after<T>(
     let mut outcome = Outcome::default();
     for chunk in claimed.chunks(BATCH) {
         let now = inner.clock.unix();
-        inner.storage.leases_mark_revoking(chunk, now).await?;
-        let mut leases = Vec::with_capacity(chunk.len());
-        for id in chunk {
+        let mine = inner.storage.leases_claim_revoking(chunk, now).await?;
+        // Claimed by another server: busy, as for a revocation in this process.
+        busy.extend(not_in(chunk, &mine));
+        let mut leases = Vec::with_capacity(mine.len());
+        for id in &mine {
             if let Some(l) = inner.storage.lease_get(id).await? {
                 leases.push(l);
             }
@@ -321,6 +329,34 @@ pub(crate) async fn revoke_claimed_after<T>(
     }
     drop(guard);
     Ok((t, outcome, busy))
+}
+
+/// The ids of `all` that are not in `some`.
+fn not_in(all: &[String], some: &[String]) -> Vec<String> {
+    let some: std::collections::HashSet<&String> = some.iter().collect();
+    all.iter()
+        .filter(|id| !some.contains(id))
+        .cloned()
+        .collect()
+}
+
+/// Waits until a lease another server claimed is gone (revoked there). `None` when it
+/// is gone (or never existed), else why it is still there after the revocation timeout
+/// (it stays for the worker: the other server's claim lapses if that server died).
+async fn wait_elsewhere(inner: &Inner, id: &str) -> Result<Option<String>, CoreError> {
+    let until = tokio::time::Instant::now() + REVOKE_TIMEOUT + Duration::from_secs(5);
+    loop {
+        if inner.storage.lease_get(id).await?.is_none() {
+            return Ok(None);
+        }
+        if tokio::time::Instant::now() >= until {
+            return Ok(Some(
+                "another server's revocation of this lease is still running; it will be retried"
+                    .to_owned(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// One round of the worker: revokes everything due now, batch by batch.

@@ -690,6 +690,36 @@ impl Storage for PgStorage {
         c.execute(&st, &[&ids]).await.map_err(pg("leases delete"))
     }
 
+    async fn leases_claim_revoking(
+        &self,
+        ids: &[String],
+        now: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let c = self.client().await?;
+        // The same claim as leases_due: a row another server claimed (and whose claim has
+        // not lapsed) is left to it; concurrent claims of one row serialise on its lock
+        // and the loser's WHERE no longer matches.
+        let st = c
+            .prepare_cached(&format!(
+                "UPDATE {} SET state = 2, expire_at = LEAST(expire_at, $2),
+                    claim_owner = $3, claim_until = now() + make_interval(secs => $4)
+                 WHERE id = ANY($1)
+                   AND (claim_owner IS NULL OR claim_owner = $3 OR claim_until < now())
+                 RETURNING id",
+                self.sql().leases
+            ))
+            .await
+            .map_err(pg("leases claim"))?;
+        let rows = c
+            .query(
+                &st,
+                &[&ids, &now, &self.shared.server_id, &(CLAIM_SECS as f64)],
+            )
+            .await
+            .map_err(pg("leases claim"))?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
     async fn leases_mark_revoking(&self, ids: &[String], now: i64) -> Result<u64, StorageError> {
         let c = self.client().await?;
         let st = c

@@ -225,3 +225,73 @@ async fn a_due_lease_is_claimed_by_one_server() {
     ids.dedup();
     assert_eq!(ids.len(), 100, "no lease handed to both servers");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_one_server_and_the_expiry_worker_of_another_never_share_a_lease() {
+    let Some(url) = test_url() else { return };
+    let table = scratch_table();
+    let _g = Scratch {
+        url: url.clone(),
+        table: table.clone(),
+    };
+    let key = Keyring::generate_master();
+    let a = PgStorage::open(
+        &cfg(&url, &table),
+        Keyring::from_master(&copy(&key)).unwrap(),
+        me(),
+    )
+    .await
+    .unwrap();
+    let b = PgStorage::open(
+        &cfg(&url, &table),
+        Keyring::from_master(&key).unwrap(),
+        me(),
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    for i in 0..100 {
+        let id = format!("db/creds/r/{i:03}");
+        a.lease_insert(StoredLease {
+            id: id.clone(),
+            token: None,
+            issue_time: 0,
+            expire_at: 10,
+            max_expire_at: 10,
+            state: LeaseState::Active,
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: None,
+            entry: Plain::new(b"{}".to_vec()),
+        })
+        .await
+        .unwrap();
+        all.push(id);
+    }
+    // A's worker takes due leases while B revokes all of them by request.
+    let (x, y) = tokio::join!(a.leases_due(20, 60), b.leases_claim_revoking(&all, 20));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x.len() + y.len(), 100, "every lease claimed by one of them");
+    let mut ids: Vec<_> = x.iter().map(|l| l.id.clone()).chain(y.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 100, "no lease claimed by both servers");
+    // Once claimed, the other server's worker leaves them alone; the claimer may retake.
+    assert!(
+        a.leases_due(20, 200)
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| !y.contains(&l.id))
+    );
+    let again = b.leases_claim_revoking(&y, 20).await.unwrap();
+    assert_eq!(again.len(), y.len(), "a server may re-claim its own leases");
+    let theirs: Vec<String> = x.iter().map(|l| l.id.clone()).collect();
+    assert!(
+        b.leases_claim_revoking(&theirs, 20)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a lease another server's worker is revoking is not claimed"
+    );
+}

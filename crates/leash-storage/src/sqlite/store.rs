@@ -555,6 +555,30 @@ impl Storage for SqliteStorage {
         .await
     }
 
+    async fn leases_claim_revoking(
+        &self,
+        ids: &[String],
+        now: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        // One process owns this file: its in-process claims are the only ones.
+        let ids = ids.to_vec();
+        self.write(move |c, _| {
+            let mut st = c
+                .prepare_cached(
+                    "UPDATE leases SET state = 2, expire_at = MIN(expire_at, ?2) WHERE id = ?1",
+                )
+                .map_err(io)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if st.execute(params![id, now]).map_err(io)? > 0 {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn leases_abandon_pending(&self, now: i64) -> Result<u64, StorageError> {
         self.write(move |c, _| {
             let n = c
