@@ -126,10 +126,7 @@ impl Backend for SysBackend {
             ("ha-status", Operation::Read) => Ok(Some(ha_status(&inner).await?)),
             ("seal-status", Operation::Read) => Ok(Some(Response::raw(200, seal_status(&inner)))),
             ("init", Operation::Read) => Ok(Some(Response::raw(200, json!({"initialized": true})))),
-            ("leader", Operation::Read) => Ok(Some(Response::raw(
-                200,
-                json!({"ha_enabled": false, "is_self": true, "active_time": "0001-01-01T00:00:00Z", "leader_address": "", "leader_cluster_address": "", "performance_standby": false, "performance_standby_last_remote_wal": 0}),
-            ))),
+            ("leader", Operation::Read) => Ok(Some(leader(&inner).await?)),
             ("mounts", Operation::Read) => {
                 Ok(Some(Response::data(mount_map(&inner, MountTable::Secret))))
             }
@@ -414,6 +411,36 @@ const DUTIES: &[(&str, &str)] = &[
     ),
 ];
 
+/// `GET sys/leader`, Vault's shape. Every server sharing a storage is active (no
+/// forwarding, no standby): each answers `is_self: true` with its own address.
+async fn leader(inner: &Inner) -> Result<Response, CoreError> {
+    let shared = inner.storage.changes().is_some();
+    let address = if shared {
+        inner
+            .storage
+            .servers()
+            .await?
+            .into_iter()
+            .find(|s| s.this_server)
+            .map(|s| s.address)
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok(Response::raw(
+        200,
+        json!({
+            "ha_enabled": shared,
+            "is_self": true,
+            "active_time": "0001-01-01T00:00:00Z",
+            "leader_address": address,
+            "leader_cluster_address": "",
+            "performance_standby": false,
+            "performance_standby_last_remote_wal": 0,
+        }),
+    ))
+}
+
 /// `GET sys/ha-status`: the servers sharing the storage (name, address, last
 /// heartbeat, version) and which run each background duty.
 async fn ha_status(inner: &Inner) -> Result<Response, CoreError> {
@@ -603,7 +630,7 @@ async fn mount_op(
                 if let Some(d) = fields::string(req.data, "description")? {
                     new.description = d;
                 }
-                change_mounts(inner, |t| {
+                change_mounts(inner, move |t| {
                     for m in &mut t.mounts {
                         if m.table == table && m.path == path {
                             *m = new.clone();
@@ -645,8 +672,9 @@ async fn mount_op(
                     )));
                 }
             }
-            change_mounts(inner, |t| {
-                t.mounts.retain(|m| !(m.table == table && m.path == path));
+            let gone = path.clone();
+            change_mounts(inner, move |t| {
+                t.mounts.retain(|m| !(m.table == table && m.path == gone));
                 Ok(())
             })
             .await?;
@@ -699,7 +727,7 @@ async fn mount_op(
             // Build the backend first so an unknown type is refused before anything is stored.
             let core = Core(Arc::clone(inner));
             core.backend_for(&entry)?;
-            change_mounts(inner, |t| {
+            change_mounts(inner, move |t| {
                 let prefix = entry.route_prefix();
                 if let Some(clash) = t.mounts.iter().find(|m| {
                     let mp = m.route_prefix();
@@ -710,7 +738,7 @@ async fn mount_op(
                         clash.route_prefix()
                     )));
                 }
-                t.mounts.push(entry.clone());
+                t.mounts.push(entry);
                 Ok(())
             })
             .await?;
@@ -741,24 +769,61 @@ fn apply_config(entry: &mut MountEntry, cfg: &Map<String, Value>) -> Result<(), 
 }
 
 /// Applies a change to the persisted mount tables and swaps in a new router.
+///
+/// The change is one atomic read-modify-write of the stored table (`Storage::modify`,
+/// a row lock on PostgreSQL): two servers mounting at the same time both land, and a
+/// path clash is checked against the table as it is in storage, not as this server last
+/// saw it. `mount_lock` only orders this server's own changes.
 async fn change_mounts(
     inner: &Arc<Inner>,
-    f: impl FnOnce(&mut MountTables) -> Result<(), CoreError>,
+    f: impl FnOnce(&mut MountTables) -> Result<(), CoreError> + Send + 'static,
 ) -> Result<(), CoreError> {
     let _guard = inner.mount_lock.lock().await;
-    let mut tables: MountTables = match inner.storage.get(SYS_NS, "mounts").await? {
-        Some(v) => serde_json::from_slice(&v)
-            .map_err(|e| CoreError::internal(format!("mount table is unreadable: {e}")))?,
-        None => MountTables::default(),
-    };
-    f(&mut tables)?;
     let core = Core(Arc::clone(inner));
-    // Validate every backend before persisting.
-    for m in &tables.mounts {
-        core.backend_for(m)?;
+    let validator = core.clone();
+    let written: Arc<std::sync::Mutex<Option<MountTables>>> = Arc::default();
+    let slot = Arc::clone(&written);
+    let res = inner
+        .storage
+        .modify(
+            SYS_NS,
+            "mounts",
+            Box::new(move |cur| {
+                let mut tables: MountTables = match cur {
+                    Some(v) => serde_json::from_slice(v).map_err(|e| {
+                        CoreError::internal(format!("mount table is unreadable: {e}"))
+                    })?,
+                    None => MountTables::default(),
+                };
+                f(&mut tables)?;
+                // Validate every backend before persisting.
+                for m in &tables.mounts {
+                    validator.backend_for(m)?;
+                }
+                let bytes =
+                    serde_json::to_vec(&tables).map_err(|e| CoreError::internal(e.to_string()))?;
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(tables);
+                }
+                Ok(Some(bytes))
+            }),
+        )
+        .await;
+    match res {
+        Ok(_) => {}
+        Err(leash_storage::StorageError::Rejected(r)) => {
+            return Err(match r.downcast::<CoreError>() {
+                Ok(e) => *e,
+                Err(other) => CoreError::internal(other.to_string()),
+            });
+        }
+        Err(e) => return Err(e.into()),
     }
-    let bytes = serde_json::to_vec(&tables).map_err(|e| CoreError::internal(e.to_string()))?;
-    inner.storage.put(SYS_NS, "mounts", bytes).await?;
+    let tables = written
+        .lock()
+        .ok()
+        .and_then(|mut s| s.take())
+        .ok_or_else(|| CoreError::internal("mount table change produced nothing"))?;
     core.install_router(&tables.mounts)
 }
 
