@@ -85,7 +85,7 @@ async fn apply(inner: &Arc<Inner>, change: &Change) -> Result<(), crate::CoreErr
 /// keep their backends).
 pub(crate) async fn reload_mounts(inner: &Arc<Inner>) -> Result<(), crate::CoreError> {
     let _guard = inner.mount_lock.lock().await;
-    let tables: MountTables = match inner.storage.get(SYS_NS, "mounts").await? {
+    let tables: MountTables = match inner.storage.get_fresh(SYS_NS, "mounts").await? {
         Some(v) => serde_json::from_slice(&v)
             .map_err(|e| crate::CoreError::internal(format!("mount table is unreadable: {e}")))?,
         None => return Ok(()),

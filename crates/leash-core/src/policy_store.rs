@@ -177,7 +177,8 @@ impl PolicyStore {
     /// Re-reads one policy from storage (it changed through another server): present,
     /// it replaces the cached one; absent, it is dropped. Compiled ACLs are dropped.
     pub(crate) async fn reload(&self, name: &str) -> Result<(), CoreError> {
-        let stored = self.storage.get(NS, name).await?;
+        // Fresh: a read-through must see a policy another server wrote a moment ago.
+        let stored = self.storage.get_fresh(NS, name).await?;
         let entry = match stored {
             Some(text) => {
                 let text = String::from_utf8(text.to_vec()).map_err(|_| {

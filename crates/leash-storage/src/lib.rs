@@ -352,6 +352,13 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Reads one entry.
     async fn get(&self, ns: &str, key: &str) -> Result<Option<Plain>, StorageError>;
+    /// [`Storage::get`] from the store itself, never from a cache of this process: for
+    /// reads that must see what another server wrote a moment ago, before its change
+    /// notification arrives (read-through on a miss). Same as `get` where nothing is
+    /// cached.
+    async fn get_fresh(&self, ns: &str, key: &str) -> Result<Option<Plain>, StorageError> {
+        self.get(ns, key).await
+    }
     /// Writes (creates or replaces) one entry.
     async fn put(&self, ns: &str, key: &str, value: Vec<u8>) -> Result<(), StorageError>;
     /// Deletes one entry; returns whether it existed.

@@ -41,6 +41,7 @@ use crate::{
     StoredToken, TokenUse,
 };
 
+mod cache;
 mod connection;
 mod heartbeat;
 mod migrate;
@@ -52,6 +53,7 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
+use cache::EntryCache;
 pub use connection::connect;
 use connection::*;
 use heartbeat::*;
@@ -120,6 +122,8 @@ struct Shared {
     /// This process's id in the servers table and in claims.
     server_id: String,
     changes: broadcast::Sender<Change>,
+    /// Hot entries, invalidated by change notifications.
+    cache: EntryCache,
 }
 
 /// PostgreSQL storage (see the module documentation).
@@ -175,6 +179,7 @@ impl PgStorage {
             sql,
             server_id: leash_types::random::uuid_v4(),
             changes,
+            cache: EntryCache::default(),
         });
         heartbeat_once(&shared, &me).await?;
         let mut tasks = Vec::new();

@@ -20,6 +20,8 @@ pub(super) async fn listen_loop(
                 {
                     Ok(()) => {
                         backoff = Duration::from_millis(50);
+                        // Heard from now on: the entry cache may be used (and starts empty).
+                        s.cache.flush(true);
                         if let Some(r) = ready.take() {
                             let _ = r.send(());
                         } else {
@@ -31,10 +33,16 @@ pub(super) async fn listen_loop(
                         while let Some(n) = rx.recv().await {
                             s.stats.notifications.fetch_add(1, Ordering::Relaxed);
                             if let Some(c) = parse_change(n.payload()) {
+                                match &c {
+                                    Change::Entry { ns, key } => s.cache.evict(ns, key),
+                                    Change::Flush => s.cache.flush(true),
+                                    Change::Token(_) => {}
+                                }
                                 let _ = s.changes.send(c);
                             }
                         }
                         // Lost: nothing cached may be trusted until we listen again.
+                        s.cache.flush(false);
                         let _ = s.changes.send(Change::Flush);
                     }
                     Err(e) => {

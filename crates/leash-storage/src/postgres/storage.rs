@@ -62,50 +62,31 @@ impl Storage for PgStorage {
     }
 
     async fn get(&self, ns: &str, key: &str) -> Result<Option<Plain>, StorageError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT value FROM {} WHERE ns = $1 AND key = $2",
-                self.sql().entries
-            ))
-            .await
-            .map_err(pg("get"))?;
-        let row = c.query_opt(&st, &[&ns, &key]).await.map_err(pg("get"))?;
-        row.map(|r| {
-            let v: Vec<u8> = r.get(0);
-            self.keyring().open(&entry_location(ns, key), &v)
-        })
-        .transpose()
+        let ticket = match self.shared.cache.get(ns, key) {
+            Ok(hit) => return Ok(hit),
+            Err(ticket) => ticket,
+        };
+        let found = self.get_uncached(ns, key).await?;
+        self.shared.cache.fill(ticket, ns, key, found.as_ref());
+        Ok(found)
+    }
+
+    async fn get_fresh(&self, ns: &str, key: &str) -> Result<Option<Plain>, StorageError> {
+        // Evicting first also keeps any read in flight from caching an older value.
+        self.shared.cache.evict(ns, key);
+        self.get(ns, key).await
     }
 
     async fn put(&self, ns: &str, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
-        let sealed = self.keyring().seal(&entry_location(ns, key), &value)?;
-        drop(Plain::new(value));
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "INSERT INTO {} (ns, key, value) VALUES ($1, $2, $3)
-                 ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value",
-                self.sql().entries
-            ))
-            .await
-            .map_err(pg("put"))?;
-        c.execute(&st, &[&ns, &key, &sealed])
-            .await
-            .map_err(pg("put"))?;
-        Ok(())
+        let r = self.put_uncached(ns, key, value).await;
+        self.shared.cache.evict(ns, key);
+        r
     }
 
     async fn delete(&self, ns: &str, key: &str) -> Result<bool, StorageError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "DELETE FROM {} WHERE ns = $1 AND key = $2",
-                self.sql().entries
-            ))
-            .await
-            .map_err(pg("delete"))?;
-        Ok(c.execute(&st, &[&ns, &key]).await.map_err(pg("delete"))? > 0)
+        let r = self.delete_uncached(ns, key).await;
+        self.shared.cache.evict(ns, key);
+        r
     }
 
     async fn list(&self, ns: &str, prefix: &str) -> Result<Vec<String>, StorageError> {
@@ -152,57 +133,15 @@ impl Storage for PgStorage {
         for a in &args {
             params.push(a);
         }
-        c.execute(&st, &params).await.map_err(pg("delete prefix"))
+        let r = c.execute(&st, &params).await.map_err(pg("delete prefix"));
+        self.shared.cache.evict_prefix(ns, prefix);
+        r
     }
 
     async fn modify(&self, ns: &str, key: &str, f: Modify) -> Result<Option<Plain>, StorageError> {
-        let mut c = self.client().await?;
-        let t = &self.sql().entries;
-        let tx = c.transaction().await.map_err(pg("modify"))?;
-        let lock_key = format!("{ns}\u{1f}{key}");
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-            &[&LOCK_MODIFY, &lock_key],
-        )
-        .await
-        .map_err(pg("modify"))?;
-        let loc = entry_location(ns, key);
-        let current = tx
-            .query_opt(
-                &format!("SELECT value FROM {t} WHERE ns = $1 AND key = $2"),
-                &[&ns, &key],
-            )
-            .await
-            .map_err(pg("modify"))?;
-        let plain = current
-            .map(|r| self.keyring().open(&loc, &r.get::<_, Vec<u8>>(0)))
-            .transpose()?;
-        let out = match f(plain.as_deref().map(Vec::as_slice)).map_err(StorageError::Rejected)? {
-            Some(new) => {
-                let sealed = self.keyring().seal(&loc, &new)?;
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {t} (ns, key, value) VALUES ($1, $2, $3)
-                         ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value"
-                    ),
-                    &[&ns, &key, &sealed],
-                )
-                .await
-                .map_err(pg("modify"))?;
-                Some(Plain::new(new))
-            }
-            None => {
-                tx.execute(
-                    &format!("DELETE FROM {t} WHERE ns = $1 AND key = $2"),
-                    &[&ns, &key],
-                )
-                .await
-                .map_err(pg("modify"))?;
-                None
-            }
-        };
-        tx.commit().await.map_err(pg("modify"))?;
-        Ok(out)
+        let r = self.modify_uncached(ns, key, f).await;
+        self.shared.cache.evict(ns, key);
+        r
     }
 
     async fn token_insert(&self, t: StoredToken) -> Result<(), StorageError> {
@@ -750,5 +689,110 @@ impl Storage for PgStorage {
         )
         .await
         .map_err(pg("leases abandon"))
+    }
+}
+
+/// The entry operations themselves (the `Storage` methods add the hot-entry cache).
+impl PgStorage {
+    async fn get_uncached(&self, ns: &str, key: &str) -> Result<Option<Plain>, StorageError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT value FROM {} WHERE ns = $1 AND key = $2",
+                self.sql().entries
+            ))
+            .await
+            .map_err(pg("get"))?;
+        let row = c.query_opt(&st, &[&ns, &key]).await.map_err(pg("get"))?;
+        row.map(|r| {
+            let v: Vec<u8> = r.get(0);
+            self.keyring().open(&entry_location(ns, key), &v)
+        })
+        .transpose()
+    }
+
+    async fn put_uncached(&self, ns: &str, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
+        let sealed = self.keyring().seal(&entry_location(ns, key), &value)?;
+        drop(Plain::new(value));
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "INSERT INTO {} (ns, key, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value",
+                self.sql().entries
+            ))
+            .await
+            .map_err(pg("put"))?;
+        c.execute(&st, &[&ns, &key, &sealed])
+            .await
+            .map_err(pg("put"))?;
+        Ok(())
+    }
+
+    async fn delete_uncached(&self, ns: &str, key: &str) -> Result<bool, StorageError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "DELETE FROM {} WHERE ns = $1 AND key = $2",
+                self.sql().entries
+            ))
+            .await
+            .map_err(pg("delete"))?;
+        Ok(c.execute(&st, &[&ns, &key]).await.map_err(pg("delete"))? > 0)
+    }
+
+    async fn modify_uncached(
+        &self,
+        ns: &str,
+        key: &str,
+        f: Modify,
+    ) -> Result<Option<Plain>, StorageError> {
+        let mut c = self.client().await?;
+        let t = &self.sql().entries;
+        let tx = c.transaction().await.map_err(pg("modify"))?;
+        let lock_key = format!("{ns}\u{1f}{key}");
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&LOCK_MODIFY, &lock_key],
+        )
+        .await
+        .map_err(pg("modify"))?;
+        let loc = entry_location(ns, key);
+        let current = tx
+            .query_opt(
+                &format!("SELECT value FROM {t} WHERE ns = $1 AND key = $2"),
+                &[&ns, &key],
+            )
+            .await
+            .map_err(pg("modify"))?;
+        let plain = current
+            .map(|r| self.keyring().open(&loc, &r.get::<_, Vec<u8>>(0)))
+            .transpose()?;
+        let out = match f(plain.as_deref().map(Vec::as_slice)).map_err(StorageError::Rejected)? {
+            Some(new) => {
+                let sealed = self.keyring().seal(&loc, &new)?;
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {t} (ns, key, value) VALUES ($1, $2, $3)
+                         ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value"
+                    ),
+                    &[&ns, &key, &sealed],
+                )
+                .await
+                .map_err(pg("modify"))?;
+                Some(Plain::new(new))
+            }
+            None => {
+                tx.execute(
+                    &format!("DELETE FROM {t} WHERE ns = $1 AND key = $2"),
+                    &[&ns, &key],
+                )
+                .await
+                .map_err(pg("modify"))?;
+                None
+            }
+        };
+        tx.commit().await.map_err(pg("modify"))?;
+        Ok(out)
     }
 }

@@ -295,3 +295,60 @@ async fn a_revocation_on_one_server_and_the_expiry_worker_of_another_never_share
         "a lease another server's worker is revoking is not claimed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_cached_on_one_server_is_replaced_within_100ms_of_a_write_on_another() {
+    let Some(url) = test_url() else { return };
+    let table = scratch_table();
+    let _g = Scratch {
+        url: url.clone(),
+        table: table.clone(),
+    };
+    let key = Keyring::generate_master();
+    let a = PgStorage::open(
+        &cfg(&url, &table),
+        Keyring::from_master(&copy(&key)).unwrap(),
+        me(),
+    )
+    .await
+    .unwrap();
+    let b = PgStorage::open(
+        &cfg(&url, &table),
+        Keyring::from_master(&key).unwrap(),
+        me(),
+    )
+    .await
+    .unwrap();
+    // B caches an absence and a value.
+    assert!(b.get("kv", "gone-soon").await.unwrap().is_none());
+    a.put("kv", "k", b"one".to_vec()).await.unwrap();
+    assert_eq!(b.get("kv", "k").await.unwrap().unwrap().as_slice(), b"one");
+    assert_eq!(b.get("kv", "k").await.unwrap().unwrap().as_slice(), b"one");
+    // Written on A: B serves the new value, and the new entry, within 100 ms.
+    a.put("kv", "k", b"two".to_vec()).await.unwrap();
+    a.put("kv", "gone-soon", b"here".to_vec()).await.unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let v = b.get("kv", "k").await.unwrap();
+        let w = b.get("kv", "gone-soon").await.unwrap();
+        if v.as_deref().map(Vec::as_slice) == Some(b"two".as_slice()) && w.is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_millis(100),
+            "B still serves the old value after 100 ms"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    // Deleted on A: gone on B; B's own writes are read back at once.
+    a.delete_prefix("kv", "").await.unwrap();
+    let start = std::time::Instant::now();
+    while b.get("kv", "k").await.unwrap().is_some() {
+        assert!(start.elapsed() < std::time::Duration::from_millis(100));
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    b.put("kv", "mine", b"1".to_vec()).await.unwrap();
+    assert_eq!(b.get("kv", "mine").await.unwrap().unwrap().as_slice(), b"1");
+    b.put("kv", "mine", b"2".to_vec()).await.unwrap();
+    assert_eq!(b.get("kv", "mine").await.unwrap().unwrap().as_slice(), b"2");
+}
