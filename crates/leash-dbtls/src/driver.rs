@@ -30,22 +30,31 @@ use crate::pg::{PgTls, parse};
 /// Parses a connection string (URL or keyword/value) for `tokio_postgres`'s own
 /// connect: the driver's configuration without leash's TLS keywords, its `sslmode` set
 /// from the mode in force (see the module documentation), and the connector to pass to
-/// `Config::connect` or a pool. Certificate files are read now. Errors name the setting.
+/// `Config::connect` or a pool. `overrides` (libpq keys, e.g. from configuration keys of
+/// their own) win over the string's. Certificate files are read now. Errors name the
+/// setting.
 pub fn driver_config(
     connection_url: &str,
+    overrides: &[(&str, &str)],
 ) -> Result<(tokio_postgres::Config, PgTls), DbTlsError> {
-    let (mut config, options) = parse(connection_url, &[])?;
+    let (mut config, options) = parse(connection_url, overrides)?;
     let tls = PgTls::new(&options)?;
     config.ssl_mode(driver_ssl_mode(tls.mode(), &config));
     Ok((config, tls))
 }
 
 /// The driver's `sslmode` for libpq's `mode` on `config`'s hosts.
-fn driver_ssl_mode(mode: SslMode, config: &tokio_postgres::Config) -> tokio_postgres::config::SslMode {
+fn driver_ssl_mode(
+    mode: SslMode,
+    config: &tokio_postgres::Config,
+) -> tokio_postgres::config::SslMode {
     use tokio_postgres::config::SslMode as Driver;
     let unix_only = config.get_hostaddrs().is_empty()
         && !config.get_hosts().is_empty()
-        && config.get_hosts().iter().all(|h| !matches!(h, Host::Tcp(_)));
+        && config
+            .get_hosts()
+            .iter()
+            .all(|h| !matches!(h, Host::Tcp(_)));
     if unix_only {
         return Driver::Disable;
     }
@@ -101,7 +110,10 @@ where
             let server_name =
                 ServerName::try_from(self.name.clone()).map_err(|_| DbTlsError::Invalid {
                     key: "host",
-                    reason: format!("{:?} is not a DNS name or IP address TLS can verify", self.name),
+                    reason: format!(
+                        "{:?} is not a DNS name or IP address TLS can verify",
+                        self.name
+                    ),
                 })?;
             match tokio_rustls::TlsConnector::from(config)
                 .connect(server_name, stream)
@@ -161,7 +173,7 @@ mod tests {
     use super::*;
 
     fn mode_of(url: &str) -> (Driver, SslMode) {
-        let (config, tls) = driver_config(url).unwrap();
+        let (config, tls) = driver_config(url, &[]).unwrap();
         (config.get_ssl_mode(), tls.mode())
     }
 
@@ -184,6 +196,16 @@ mod tests {
             mode_of("host=db dbname=app sslmode=verify-full sslrootcert=system"),
             (Driver::Require, SslMode::VerifyFull)
         );
+        // Keys given apart win over the string's.
+        let (config, tls) = driver_config(
+            "postgresql://db/app?sslmode=disable",
+            &[("sslmode", "verify-full"), ("sslrootcert", "system")],
+        )
+        .unwrap();
+        assert_eq!(
+            (config.get_ssl_mode(), tls.mode()),
+            (Driver::Require, SslMode::VerifyFull)
+        );
         // A Unix socket never uses TLS, whatever the mode (libpq).
         assert_eq!(
             mode_of("host=/run/postgresql dbname=app sslmode=require").0,
@@ -195,6 +217,7 @@ mod tests {
     fn the_driver_gets_the_rest_of_the_string() {
         let (config, _) = driver_config(
             "postgresql://leash:pw@db.example:6432/app?sslmode=verify-full&sslrootcert=system&application_name=leash",
+            &[],
         )
         .unwrap();
         assert_eq!(config.get_user(), Some("leash"));
@@ -206,13 +229,19 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting_never_the_password() {
-        let e = driver_config("postgresql://u:hunter2@db/app?sslmode=verify-ca")
+        let e = driver_config("postgresql://u:hunter2@db/app?sslmode=verify-ca", &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("sslrootcert") && !e.contains("hunter2"), "{e}");
-        let e = driver_config("postgresql://u:hunter2@db/app?sslrootcert=/nonexistent/ca.pem")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("/nonexistent/ca.pem") && !e.contains("hunter2"), "{e}");
+        let e = driver_config(
+            "postgresql://u:hunter2@db/app?sslrootcert=/nonexistent/ca.pem",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/nonexistent/ca.pem") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 }
