@@ -38,8 +38,17 @@ pub fn driver_config(
     overrides: &[(&str, &str)],
 ) -> Result<(tokio_postgres::Config, PgTls), DbTlsError> {
     let (mut config, options) = parse(connection_url, overrides)?;
-    let tls = PgTls::new(&options)?;
+    let mut tls = PgTls::new(&options)?;
     config.ssl_mode(driver_ssl_mode(tls.mode(), &config));
+    // `sslnegotiation=direct` (PostgreSQL 17) starts TLS at once, and the server then
+    // requires the ALPN protocol `postgresql` (as libpq sends it).
+    if config.get_ssl_negotiation() == tokio_postgres::config::SslNegotiation::Direct
+        && let Some(c) = &tls.config
+    {
+        let mut c = ClientConfig::clone(c);
+        c.alpn_protocols = vec![b"postgresql".to_vec()];
+        tls.config = Some(Arc::new(c));
+    }
     Ok((config, tls))
 }
 
@@ -211,6 +220,19 @@ mod tests {
             mode_of("host=/run/postgresql dbname=app sslmode=require").0,
             Driver::Disable
         );
+    }
+
+    #[test]
+    fn direct_negotiation_offers_the_postgresql_alpn() {
+        let alpn = |url: &str| {
+            let (_, tls) = driver_config(url, &[]).unwrap();
+            tls.config.unwrap().alpn_protocols.clone()
+        };
+        assert_eq!(
+            alpn("postgresql://db/app?sslmode=require&sslnegotiation=direct"),
+            vec![b"postgresql".to_vec()]
+        );
+        assert!(alpn("postgresql://db/app?sslmode=require").is_empty());
     }
 
     #[test]
