@@ -59,6 +59,7 @@ fn pg_config(url: &str, table: &str, pool: usize) -> PgConfig {
         table: table.to_owned(),
         max_parallel: pool,
         ha_enabled: true,
+        tls: Vec::new(),
     }
 }
 

@@ -12,16 +12,21 @@
 //!   `require` or `prefer` *with* a root certificate behave like `verify-ca`.
 //! * [`pg`]: the PostgreSQL `SSLRequest` negotiation over any stream
 //!   ([`pg::negotiate`]), and [`pg::connect`], which opens a `tokio_postgres` client
-//!   over it (what the storage backend calls).
+//!   over it.
+//! * [`driver`]: [`pg::PgTls`] as `tokio_postgres`'s `MakeTlsConnect`, and
+//!   [`driver_config`], for `tokio_postgres::Config::connect` and connection pools (what
+//!   the PostgreSQL storage backend uses).
 //!
 //! Invariant: no error or `Debug` output carries a private key. Inline PEM private keys
 //! are held as `SecretString`.
 
+pub mod driver;
 mod error;
 mod options;
 pub mod pg;
 mod verify;
 
+pub use driver::driver_config;
 pub use error::{DbTlsError, describe_tls_failure};
 pub use options::{Pem, PemKey, SslMode, TlsOptions, split_pg_url};
 pub use pg::connect as pg_connect;

@@ -45,9 +45,9 @@ pub type Connection = tokio_postgres::Connection<PgStream<Socket>, NoTlsStream>;
 /// configuration built): cheap to clone, used for every new connection.
 #[derive(Clone, Debug)]
 pub struct PgTls {
-    mode: SslMode,
-    config: Option<Arc<ClientConfig>>,
-    server_name: Option<String>,
+    pub(crate) mode: SslMode,
+    pub(crate) config: Option<Arc<ClientConfig>>,
+    pub(crate) server_name: Option<String>,
 }
 
 impl PgTls {
@@ -176,7 +176,7 @@ where
 }
 
 /// The rustls error inside an I/O error from the handshake, as text.
-fn handshake_text(e: &io::Error) -> String {
+pub(crate) fn handshake_text(e: &io::Error) -> String {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(r) => r.to_string(),
         None => e.to_string(),
@@ -264,8 +264,8 @@ pub async fn open(
 
 /// Connects to PostgreSQL as `connection_url` says, TLS included (`sslmode`,
 /// `sslrootcert`, `sslcert`, `sslkey` in the URL, then `overrides`). The caller polls
-/// the returned [`Connection`] (e.g. `tokio::spawn`). This is the one function the
-/// PostgreSQL storage backend needs.
+/// the returned [`Connection`] (e.g. `tokio::spawn`). (The storage backend, which lets
+/// the driver connect, uses [`crate::driver_config`] instead.)
 pub async fn connect(
     connection_url: &str,
     overrides: &[(&str, &str)],

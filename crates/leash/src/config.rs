@@ -446,7 +446,9 @@ pub(crate) fn parse_migrate(
 pub(crate) const PG_URL_ENV: &str = "LEASH_PG_URL";
 
 /// `storage "postgresql" { connection_url, table, ha_enabled, max_parallel }`, with
-/// Vault's spellings: values may be strings (`"64"`, `"true"`) or numbers and booleans.
+/// Vault's spellings: values may be strings (`"64"`, `"true"`) or numbers and booleans;
+/// and libpq's TLS keys (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`), which win over
+/// the same keys in `connection_url` (checked when the storage opens).
 fn postgres_block(
     m: &Map<String, Value>,
     err: &dyn Fn(String) -> ConfigError,
@@ -454,10 +456,25 @@ fn postgres_block(
     const WHAT: &str = "storage \"postgresql\"";
     only_keys(
         m,
-        &["connection_url", "table", "ha_enabled", "max_parallel"],
+        &[
+            "connection_url",
+            "table",
+            "ha_enabled",
+            "max_parallel",
+            "sslmode",
+            "sslrootcert",
+            "sslcert",
+            "sslkey",
+        ],
         WHAT,
         err,
     )?;
+    let mut tls = Vec::new();
+    for key in ["sslmode", "sslrootcert", "sslcert", "sslkey"] {
+        if let Some(v) = string(m, key, err)? {
+            tls.push((key.to_owned(), v));
+        }
+    }
     let url = match string(m, "connection_url", err)? {
         Some(u) => u,
         None => std::env::var(PG_URL_ENV).map_err(|_| {
@@ -497,6 +514,7 @@ fn postgres_block(
         table,
         max_parallel,
         ha_enabled,
+        tls,
     })
 }
 
@@ -697,6 +715,17 @@ mod tests {
         assert_eq!(
             (pg.table.as_str(), pg.max_parallel, pg.ha_enabled),
             ("leash_store", 8, false)
+        );
+        let c = p(&format!(
+            "storage \"postgresql\" {{\n connection_url = \"postgresql://u@h/db\"\n sslmode = \"verify-full\"\n sslrootcert = \"/etc/leash/db-ca.pem\"\n}}\n{l}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.postgres.unwrap().tls,
+            vec![
+                ("sslmode".to_owned(), "verify-full".to_owned()),
+                ("sslrootcert".to_owned(), "/etc/leash/db-ca.pem".to_owned())
+            ]
         );
         for (bad, key) in [
             ("max_parallel = \"many\"", "max_parallel"),

@@ -1,5 +1,8 @@
 //! Connections: the pool, the listener connection, and PostgreSQL error mapping.
 
+use leash_dbtls::DbTlsError;
+use leash_dbtls::pg::PgTls;
+
 use super::*;
 
 pub(super) fn pg(op: &'static str) -> impl Fn(tokio_postgres::Error) -> StorageError {
@@ -26,26 +29,89 @@ pub(super) fn pool_err(e: deadpool_postgres::PoolError) -> StorageError {
     StorageError::Unavailable("cannot reach PostgreSQL".into())
 }
 
-/// The transport of every connection (TLS is chosen here).
-pub(super) fn tls() -> tokio_postgres::NoTls {
-    tokio_postgres::NoTls
+/// Where and how to connect: the driver's configuration (TLS keywords taken out, its
+/// `sslmode` set) and the rustls connector (libpq's `sslmode`, `sslrootcert`, `sslcert`,
+/// `sslkey`; certificate files read once, when the URL is parsed).
+#[derive(Clone)]
+pub(super) struct Target {
+    pub(super) config: tokio_postgres::Config,
+    pub(super) tls: PgTls,
 }
 
-pub(super) fn parse_url(url: &str) -> Result<tokio_postgres::Config, StorageError> {
-    url.parse::<tokio_postgres::Config>().map_err(|_| {
-        StorageError::InvalidConfig(
+/// Parses `connection_url`, with `tls` (libpq TLS keys given apart) over its own.
+/// Errors name the setting at fault, never echo the URL (it holds the password).
+pub(super) fn parse_url(url: &str, tls: &[(String, String)]) -> Result<Target, StorageError> {
+    let overrides: Vec<(&str, &str)> = tls.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    match leash_dbtls::driver_config(url, &overrides) {
+        Ok((config, tls)) => Ok(Target { config, tls }),
+        // The driver's own parse error may quote the string: not repeated.
+        Err(DbTlsError::Postgres(_)) => Err(StorageError::InvalidConfig(
             "connection_url is not a valid PostgreSQL URL or key=value string".into(),
-        )
-    })
+        )),
+        // Names the key (and a file's path), never a value of the URL's.
+        Err(e) => Err(StorageError::InvalidConfig(e.to_string())),
+    }
+}
+
+/// Why a first connection failed, in words an operator can act on: a TLS problem (the
+/// certificate, a server without TLS), or the server's refusal (`pg_hba.conf`, the
+/// password); otherwise the driver's text (never the URL, so never the password).
+pub(super) fn describe_connect_failure(e: &tokio_postgres::Error, tls: &PgTls) -> String {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(t) = s.downcast_ref::<DbTlsError>() {
+            return format!("TLS to PostgreSQL failed: {t}");
+        }
+        source = s.source();
+    }
+    if let Some(db) = e.as_db_error() {
+        let hint = if db.message().contains("no encryption") {
+            " (the server takes TLS connections only: set sslmode=verify-full and sslrootcert in connection_url)"
+        } else {
+            ""
+        };
+        return format!(
+            "PostgreSQL refused the connection: {} ({}){hint}",
+            db.message(),
+            db.code().code()
+        );
+    }
+    let text = e.to_string();
+    if text.contains("server does not support TLS") {
+        return format!(
+            "TLS to PostgreSQL failed: {}",
+            DbTlsError::ServerRefusedTls {
+                mode: tls.mode().as_str()
+            }
+        );
+    }
+    format!("cannot reach PostgreSQL: {text}")
+}
+
+/// [`pool_err`] for the first connection of [`PgStorage::open`]: the reason in full
+/// (see [`describe_connect_failure`]), so a server that cannot start says why.
+pub(super) fn first_connect_err(
+    tls: &PgTls,
+) -> impl Fn(deadpool_postgres::PoolError) -> StorageError {
+    move |e| match &e {
+        deadpool_postgres::PoolError::Backend(pg) => {
+            StorageError::Unavailable(describe_connect_failure(pg, tls))
+        }
+        _ => pool_err(e),
+    }
 }
 
 /// Opens a pool of at most `pool_size` connections to `url` (connections are made on
 /// demand). The one place the pool's transport is chosen.
 pub fn connect(url: &str, pool_size: usize) -> Result<Pool, StorageError> {
-    let cfg = parse_url(url)?;
+    connect_to(&parse_url(url, &[])?, pool_size)
+}
+
+/// [`connect`] with the URL parsed.
+pub(super) fn connect_to(target: &Target, pool_size: usize) -> Result<Pool, StorageError> {
     let mgr = Manager::from_config(
-        cfg,
-        tls(),
+        target.config.clone(),
+        target.tls.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -62,7 +128,7 @@ pub fn connect(url: &str, pool_size: usize) -> Result<Pool, StorageError> {
 /// One connection outside the pool (for `LISTEN`): the client and a channel of its
 /// notifications, closed when the connection ends.
 pub(super) async fn connect_listener(
-    url: &str,
+    target: &Target,
 ) -> Result<
     (
         tokio_postgres::Client,
@@ -70,8 +136,11 @@ pub(super) async fn connect_listener(
     ),
     StorageError,
 > {
-    let cfg = parse_url(url)?;
-    let (client, mut conn) = cfg.connect(tls()).await.map_err(pg("listen connect"))?;
+    let (client, mut conn) = target
+        .config
+        .connect(target.tls.clone())
+        .await
+        .map_err(|e| StorageError::Unavailable(describe_connect_failure(&e, &target.tls)))?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {

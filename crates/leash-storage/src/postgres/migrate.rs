@@ -4,8 +4,14 @@ use super::*;
 
 /// Checks the key, then applies the migrations not yet applied, under a session-level
 /// advisory lock (servers starting together wait for the first).
-pub(super) async fn migrate(pool: &Pool, sql: &Sql, keyring: &Keyring) -> Result<(), StorageError> {
-    let mut c = pool.get().await.map_err(pool_err)?;
+pub(super) async fn migrate(
+    pool: &Pool,
+    target: &Target,
+    sql: &Sql,
+    keyring: &Keyring,
+) -> Result<(), StorageError> {
+    // The first connection: a failure says why (TLS, pg_hba.conf, …).
+    let mut c = pool.get().await.map_err(first_connect_err(&target.tls))?;
     let lock_key = format!("leash:{}", sql.entries);
     c.execute(
         "SELECT pg_advisory_lock($1, hashtext($2))",

@@ -23,7 +23,12 @@
 //!   servers start together; the key is checked before anything is written.
 //!
 //! Connections go through [`connect`] (pool) and `connect_listener` — the only two
-//! places that choose the transport (`NoTls` today).
+//! places that choose the transport: TLS through rustls (`leash-dbtls`), with libpq's
+//! `sslmode` (`disable`, `prefer` — the default —, `require`, `verify-ca`,
+//! `verify-full`), `sslrootcert`, `sslcert` and `sslkey` read from `connection_url`
+//! (URL query or key=value form). `verify-ca`/`verify-full` run with the driver's
+//! `require` and leash's verifier; a first connection that fails (a wrong CA, a server
+//! without TLS, `pg_hba.conf`) makes [`PgStorage::open`] fail saying why.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +90,9 @@ pub struct PgConfig {
     pub table: String,
     /// Connection pool size.
     pub max_parallel: usize,
+    /// libpq's TLS keys given as keys of the block (`sslmode`, `sslrootcert`, `sslcert`,
+    /// `sslkey`), in order; they win over the same keys in `connection_url`.
+    pub tls: Vec<(String, String)>,
     /// Whether several servers may share the database (heartbeats, claims and change
     /// notifications run either way; the flag is kept for Vault's configuration shape).
     pub ha_enabled: bool,
@@ -95,6 +103,7 @@ impl std::fmt::Debug for PgConfig {
         f.debug_struct("PgConfig")
             .field("table", &self.table)
             .field("max_parallel", &self.max_parallel)
+            .field("tls", &self.tls)
             .field("ha_enabled", &self.ha_enabled)
             .finish_non_exhaustive()
     }
@@ -167,10 +176,10 @@ impl PgStorage {
                 "table must be a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 40 characters)".into(),
             ));
         }
-        let url = cfg.connection_url.expose_secret().to_owned();
-        let pool = connect(&url, cfg.max_parallel)?;
+        let target = parse_url(cfg.connection_url.expose_secret(), &cfg.tls)?;
+        let pool = connect_to(&target, cfg.max_parallel)?;
         let sql = Sql::new(&cfg.table);
-        migrate(&pool, &sql, &keyring).await?;
+        migrate(&pool, &target, &sql, &keyring).await?;
         let (changes, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
             stats: Stats::default(),
@@ -203,7 +212,7 @@ impl PgStorage {
         {
             let s = Arc::clone(&shared);
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-            tasks.push(tokio::spawn(listen_loop(s, url, ready_tx)));
+            tasks.push(tokio::spawn(listen_loop(s, target, ready_tx)));
             // Serve only once changes are heard: a cache filled before would miss them.
             match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
                 Ok(Ok(())) => {}
@@ -236,8 +245,9 @@ impl PgStorage {
         if !valid_table_name(table) {
             return Err(StorageError::InvalidConfig("invalid table name".into()));
         }
-        let pool = connect(url, 1)?;
-        let c = pool.get().await.map_err(pool_err)?;
+        let target = parse_url(url, &[])?;
+        let pool = connect_to(&target, 1)?;
+        let c = pool.get().await.map_err(first_connect_err(&target.tls))?;
         let s = Sql::new(table);
         c.batch_execute(&format!(
             "DROP TABLE IF EXISTS {}, {}, {}, {}, {}, {} CASCADE; DROP FUNCTION IF EXISTS {}_notify() CASCADE; DROP FUNCTION IF EXISTS {}_notify() CASCADE;",

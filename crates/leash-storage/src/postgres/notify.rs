@@ -6,13 +6,13 @@ use super::*;
 /// publishes [`Change::Flush`], since changes may have been missed meanwhile.
 pub(super) async fn listen_loop(
     s: Arc<Shared>,
-    url: String,
+    target: Target,
     ready: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(50);
     loop {
-        match connect_listener(&url).await {
+        match connect_listener(&target).await {
             Ok((client, mut rx)) => {
                 match client
                     .batch_execute(&format!("LISTEN {}", s.sql.channel))

@@ -46,6 +46,7 @@ fn cfg(url: &str, table: &str) -> PgConfig {
         table: table.to_owned(),
         max_parallel: 8,
         ha_enabled: true,
+        tls: Vec::new(),
     }
 }
 
@@ -351,4 +352,101 @@ async fn an_entry_cached_on_one_server_is_replaced_within_100ms_of_a_write_on_an
     assert_eq!(b.get("kv", "mine").await.unwrap().unwrap().as_slice(), b"1");
     b.put("kv", "mine", b"2".to_vec()).await.unwrap();
     assert_eq!(b.get("kv", "mine").await.unwrap().unwrap().as_slice(), b"2");
+}
+
+/// `test_url()` with `query` added to its query string.
+fn with_query(url: &str, query: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{query}")
+}
+
+/// Whether the pool's connection to `url` is TLS, as the server sees it.
+async fn pool_is_tls(url: &str) -> Result<bool, StorageError> {
+    let target = parse_url(url, &[])?;
+    let pool = connect_to(&target, 1)?;
+    let c = pool.get().await.map_err(first_connect_err(&target.tls))?;
+    Ok(c.query_one(
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        &[],
+    )
+    .await
+    .map_err(pg("ssl"))?
+    .get(0))
+}
+
+#[tokio::test]
+async fn sslmode_in_the_url_decides_the_transport() {
+    let Some(url) = test_url() else { return };
+    let plain = pool_is_tls(&with_query(&url, "sslmode=disable"))
+        .await
+        .unwrap();
+    assert!(!plain, "sslmode=disable is plain TCP");
+    let pool = connect(&with_query(&url, "sslmode=disable"), 1).unwrap();
+    let server_tls: String = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SHOW ssl", &[])
+        .await
+        .unwrap()
+        .get(0);
+    if server_tls == "on" {
+        assert!(
+            pool_is_tls(&with_query(&url, "sslmode=require"))
+                .await
+                .unwrap()
+        );
+        // prefer, libpq's default, takes TLS when offered.
+        assert!(pool_is_tls(&url).await.unwrap());
+    } else {
+        let e = pool_is_tls(&with_query(&url, "sslmode=require"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not accept TLS"), "{e}");
+        assert!(
+            !pool_is_tls(&url).await.unwrap(),
+            "prefer falls back to plain"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_tls_settings_refuse_to_open_naming_the_key_never_the_password() {
+    let url = "postgresql://leash:hunter2-secret@127.0.0.1:1/leash";
+    for (query, key) in [
+        ("sslmode=verify-full", "sslrootcert"),
+        (
+            "sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem",
+            "/nonexistent/ca.pem",
+        ),
+        ("sslmode=allow", "sslmode"),
+        ("sslcrl=/x", "sslcrl"),
+    ] {
+        let e = PgStorage::open(
+            &cfg(&with_query(url, query), "t_tls"),
+            Keyring::from_master(&Keyring::generate_master()).unwrap(),
+            me(),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(matches!(e, StorageError::InvalidConfig(_)), "{query}: {e}");
+        let e = e.to_string();
+        assert!(e.contains(key), "{query}: {e}");
+        assert!(!e.contains("hunter2"), "{query}: {e}");
+    }
+    // A key given apart wins over the URL's.
+    let mut c = cfg(&with_query(url, "sslmode=disable"), "t_tls");
+    c.tls = vec![("sslmode".into(), "verify-full".into())];
+    let e = PgStorage::open(
+        &c,
+        Keyring::from_master(&Keyring::generate_master()).unwrap(),
+        me(),
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("needs the CA"), "{e}");
 }

@@ -135,36 +135,42 @@ async fn tcp_sessions(admin: &tokio_postgres::Client) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_tls_modes_against_a_tls_only_cluster() {
+/// A private PostgreSQL cluster that takes TLS only on TCP (`hba_tcp`: `pg_hba.conf`
+/// lines, each `hostssl`), with the certificate `pki().server` (for 127.0.0.1 and
+/// localhost) and, when given, `client_ca` (PEM) for `cert` logins; its Unix socket
+/// stays open for the test's own admin connection, returned with it. `None` (the reason
+/// printed, a failure under CI) without PostgreSQL's server binaries or `openssl`.
+pub(crate) async fn tls_only_pg(
+    hba_tcp: &str,
+    client_ca: Option<&str>,
+) -> Option<(PrivatePg, tokio_postgres::Client)> {
     let Some(bin) = pg_bindir() else {
-        return skip("no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)");
+        skip("no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)");
+        return None;
     };
     if Command::new("openssl").arg("version").output().is_err() {
-        return skip("no openssl command to make the test certificates");
+        skip("no openssl command to make the test certificates");
+        return None;
     }
     let pki = pki();
     let pg = tokio::task::block_in_place(|| PrivatePg::init(bin));
     let dir = pg.dir.path();
     let cert = write_private(dir, "server.crt", &pki.server.cert_pem, pg.as_postgres);
     let key = write_private(dir, "server.key", &pki.server.key_pem, pg.as_postgres);
-    let pki_dir = tempfile::tempdir().unwrap();
-    let (client_ca, client_cert, client_key) =
-        tokio::task::block_in_place(|| client_pki(pki_dir.path()));
-    let client_ca_file = write_private(dir, "client-ca.pem", &client_ca, pg.as_postgres);
-    // TCP only with TLS; the Unix socket (the test's own admin connection) stays open.
-    // Database `certdb` takes a client certificate instead of a password.
     std::fs::write(
         pg.data().join("pg_hba.conf"),
-        "local all all trust\nhostssl certdb all 127.0.0.1/32 cert\nhostssl all all 127.0.0.1/32 trust\n",
+        format!("local all all trust\n{hba_tcp}"),
     )
     .unwrap();
-    let ssl = format!(
-        "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c ssl_ca_file={}",
+    let mut ssl = format!(
+        "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
         cert.display(),
         key.display(),
-        client_ca_file.display()
     );
+    if let Some(ca) = client_ca {
+        let file = write_private(dir, "client-ca.pem", ca, pg.as_postgres);
+        ssl.push_str(&format!(" -c ssl_ca_file={}", file.display()));
+    }
     assert!(
         tokio::task::block_in_place(|| pg.start_with(&ssl)),
         "could not start the private cluster with ssl=on"
@@ -190,6 +196,29 @@ async fn postgres_tls_modes_against_a_tls_only_cluster() {
     )
     .await;
     let admin = connect_admin().await.unwrap();
+    Some((pg, admin))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_modes_against_a_tls_only_cluster() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    if Command::new("openssl").arg("version").output().is_err() {
+        return skip("no openssl command to make the test certificates");
+    }
+    let (client_ca, client_cert, client_key) =
+        tokio::task::block_in_place(|| client_pki(pki_dir.path()));
+    // TCP only with TLS; the Unix socket (the test's own admin connection) stays open.
+    // Database `certdb` takes a client certificate instead of a password.
+    let Some((pg, admin)) = tls_only_pg(
+        "hostssl certdb all 127.0.0.1/32 cert\nhostssl all all 127.0.0.1/32 trust\n",
+        Some(&client_ca),
+    )
+    .await
+    else {
+        return;
+    };
+    let pki = pki();
+    let dir = pg.dir.path();
 
     let srv = TestServer::start().await;
     let (s, b) = srv

@@ -40,6 +40,7 @@ mod proxy;
 mod scope;
 mod security;
 mod storage;
+mod storage_tls;
 mod sys_audit;
 mod sys_health;
 mod sys_metrics;
