@@ -127,9 +127,10 @@ async fn renders_templates_against_a_dev_server_and_revokes_on_sigterm() {
         .unwrap();
     let (env, model) = (d.join("app.env"), d.join("model.json"));
     eventually("the two files", || env.exists() && model.exists()).await;
+    // The newline after `{{ end }}` is template text too (as in consul-template).
     assert_eq!(
         std::fs::read_to_string(&env).unwrap(),
-        "MODEL=small\nMAX_TOKENS=512\n"
+        "MODEL=small\nMAX_TOKENS=512\n\n"
     );
     assert_eq!(std::fs::read_to_string(&model).unwrap(), "\"small\"");
     use std::os::unix::fs::PermissionsExt as _;
@@ -197,7 +198,7 @@ async fn config_env_with_exit_after_auth_renders_once_and_exits() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
         std::fs::read_to_string(d.join("app.env")).unwrap(),
-        "MODEL=large\nMAX_TOKENS=4096\n"
+        "MODEL=large\nMAX_TOKENS=4096\n\n"
     );
     assert_eq!(
         std::fs::read_to_string(d.join("model.json")).unwrap(),
