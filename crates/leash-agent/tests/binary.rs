@@ -5,6 +5,9 @@
 //! The whole agent suite of the `leash` crate (tests/it/agent.rs) also runs against
 //! this binary with `LEASH_AGENT_BIN=target/debug/leash-agent`.
 
+// Helpers outside `#[test]` fns unwrap too (allowed in tests by clippy.toml).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
