@@ -16,11 +16,15 @@
 //! rendered file is replaced atomically, never written in place; a missing template key
 //! is an error naming the key and the template, never `<no value>`.
 //!
-//! Not here: HTTP details (leash-client), the command line (the `leash` binary).
+//! * [`cli`]: the command line, shared by `leash agent` and the small `leash-agent`
+//!   binary (src/main.rs), which runs the agent without the rest of `leash`.
+//!
+//! Not here: HTTP details (leash-client).
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod cache;
+pub mod cli;
 pub mod config;
 mod error;
 pub mod exec;

@@ -9,6 +9,7 @@ pub mod capability;
 pub mod cidr;
 pub mod clock;
 pub mod duration;
+pub mod flags;
 pub mod random;
 pub mod secret;
 pub mod token;

@@ -1,4 +1,6 @@
-//! The suite's `leash agent` figure: idle RSS with three templates renewing.
+//! The suite's agent figures: idle RSS with three templates renewing, of the small
+//! `leash-agent` binary (when it is next to leash-bench) with the all-in-one
+//! `leash agent` as the baseline; of `leash agent` alone otherwise.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -20,53 +22,171 @@ pub(super) async fn agent_part(
     plan: &Plan,
     servers: &tokio::runtime::Handle,
 ) -> Vec<SuiteRow> {
-    let (rss, anon) = match agent_measure(args, plan, servers).await {
-        Ok((rss, anon)) => {
-            eprintln!("agent: VmRSS {rss:.1} MiB, RssAnon {anon:.1} MiB");
-            (Some(rss), Some(anon))
-        }
-        Err(e) => {
-            eprintln!("agent: not measured: {e}");
-            (None, None)
-        }
+    // The small `leash-agent` binary is the figure when it was built; the all-in-one
+    // `leash agent` is measured too and shown as the baseline, so both are in the table.
+    let mut measured: Vec<(&str, Option<AgentMemory>)> = Vec::new();
+    for agent in agent_binaries() {
+        let m = match agent_measure(args, plan, servers, &agent).await {
+            Ok(m) => {
+                eprintln!("agent ({}): {m}", agent.label);
+                Some(m)
+            }
+            Err(e) => {
+                eprintln!("agent ({}): not measured: {e}", agent.label);
+                None
+            }
+        };
+        measured.push((agent.label, m));
+    }
+    let small = measured.iter().find(|(l, _)| *l == SMALL).map(|(_, m)| *m);
+    let big = measured
+        .iter()
+        .find(|(l, _)| *l == BIG)
+        .and_then(|(_, m)| *m);
+    // Without a small binary the figure is the big one's, with no baseline.
+    let (value, baseline, which) = match small {
+        Some(m) => (m, big, SMALL),
+        None => (big, None, BIG),
     };
     vec![
         SuiteRow {
-            figure: "leash agent idle RSS, three templates renewing (MiB)".into(),
-            value: rss,
-            baseline: None,
+            figure: format!("{which} idle RSS, 3 templates renewing (MiB)"),
+            value: value.map(|m| m.rss),
+            baseline: baseline.map(|m| m.rss),
             goal: Goal::ValueAtMost(8.0, "MiB"),
             unit: "MiB",
         },
         SuiteRow {
-            figure: "leash agent own anonymous memory (RssAnon, MiB)".into(),
-            value: anon,
-            baseline: None,
+            figure: format!("{which} own anonymous memory (RssAnon, MiB)"),
+            value: value.map(|m| m.anon),
+            baseline: baseline.map(|m| m.anon),
             goal: Goal::ValueAtMost(2.0, "MiB"),
             unit: "MiB",
         },
     ]
 }
 
-/// The `leash` binary next to this one.
-pub(super) fn leash_binary() -> Result<PathBuf, String> {
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin = me
-        .parent()
-        .map(|d| d.join(format!("leash{}", std::env::consts::EXE_SUFFIX)))
-        .filter(|p| p.is_file())
-        .ok_or_else(|| {
-            "no `leash` binary next to leash-bench (cargo build --release -p leash)".to_owned()
-        })?;
-    Ok(bin)
+/// The small binary's label.
+const SMALL: &str = "leash-agent";
+/// The all-in-one binary's label.
+const BIG: &str = "leash agent";
+
+/// One agent binary to measure: how to start it.
+struct AgentBinary {
+    label: &'static str,
+    path: PathBuf,
+    /// Arguments before `-config FILE`.
+    prefix: &'static [&'static str],
 }
 
-pub(super) async fn agent_measure(
+/// The agents to measure: `leash-agent` (when built) and `leash agent`.
+fn agent_binaries() -> Vec<AgentBinary> {
+    let mut out = Vec::new();
+    if let Some(path) = sibling_binary("leash-agent") {
+        out.push(AgentBinary {
+            label: SMALL,
+            path,
+            prefix: &[],
+        });
+    } else {
+        eprintln!(
+            "agent: no `leash-agent` next to leash-bench (cargo build --release -p leash-agent); \
+             measuring `leash agent` only"
+        );
+    }
+    match leash_binary() {
+        Ok(path) => out.push(AgentBinary {
+            label: BIG,
+            path,
+            prefix: &["agent"],
+        }),
+        Err(e) => eprintln!("agent: {e}"),
+    }
+    out
+}
+
+/// What the suite reads of an idle agent's memory.
+#[derive(Debug, Clone, Copy)]
+struct AgentMemory {
+    /// VmRSS, MiB.
+    rss: f64,
+    /// RssAnon (the process's own anonymous pages, copy-on-write ones included), MiB.
+    anon: f64,
+    /// RssFile, MiB: pages of the binary and the libraries.
+    file: f64,
+    /// `Private_Dirty` and `Anonymous` of /proc/PID/smaps_rollup, MiB.
+    private_dirty: Option<f64>,
+    anonymous: Option<f64>,
+    threads: Option<u64>,
+}
+
+impl std::fmt::Display for AgentMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+        write!(
+            f,
+            "VmRSS {:.2} MiB (RssAnon {:.2}, RssFile {:.2}); smaps_rollup Private_Dirty {} MiB, \
+             Anonymous {} MiB; {} thread(s)",
+            self.rss,
+            self.anon,
+            self.file,
+            opt(self.private_dirty),
+            opt(self.anonymous),
+            self.threads
+                .map_or_else(|| "?".to_owned(), |t| t.to_string()),
+        )
+    }
+}
+
+impl AgentMemory {
+    fn of(pid: u32) -> Result<AgentMemory, String> {
+        let mib = |field: &str| {
+            proc_status_kib(Some(pid), field)
+                .map(|k| k as f64 / 1024.0)
+                .ok_or(format!("no {field} in /proc/{pid}/status"))
+        };
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok();
+        let rollup_mib = |field: &str| {
+            rollup.as_deref().and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    .map(|k| k as f64 / 1024.0)
+            })
+        };
+        Ok(AgentMemory {
+            rss: mib("VmRSS")?,
+            anon: mib("RssAnon")?,
+            file: mib("RssFile")?,
+            private_dirty: rollup_mib("Private_Dirty"),
+            anonymous: rollup_mib("Anonymous"),
+            threads: proc_status_kib(Some(pid), "Threads"),
+        })
+    }
+}
+
+/// `name` next to this binary, if it is there.
+fn sibling_binary(name: &str) -> Option<PathBuf> {
+    let me = std::env::current_exe().ok()?;
+    me.parent()
+        .map(|d| d.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
+        .filter(|p| p.is_file())
+}
+
+/// The `leash` binary next to this one.
+pub(super) fn leash_binary() -> Result<PathBuf, String> {
+    sibling_binary("leash").ok_or_else(|| {
+        "no `leash` binary next to leash-bench (cargo build --release -p leash)".to_owned()
+    })
+}
+
+async fn agent_measure(
     args: &SuiteArgs,
     plan: &Plan,
     servers: &tokio::runtime::Handle,
-) -> Result<(f64, f64), String> {
-    let bin = leash_binary()?;
+    agent: &AgentBinary,
+) -> Result<AgentMemory, String> {
+    let bin = &agent.path;
     let dir = tempdir("agent")?;
     let (server, client, _root) = start_leash(servers, &dir.path().join("data")).await?;
     let db = bench_leases::ScratchDb::create(&args.postgres)
@@ -126,8 +246,8 @@ pub(super) async fn agent_measure(
         write_private(&token_file, token.as_bytes())?;
         let hcl = agent_config(server.addr, work, &token_file, &role);
         std::fs::write(work.join("agent.hcl"), hcl).map_err(|e| e.to_string())?;
-        let mut child = tokio::process::Command::new(&bin)
-            .arg("agent")
+        let mut child = tokio::process::Command::new(bin)
+            .args(agent.prefix)
             .arg("-config")
             .arg(work.join("agent.hcl"))
             .env("LEASH_LOG", "warn")
@@ -152,9 +272,7 @@ pub(super) async fn agent_measure(
             }
             eprintln!("agent: templates rendered; idling {}s", plan.agent_idle.as_secs());
             tokio::time::sleep(plan.agent_idle).await;
-            let rss = proc_status_kib(Some(pid), "VmRSS").ok_or("no VmRSS")?;
-            let anon = proc_status_kib(Some(pid), "RssAnon").ok_or("no RssAnon")?;
-            Ok((rss as f64 / 1024.0, anon as f64 / 1024.0))
+            AgentMemory::of(pid)
         }
         .await;
         // SIGTERM: the agent revokes its leases on the way out.

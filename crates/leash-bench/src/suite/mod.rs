@@ -16,8 +16,8 @@
 //! * p99 against p50 of audited KV reads at half the measured audited peak (open loop);
 //! * database issuance and mass expiry against raw PostgreSQL (`bench_leases`);
 //! * start-up with many live leases (time and RSS, in a child process) against none;
-//! * `leash agent`'s idle RSS with three templates renewing (the `leash` binary next to
-//!   this one).
+//! * the agent's idle RSS with three templates renewing: the small `leash-agent` binary
+//!   next to this one, against the all-in-one `leash agent` as the baseline.
 //!
 //! Throughput figures are medians of `rounds` runs interleaved with their baselines.
 //! Progress goes to stderr, the table (or JSON) to stdout. A part that cannot run (no
@@ -63,7 +63,7 @@ pub(crate) enum Part {
     Database,
     /// Start-up time and memory with many live leases.
     Startup,
-    /// `leash agent` idle memory.
+    /// Idle memory of `leash-agent` and `leash agent`.
     Agent,
 }
 

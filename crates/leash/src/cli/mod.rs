@@ -18,7 +18,6 @@ use leash_client::{Client, ClientConfig, ClientError};
 
 mod audit;
 mod contain;
-mod flags;
 mod input;
 mod jit;
 mod kv;
@@ -31,7 +30,7 @@ mod scan;
 mod status;
 mod token;
 
-pub(crate) use flags::normalise_vault_style_flags;
+pub(crate) use leash_types::flags::normalise_vault_style_flags;
 pub(crate) use output::Format;
 
 /// Commands that talk to a running server.

@@ -707,23 +707,22 @@ async fn exec_mode_redacts_the_childs_output_and_reissues_what_leaked() {
         .append(true)
         .open(&fx.log_path)
         .unwrap();
-    let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_leash"))
-        .args([
-            "agent",
-            "exec",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--",
-            "/bin/sh",
-            "-c",
-            &script,
-        ])
-        .env("LEASH_LOG", "info,leash_agent=debug")
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut agent = support::agent_command(&[
+        "agent",
+        "exec",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        &script,
+    ])
+    .env("LEASH_LOG", "info,leash_agent=debug")
+    .stdout(std::fs::File::create(&out_path).unwrap())
+    .stderr(log)
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
     let seen = fx.dir.path().join("seen");
     eventually("the child to print everything", LONG, || async {
         seen.exists()

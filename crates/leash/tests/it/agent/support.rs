@@ -173,15 +173,15 @@ template {{
         p
     }
 
-    /// Starts the `leash` binary with these arguments; its stderr goes to the log.
+    /// Starts the `leash` binary with these arguments (`agent …`); its stderr goes to
+    /// the log. See [`agent_command`] for running the small `leash-agent` instead.
     pub(crate) fn spawn(&self, args: &[&str]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_leash"))
-            .args(args)
+        agent_command(args)
             .env("LEASH_LOG", "info,leash_agent=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -215,6 +215,26 @@ template {{
 
     pub(crate) async fn cleanup(self) {
         self.pg.cleanup().await;
+    }
+}
+
+/// A command running `args` (which start with `agent`): `leash agent …`, or, when
+/// `LEASH_AGENT_BIN` names the small `leash-agent` binary, that binary with the same
+/// arguments after `agent` — so every agent test can run against either binary:
+/// `LEASH_AGENT_BIN=target/debug/leash-agent cargo test -p leash --test it -- agent`.
+pub(crate) fn agent_command(args: &[&str]) -> Command {
+    match std::env::var_os("LEASH_AGENT_BIN").filter(|b| !b.is_empty()) {
+        Some(bin) => {
+            assert_eq!(args.first(), Some(&"agent"), "{args:?}");
+            let mut c = Command::new(bin);
+            c.args(&args[1..]);
+            c
+        }
+        None => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_leash"));
+            c.args(args);
+            c
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Vault-style flags: the Vault CLI spells long flags with one dash (`-format=json`,
+//! Vault-style flags (for the `leash` and `leash-agent` binaries): the Vault CLI spells long flags with one dash (`-format=json`,
 //! `-field token`), clap with two. [`normalise_vault_style_flags`] rewrites the first
 //! into the second before parsing, so scripts written for `vault` run unchanged.
 //!
@@ -11,7 +11,7 @@ use std::ffi::OsString;
 
 /// Rewrites `-name[=value]` into `--name[=value]`. The first item (the program name)
 /// is kept as is.
-pub(crate) fn normalise_vault_style_flags(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+pub fn normalise_vault_style_flags(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
     let mut out = Vec::new();
     let mut rest_positional = false;
     for (i, arg) in args.enumerate() {
