@@ -208,7 +208,7 @@ mod tests {
     use super::*;
 
     fn run(needles: &[&str], chunks: &[&str]) -> String {
-        let n = Arc::new(
+        let n: Arc<Vec<Zeroizing<Vec<u8>>>> = Arc::new(
             needles
                 .iter()
                 .map(|s| Zeroizing::new(s.as_bytes().to_vec()))
