@@ -251,8 +251,10 @@ async fn handle(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Res
             serde_json::json!({"error": "the path has dot segments or encoded separators", "upstream": name}),
         );
     }
-    let method = req.method().as_str().to_owned();
-    if !up.cfg.allow.is_empty() && !up.cfg.allow.iter().any(|r| r.allows(&method, &rest)) {
+    // A standard method is an enum: cloned without allocating.
+    let method = req.method().clone();
+    let method = method.as_str();
+    if !up.cfg.allow.is_empty() && !up.cfg.allow.iter().any(|r| r.allows(method, &rest)) {
         m.denied(name);
         m.request(name, 403, None);
         tracing::info!(upstream = name, method = %method, path = %rest, "denied by the allow rules");
@@ -284,10 +286,17 @@ async fn handle(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Res
     .to_owned();
 
     let started = Instant::now();
-    let permit = match tokio::time::timeout(up.cfg.timeout, up.slots.clone().acquire_owned()).await
-    {
-        Ok(Ok(p)) => p,
-        _ => {
+    // A free slot is taken at once; only a full upstream arms a timer to wait for one.
+    let permit = match up.slots.clone().try_acquire_owned() {
+        Ok(p) => Ok(p),
+        Err(_) => tokio::time::timeout(up.cfg.timeout, up.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| ())
+            .and_then(|r| r.map_err(|_| ())),
+    };
+    let permit = match permit {
+        Ok(p) => p,
+        Err(()) => {
             m.request(name, 503, None);
             return json(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -357,7 +366,7 @@ async fn handle(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Res
         kind: "http",
         upstream: name,
         lease_id: &creds.lease_id,
-        method: &method,
+        method,
         path: &rest,
         status: status.as_u16(),
         trace_id: &trace,
@@ -367,10 +376,11 @@ async fn handle(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Res
     let mut header_hits = 0;
     for v in rparts.headers.values_mut() {
         let b = v.as_bytes();
+        // A value shorter than a needle cannot hold it (most response headers).
         if creds
             .needles
             .iter()
-            .any(|n| memchr::memmem::find(b, n).is_some())
+            .any(|n| b.len() >= n.len() && memchr::memmem::find(b, n).is_some())
         {
             *v = HeaderValue::from_bytes(REDACTED).unwrap_or_else(|_| HeaderValue::from_static(""));
             header_hits += 1;
@@ -428,7 +438,7 @@ async fn handle(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Res
         };
         drop(permit);
         let mut redactor = Redactor::new(creds.needles.clone());
-        let out = redactor.feed(&body, true);
+        let out = redactor.feed_bytes(body, true);
         if redactor.found > 0 {
             m.redacted(name, redactor.found);
         }

@@ -65,6 +65,19 @@ impl Redactor {
         best
     }
 
+    /// As [`Redactor::feed`], but a chunk with nothing to replace or hold back (the usual
+    /// case) is passed on as it is, without copying.
+    pub fn feed_bytes(&mut self, chunk: Bytes, last: bool) -> Bytes {
+        if self.carry.is_empty()
+            && (self.max == 0
+                || (self.next_match(&chunk, 0).is_none()
+                    && (last || self.partial_at_end(&chunk) == 0)))
+        {
+            return chunk;
+        }
+        self.feed(&chunk, last)
+    }
+
     /// Scans `chunk`; returns what can be passed on now. Only an end of the input that
     /// could be the start of a credential is held back (so a stream of small events —
     /// SSE — flows as it comes); `last`: no more input, flush.
@@ -167,7 +180,7 @@ where
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
-                        let out = this.redactor.feed(&data, false);
+                        let out = this.redactor.feed_bytes(data, false);
                         if out.is_empty() {
                             continue;
                         }
@@ -195,18 +208,26 @@ mod tests {
     use super::*;
 
     fn run(needles: &[&str], chunks: &[&str]) -> String {
-        let n = Arc::new(
+        let n: Arc<Vec<Zeroizing<Vec<u8>>>> = Arc::new(
             needles
                 .iter()
                 .map(|s| Zeroizing::new(s.as_bytes().to_vec()))
                 .collect(),
         );
-        let mut r = Redactor::new(n);
+        let mut r = Redactor::new(n.clone());
         let mut out = Vec::new();
         for c in chunks {
             out.extend_from_slice(&r.feed(c.as_bytes(), false));
         }
         out.extend_from_slice(&r.feed(&[], true));
+        // The copy-free entry point gives the same answer.
+        let mut r = Redactor::new(n);
+        let mut out2 = Vec::new();
+        for c in chunks {
+            out2.extend_from_slice(&r.feed_bytes(Bytes::copy_from_slice(c.as_bytes()), false));
+        }
+        out2.extend_from_slice(&r.feed_bytes(Bytes::new(), true));
+        assert_eq!(out, out2, "feed_bytes differs from feed for {chunks:?}");
         String::from_utf8(out).unwrap()
     }
 
@@ -242,5 +263,23 @@ mod tests {
         assert_eq!(&r.feed(b"s3", false)[..], b"");
         assert_eq!(&r.feed(b"x", false)[..], b"s3x");
         assert_eq!(&r.feed(b"s3cr", true)[..], b"s3cr");
+    }
+
+    #[test]
+    fn a_clean_chunk_is_passed_on_without_copying() {
+        let n = Arc::new(vec![Zeroizing::new(b"s3cret-token".to_vec())]);
+        let mut r = Redactor::new(n);
+        let clean = Bytes::from_static(b"{\"ok\":true}");
+        assert_eq!(r.feed_bytes(clean.clone(), false).as_ptr(), clean.as_ptr());
+        assert_eq!(r.feed_bytes(clean.clone(), true).as_ptr(), clean.as_ptr());
+        // A chunk ending in a needle's start is held back, then joined.
+        assert_eq!(
+            &r.feed_bytes(Bytes::from_static(b"a s3c"), false)[..],
+            b"a "
+        );
+        assert_eq!(
+            &r.feed_bytes(Bytes::from_static(b"ret-token"), true)[..],
+            b"[REDACTED]"
+        );
     }
 }

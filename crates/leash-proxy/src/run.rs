@@ -80,5 +80,7 @@ pub async fn run(cfg: ProxyConfig, exec_command: Option<Vec<String>>) -> Result<
     for t in tasks {
         t.abort();
     }
+    // The last uses' event lines (written by a thread, in batches) before exiting.
+    crate::metrics::flush_events(std::time::Duration::from_secs(2));
     Ok(result?)
 }

@@ -263,6 +263,11 @@ exec {{ command = ["sleep", "600"] }}"#,
         m.contains("leash_proxy_redactions_total{upstream=\"github\"} 1"),
         "{m}"
     );
+    // The event lines are written by the proxy's event thread, within milliseconds.
+    eventually("the three use events", Duration::from_secs(10), || async {
+        used_events(&fx.log()).len() >= 3
+    })
+    .await;
     let log = fx.log();
     assert!(!log.contains(&token), "the token reached the log");
     let evs = used_events(&log);
@@ -473,7 +478,11 @@ async fn pg_proxy_case(tls: &str, upstream: &str) {
         .unwrap();
     assert_eq!(row.get::<_, i32>(0), 1);
 
-    // Revoke the lease (its id is in the proxy's use event).
+    // Revoke the lease (its id is in the proxy's use event, written within milliseconds).
+    eventually("a use event", Duration::from_secs(10), || async {
+        !used_events(&fx.log()).is_empty()
+    })
+    .await;
     let lease = used_events(&fx.log())
         .iter()
         .find_map(|e| {
