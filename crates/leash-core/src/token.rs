@@ -853,7 +853,9 @@ impl TokenStore {
 
     /// The `auth` block for a new token.
     pub fn auth_info(&self, m: &Minted) -> AuthInfo {
-        let now = self.clock.unix();
+        // The TTL granted, counted from the token's creation: a second boundary crossed
+        // while the answer is built must not shave a second off (899 for a 15m TTL).
+        let now = m.entry.creation_time;
         AuthInfo {
             client_token: SecretString::from(m.value.expose().to_owned()),
             accessor: m.entry.accessor.clone(),
