@@ -158,19 +158,21 @@ impl Agent {
     pub(super) async fn reauthenticate(&mut self, revoke_old: bool) -> Result<(), AgentError> {
         let old = self.token.take();
         self.login_at = SystemClock.now();
-        self.login().await?;
-        if self.token.is_none() {
-            // Keep the old token while logins fail: its leases may still be valid.
-            if let Some(o) = old
-                && o.expire_at.is_none_or(|e| e > SystemClock.now())
-                && !revoke_old
-            {
-                self.token = Some(o);
-                if let Some(t) = self.token.as_mut() {
-                    t.next = Some(self.login_at);
+        let logged_in = self.login().await;
+        if logged_in.is_err() || self.token.is_none() {
+            if let Some(o) = old {
+                if revoke_old {
+                    // A leaked token is revoked whether or not a new one could be had.
+                    self.old_tokens.push((o.client, SystemClock.now()));
+                } else if o.expire_at.is_none_or(|e| e > SystemClock.now()) {
+                    // Keep the old token while logins fail: its leases may still be valid.
+                    self.token = Some(o);
+                    if let Some(t) = self.token.as_mut() {
+                        t.next = Some(self.login_at);
+                    }
                 }
             }
-            return Ok(());
+            return logged_in;
         }
         health::update(&self.status, |s| s.reauths += 1);
         if let Some(o) = old {
@@ -448,6 +450,12 @@ impl Agent {
             }
             match c.token_revoke_self().await {
                 Ok(()) => tracing::info!("replaced token revoked"),
+                // Unreachable or failing server: retried until it answers (a leaked token
+                // must not outlive a busy moment). A 4xx means the token is gone already.
+                Err(e) if e.status().is_none_or(|s| s >= 500) => {
+                    tracing::warn!(error = %e, "revoking the replaced token failed; will retry");
+                    keep.push((c, now + self.retry_delay(1)));
+                }
                 Err(e) => tracing::debug!(error = %e, "replaced token already gone"),
             }
         }
