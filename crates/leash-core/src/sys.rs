@@ -414,7 +414,7 @@ const DUTIES: &[(&str, &str)] = &[
 /// `GET sys/leader`, Vault's shape. Every server sharing a storage is active (no
 /// forwarding, no standby): each answers `is_self: true` with its own address.
 async fn leader(inner: &Inner) -> Result<Response, CoreError> {
-    let shared = inner.storage.changes().is_some();
+    let shared = inner.storage.shared();
     let address = if shared {
         inner
             .storage
