@@ -63,7 +63,9 @@ async fn values_and_tokens_are_not_stored_in_clear() {
     s.put("kv", "k", b"very-secret-value-123".to_vec())
         .await
         .unwrap();
-    let tok = "lsh.thisIsTheTokenValueItself000000000";
+    // Made at run time: no token-shaped literal is committed.
+    let value = leash_types::TokenValue::generate(leash_types::TokenKind::Service);
+    let tok = value.expose();
     s.token_insert(StoredToken {
         hash: s.keyring().token_hash(tok),
         accessor_hash: s.keyring().token_hash("acc"),

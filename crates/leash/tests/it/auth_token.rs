@@ -261,12 +261,17 @@ async fn custom_ids_need_root() {
         .await;
     assert_eq!(s, 400, "{b}");
     // An id that wears leash's prefix without a valid checksum could never be used
-    // (every presented copy is refused offline): it is refused at creation.
+    // (every presented copy is refused offline): it is refused at creation. Made at run
+    // time from a real token with its last checksum character changed.
+    let real = leash_types::TokenValue::generate(leash_types::TokenKind::Service);
+    let mut bad_checksum = real.expose().to_owned();
+    let last = bad_checksum.pop().unwrap();
+    bad_checksum.push(if last == 'A' { 'B' } else { 'A' });
     let (s, b) = srv
         .root(
             "POST",
             "auth/token/create",
-            Some(json!({"id": "lsh.notARealTokenButLooksLikeOne000000000"})),
+            Some(json!({"id": bad_checksum})),
         )
         .await;
     assert_eq!(s, 400, "{b}");
