@@ -63,6 +63,44 @@ fn copy(k: &SecretBytes) -> SecretBytes {
 }
 
 /// A fresh, empty store in its own tables.
+/// Two stores on one fresh scratch table with the same key: two servers. The guard
+/// drops the table.
+async fn two_servers(url: &str) -> (Scratch, PgStorage, PgStorage) {
+    let table = scratch_table();
+    let g = Scratch {
+        url: url.to_owned(),
+        table: table.clone(),
+    };
+    let key = Keyring::generate_master();
+    let a = PgStorage::open(
+        &cfg(url, &table),
+        Keyring::from_master(&copy(&key)).unwrap(),
+        me(),
+    )
+    .await
+    .unwrap();
+    let b = PgStorage::open(&cfg(url, &table), Keyring::from_master(&key).unwrap(), me())
+        .await
+        .unwrap();
+    (g, a, b)
+}
+
+/// An active lease that expired at 10.
+fn due_lease(id: &str) -> StoredLease {
+    StoredLease {
+        id: id.to_owned(),
+        token: None,
+        issue_time: 0,
+        expire_at: 10,
+        max_expire_at: 10,
+        state: LeaseState::Active,
+        attempts: 0,
+        next_attempt_at: 0,
+        last_error: None,
+        entry: Plain::new(b"{}".to_vec()),
+    }
+}
+
 async fn open_fresh() -> (Scratch, PgStorage) {
     let url = test_url().unwrap();
     let table = scratch_table();
@@ -182,41 +220,11 @@ async fn servers_starting_together_migrate_once_and_hear_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_due_lease_is_claimed_by_one_server() {
     let Some(url) = test_url() else { return };
-    let table = scratch_table();
-    let _g = Scratch {
-        url: url.clone(),
-        table: table.clone(),
-    };
-    let key = Keyring::generate_master();
-    let a = PgStorage::open(
-        &cfg(&url, &table),
-        Keyring::from_master(&copy(&key)).unwrap(),
-        me(),
-    )
-    .await
-    .unwrap();
-    let b = PgStorage::open(
-        &cfg(&url, &table),
-        Keyring::from_master(&key).unwrap(),
-        me(),
-    )
-    .await
-    .unwrap();
+    let (_g, a, b) = two_servers(&url).await;
     for i in 0..100 {
-        a.lease_insert(StoredLease {
-            id: format!("db/creds/r/{i:03}"),
-            token: None,
-            issue_time: 0,
-            expire_at: 10,
-            max_expire_at: 10,
-            state: LeaseState::Active,
-            attempts: 0,
-            next_attempt_at: 0,
-            last_error: None,
-            entry: Plain::new(b"{}".to_vec()),
-        })
-        .await
-        .unwrap();
+        a.lease_insert(due_lease(&format!("db/creds/r/{i:03}")))
+            .await
+            .unwrap();
     }
     let (x, y) = tokio::join!(a.leases_due(20, 60), b.leases_due(20, 60));
     let (x, y) = (x.unwrap(), y.unwrap());
@@ -230,43 +238,11 @@ async fn a_due_lease_is_claimed_by_one_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_on_one_server_and_the_expiry_worker_of_another_never_share_a_lease() {
     let Some(url) = test_url() else { return };
-    let table = scratch_table();
-    let _g = Scratch {
-        url: url.clone(),
-        table: table.clone(),
-    };
-    let key = Keyring::generate_master();
-    let a = PgStorage::open(
-        &cfg(&url, &table),
-        Keyring::from_master(&copy(&key)).unwrap(),
-        me(),
-    )
-    .await
-    .unwrap();
-    let b = PgStorage::open(
-        &cfg(&url, &table),
-        Keyring::from_master(&key).unwrap(),
-        me(),
-    )
-    .await
-    .unwrap();
+    let (_g, a, b) = two_servers(&url).await;
     let mut all = Vec::new();
     for i in 0..100 {
         let id = format!("db/creds/r/{i:03}");
-        a.lease_insert(StoredLease {
-            id: id.clone(),
-            token: None,
-            issue_time: 0,
-            expire_at: 10,
-            max_expire_at: 10,
-            state: LeaseState::Active,
-            attempts: 0,
-            next_attempt_at: 0,
-            last_error: None,
-            entry: Plain::new(b"{}".to_vec()),
-        })
-        .await
-        .unwrap();
+        a.lease_insert(due_lease(&id)).await.unwrap();
         all.push(id);
     }
     // A's worker takes due leases while B revokes all of them by request.
@@ -300,26 +276,7 @@ async fn a_revocation_on_one_server_and_the_expiry_worker_of_another_never_share
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_cached_on_one_server_is_replaced_within_100ms_of_a_write_on_another() {
     let Some(url) = test_url() else { return };
-    let table = scratch_table();
-    let _g = Scratch {
-        url: url.clone(),
-        table: table.clone(),
-    };
-    let key = Keyring::generate_master();
-    let a = PgStorage::open(
-        &cfg(&url, &table),
-        Keyring::from_master(&copy(&key)).unwrap(),
-        me(),
-    )
-    .await
-    .unwrap();
-    let b = PgStorage::open(
-        &cfg(&url, &table),
-        Keyring::from_master(&key).unwrap(),
-        me(),
-    )
-    .await
-    .unwrap();
+    let (_g, a, b) = two_servers(&url).await;
     // B caches an absence and a value.
     assert!(b.get("kv", "gone-soon").await.unwrap().is_none());
     a.put("kv", "k", b"one".to_vec()).await.unwrap();

@@ -539,20 +539,9 @@ impl Storage for SqliteStorage {
     }
 
     async fn leases_mark_revoking(&self, ids: &[String], now: i64) -> Result<u64, StorageError> {
-        let ids = ids.to_vec();
-        self.write(move |c, _| {
-            let mut st = c
-                .prepare_cached(
-                    "UPDATE leases SET state = 2, expire_at = MIN(expire_at, ?2) WHERE id = ?1",
-                )
-                .map_err(io)?;
-            let mut n = 0u64;
-            for id in &ids {
-                n += u64::try_from(st.execute(params![id, now]).map_err(io)?).unwrap_or(0);
-            }
-            Ok(n)
-        })
-        .await
+        // The same statement: on a store only this process opens, marking is claiming.
+        let marked = self.leases_claim_revoking(ids, now).await?;
+        Ok(u64::try_from(marked.len()).unwrap_or(u64::MAX))
     }
 
     async fn leases_claim_revoking(
