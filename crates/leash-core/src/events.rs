@@ -278,6 +278,9 @@ impl Entry for Built<'_> {
 /// synced (and so all before it); without, they are only written, and a synced entry
 /// the caller writes next (the request's response entry) makes them durable.
 pub(crate) async fn emit(inner: &Inner, events: &[Event], sync: bool) -> Result<(), CoreError> {
+    if inner.audit.is_empty() {
+        return Ok(());
+    }
     let action_context = action_context();
     for (i, ev) in events.iter().enumerate() {
         let built = Built {
