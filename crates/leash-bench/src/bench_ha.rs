@@ -31,7 +31,7 @@ pub(crate) struct BenchHaArgs {
     )]
     pg_url: String,
     /// Tokens created (and raw rows inserted for the baseline).
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 20_000)]
     tokens: usize,
     /// KV reads per backend.
     #[arg(long, default_value_t = 20000)]
@@ -97,6 +97,40 @@ async fn open_core(storage: Arc<dyn Storage>, root: &SecretString) -> Result<Cor
     Ok(opened.core)
 }
 
+/// CPU time so far, in clock ticks (`/proc`, Linux): this process's (user + system), and
+/// the machine's busy and total time over all CPUs. `None` where `/proc` is not there.
+fn cpu_ticks() -> Option<(u64, u64, u64)> {
+    let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces, inside parentheses):
+    // state is field 3, utime 14 and stime 15.
+    let after = own.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let own = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let all = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = all
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = cpu.iter().sum();
+    // idle and iowait
+    let idle = cpu.get(3)? + cpu.get(4).copied().unwrap_or(0);
+    Some((own, total - idle, total))
+}
+
+/// What a round cost: this process's CPU per operation (µs) and how busy the machine
+/// was (share of all its CPUs).
+fn cpu_cost(before: Option<(u64, u64, u64)>, n: usize) -> Option<(f64, f64)> {
+    let (o0, b0, t0) = before?;
+    let (o1, b1, t1) = cpu_ticks()?;
+    // /proc counts in USER_HZ, 100 on Linux.
+    let per_op = (o1 - o0) as f64 * 10_000.0 / n as f64;
+    let busy = (b1 - b0) as f64 / (t1 - t0).max(1) as f64;
+    Some((per_op, busy))
+}
+
 /// Runs `n` operations on `workers` tasks; returns operations per second.
 async fn rate<F, Fut>(n: usize, workers: usize, f: F) -> Result<f64, Error>
 where
@@ -146,7 +180,9 @@ async fn token_creation(a: &BenchHaArgs, table: &str) -> Result<(f64, f64, f64),
     // table (its columns, unique keys and partial indexes: what storing a token costs
     // PostgreSQL at the least), and into a minimal two-column table. Rounds alternate
     // (leash, shaped, minimal) so that checkpoints and vacuum fall on all of them; the
-    // median round of each is reported.
+    // median round of each is reported. A short unmeasured round comes first: it opens
+    // the pool's connections (TLS handshakes) and prepares the statements, which would
+    // otherwise all be charged to leash, the first in every round.
     let shaped = format!("{table}_raw_shaped");
     let minimal = format!("{table}_raw");
     pool.get()
@@ -163,13 +199,19 @@ async fn token_creation(a: &BenchHaArgs, table: &str) -> Result<(f64, f64, f64),
         .await
         .map_err(|e| e.to_string())?;
     let parent = leash_types::random::bytes::<32>().to_vec();
+    // The baseline's entries are as long as leash's sealed token entries, measured
+    // after the unmeasured first round (400 bytes until then).
+    let entry_len = Arc::new(std::sync::atomic::AtomicUsize::new(400));
     let mut rounds: [Vec<f64>; 3] = Default::default();
     let mut ops = 0.0;
-    for _ in 0..3 {
+    for round in 0..4 {
+        let warm_up = round == 0;
+        let n = if warm_up { a.concurrency * 20 } else { a.tokens };
         let before = store.ha_stats().map_or(0, |h| h.latency_count);
+        let cpu = cpu_ticks();
         let leash = {
             let (core, root) = (core.clone(), root.clone());
-            rate(a.tokens, a.concurrency, move |_| {
+            rate(n, a.concurrency, move |_| {
                 let (core, root) = (core.clone(), root.clone());
                 async move {
                     let r = core
@@ -189,10 +231,29 @@ async fn token_creation(a: &BenchHaArgs, table: &str) -> Result<(f64, f64, f64),
             })
             .await?
         };
-        ops = (store.ha_stats().map_or(0, |h| h.latency_count) - before) as f64 / a.tokens as f64;
+        ops = (store.ha_stats().map_or(0, |h| h.latency_count) - before) as f64 / n as f64;
+        let leash_cpu = cpu_cost(cpu, n);
+        if warm_up {
+            let measured: i32 = pool
+                .get()
+                .await
+                .map_err(|e| e.to_string())?
+                .query_one(
+                    &format!("SELECT COALESCE(avg(length(entry)), 400)::int FROM {table}_tokens"),
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .get(0);
+            let measured = usize::try_from(measured).unwrap_or(400);
+            entry_len.store(measured, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("  leash's sealed token entries: {measured} bytes (the baseline's too)");
+        }
+        let cpu = cpu_ticks();
         let shaped_rate = {
             let (pool, t, parent) = (pool.clone(), shaped.clone(), parent.clone());
-            rate(a.tokens, a.concurrency, move |i| {
+            let len = entry_len.load(std::sync::atomic::Ordering::Relaxed);
+            rate(n, a.concurrency, move |i| {
                 let (pool, t, parent) = (pool.clone(), t.clone(), parent.clone());
                 async move {
                     let c = pool.get().await.map_err(|e| e.to_string())?;
@@ -206,7 +267,7 @@ async fn token_creation(a: &BenchHaArgs, table: &str) -> Result<(f64, f64, f64),
                     let h = leash_types::random::bytes::<32>().to_vec();
                     let acc = leash_types::random::bytes::<32>().to_vec();
                     let exp = 2_000_000_000_i64 + i64::try_from(i).unwrap_or(0);
-                    let v = vec![u8::try_from(i % 251).unwrap_or(0); 400];
+                    let v = vec![u8::try_from(i % 251).unwrap_or(0); len];
                     c.execute(&st, &[&h, &acc, &parent, &exp, &v])
                         .await
                         .map_err(|e| e.to_string())?;
@@ -215,9 +276,11 @@ async fn token_creation(a: &BenchHaArgs, table: &str) -> Result<(f64, f64, f64),
             })
             .await?
         };
+        let shaped_cpu = cpu_cost(cpu, n);
         let minimal_rate = {
             let (pool, t) = (pool.clone(), minimal.clone());
-            rate(a.tokens, a.concurrency, move |i| {
+            let len = entry_len.load(std::sync::atomic::Ordering::Relaxed);
+            rate(n, a.concurrency, move |i| {
                 let (pool, t) = (pool.clone(), t.clone());
                 async move {
                     let c = pool.get().await.map_err(|e| e.to_string())?;
@@ -226,16 +289,26 @@ async fn token_creation(a: &BenchHaArgs, table: &str) -> Result<(f64, f64, f64),
                         .await
                         .map_err(|e| e.to_string())?;
                     let k = leash_types::random::bytes::<32>().to_vec();
-                    let v = vec![u8::try_from(i % 251).unwrap_or(0); 400];
+                    let v = vec![u8::try_from(i % 251).unwrap_or(0); len];
                     c.execute(&st, &[&k, &v]).await.map_err(|e| e.to_string())?;
                     Ok(())
                 }
             })
             .await?
         };
+        if warm_up {
+            continue;
+        }
         eprintln!(
             "  round: leash {leash:.0}/s, token-shaped INSERT {shaped_rate:.0}/s, minimal INSERT {minimal_rate:.0}/s"
         );
+        if let (Some((l_us, l_busy)), Some((s_us, s_busy))) = (leash_cpu, shaped_cpu) {
+            eprintln!(
+                "         this process's CPU per operation: leash {l_us:.1} µs, token-shaped INSERT {s_us:.1} µs; machine busy {:.0} % / {:.0} %",
+                l_busy * 100.0,
+                s_busy * 100.0
+            );
+        }
         rounds[0].push(leash);
         rounds[1].push(shaped_rate);
         rounds[2].push(minimal_rate);
