@@ -15,6 +15,11 @@ mod bench_ha;
 mod bench_leases;
 mod suite;
 
+/// The allocator of the `leash` binary (mimalloc), so the servers this binary runs
+/// in-process are measured as `leash server` runs them (see crates/leash/src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// leash-bench — benchmarks of the leash credential broker.
 #[derive(Parser, Debug)]
 #[command(name = "leash-bench", version, about, propagate_version = true)]
