@@ -206,7 +206,11 @@ async fn token_creation(a: &BenchHaArgs, table: &str) -> Result<(f64, f64, f64),
     let mut ops = 0.0;
     for round in 0..4 {
         let warm_up = round == 0;
-        let n = if warm_up { a.concurrency * 20 } else { a.tokens };
+        let n = if warm_up {
+            a.concurrency * 20
+        } else {
+            a.tokens
+        };
         let before = store.ha_stats().map_or(0, |h| h.latency_count);
         let cpu = cpu_ticks();
         let leash = {

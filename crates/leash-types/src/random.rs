@@ -211,11 +211,15 @@ mod tests {
     fn uuid_has_version_and_variant() {
         let u = uuid_v4();
         assert_eq!(u.len(), 36);
-        assert!(u.bytes().enumerate().all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) {
-            c == b'-'
-        } else {
-            c.is_ascii_hexdigit() && !c.is_ascii_uppercase()
-        }));
+        assert!(
+            u.bytes()
+                .enumerate()
+                .all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) {
+                    c == b'-'
+                } else {
+                    c.is_ascii_hexdigit() && !c.is_ascii_uppercase()
+                })
+        );
         assert_ne!(uuid_v4(), uuid_v4());
         assert_eq!(&u[14..15], "4");
         assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"));
