@@ -173,34 +173,13 @@ fn cidr_list(data: &Map<String, Value>, field: &str) -> Result<Option<Vec<String
     Ok(Some(list))
 }
 
-/// Address and prefix length of a CIDR string already validated by [`Cidr::parse`].
-fn cidr_parts(s: &str) -> Option<(IpAddr, u8)> {
-    let (a, p) = match s.trim().split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (s.trim(), None),
-    };
-    let addr: IpAddr = a.parse().ok()?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = match p {
-        Some(p) => p.parse().ok()?,
-        None => max,
-    };
-    Some((addr, prefix))
-}
-
-/// Whether every block of `inner` lies inside some block of `outer`.
+/// Whether every block of `inner` lies inside some block of `outer` ([`Cidr::within`]).
+/// A block that does not parse is inside nothing and contains nothing (fail closed).
 fn cidrs_within(inner: &[String], outer: &[String]) -> bool {
-    inner.iter().all(|i| {
-        let Some((addr, prefix)) = cidr_parts(i) else {
-            return false;
-        };
-        outer.iter().any(|o| match (cidr_parts(o), Cidr::parse(o)) {
-            (Some((oaddr, oprefix)), Ok(block)) => {
-                oaddr.is_ipv4() == addr.is_ipv4() && oprefix <= prefix && block.contains(addr)
-            }
-            _ => false,
-        })
-    })
+    let outer: Vec<Cidr> = outer.iter().filter_map(|o| Cidr::parse(o).ok()).collect();
+    inner
+        .iter()
+        .all(|i| Cidr::parse(i).is_ok_and(|block| outer.iter().any(|o| block.within(o))))
 }
 
 /// Whether `ip` may log in under `blocks` (empty = anywhere). An unparseable stored

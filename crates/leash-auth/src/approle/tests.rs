@@ -884,3 +884,35 @@ async fn secret_id_metadata_cannot_forge_what_leash_sets() {
         assert!(m.contains("reserved"), "{m}");
     }
 }
+
+#[test]
+fn a_narrowing_cidr_list_must_lie_inside_the_roles_blocks_in_every_spelling() {
+    let within = |inner: &[&str], outer: &[&str]| {
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        super::cidrs_within(&s(inner), &s(outer))
+    };
+    // Inside: a narrower block, the same block, a bare address, one of several blocks.
+    assert!(within(&["10.1.0.0/16"], &["10.0.0.0/8"]));
+    assert!(within(&["10.0.0.0/8"], &["10.0.0.0/8"]));
+    assert!(within(&["10.2.3.4"], &["10.0.0.0/8"]));
+    assert!(within(&[" 10.2.3.4/32 "], &["10.0.0.0/8"]));
+    assert!(within(
+        &["192.168.1.0/24", "10.9.0.0/16"],
+        &["10.0.0.0/8", "192.168.0.0/16"]
+    ));
+    assert!(within(&["fd00:1::/32"], &["fd00::/16"]));
+    // An IPv4-mapped IPv6 block is the same addresses as its IPv4 block.
+    assert!(within(&["::ffff:10.1.0.0/112"], &["10.0.0.0/8"]));
+    // Outside: wider, beside, the other family (either way round), everything, and one
+    // block of several.
+    assert!(!within(&["10.0.0.0/7"], &["10.0.0.0/8"]));
+    assert!(!within(&["11.0.0.0/8"], &["10.0.0.0/8"]));
+    assert!(!within(&["fd00::/8"], &["10.0.0.0/8"]));
+    assert!(!within(&["10.0.0.0/8"], &["::/0"]));
+    assert!(!within(&["0.0.0.0/0"], &["10.0.0.0/8"]));
+    assert!(!within(&["10.1.0.0/16", "11.0.0.0/24"], &["10.0.0.0/8"]));
+    // Unparseable blocks fail closed, inside or outside.
+    assert!(!within(&["10.1.0.0/33"], &["10.0.0.0/8"]));
+    assert!(!within(&["ten.one"], &["10.0.0.0/8"]));
+    assert!(!within(&["10.1.0.0/16"], &["10.0.0.0/88"]));
+}
