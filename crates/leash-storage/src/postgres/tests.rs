@@ -33,11 +33,22 @@ impl Drop for Scratch {
     }
 }
 
-fn scratch_table() -> String {
-    format!(
+/// A fresh scratch table name, and the guard that drops its tables.
+fn scratch(url: &str) -> (Scratch, String) {
+    let table = format!(
         "t_{}",
         leash_types::random::uuid_v4().replace('-', "")[..16].to_owned()
-    )
+    );
+    let guard = Scratch {
+        url: url.to_owned(),
+        table: table.clone(),
+    };
+    (guard, table)
+}
+
+/// Opens a store on `table` sealed with `key` (a server of that cluster).
+async fn open_with(url: &str, table: &str, key: &SecretBytes) -> Result<PgStorage, StorageError> {
+    PgStorage::open(&cfg(url, table), Keyring::from_master(&copy(key))?, me()).await
 }
 
 fn cfg(url: &str, table: &str) -> PgConfig {
@@ -62,26 +73,13 @@ fn copy(k: &SecretBytes) -> SecretBytes {
     SecretBytes::new(k.expose().to_vec())
 }
 
-/// A fresh, empty store in its own tables.
 /// Two stores on one fresh scratch table with the same key: two servers. The guard
 /// drops the table.
 async fn two_servers(url: &str) -> (Scratch, PgStorage, PgStorage) {
-    let table = scratch_table();
-    let g = Scratch {
-        url: url.to_owned(),
-        table: table.clone(),
-    };
+    let (g, table) = scratch(url);
     let key = Keyring::generate_master();
-    let a = PgStorage::open(
-        &cfg(url, &table),
-        Keyring::from_master(&copy(&key)).unwrap(),
-        me(),
-    )
-    .await
-    .unwrap();
-    let b = PgStorage::open(&cfg(url, &table), Keyring::from_master(&key).unwrap(), me())
-        .await
-        .unwrap();
+    let a = open_with(url, &table, &key).await.unwrap();
+    let b = open_with(url, &table, &key).await.unwrap();
     (g, a, b)
 }
 
@@ -101,20 +99,13 @@ fn due_lease(id: &str) -> StoredLease {
     }
 }
 
+/// A fresh, empty store in its own tables.
 async fn open_fresh() -> (Scratch, PgStorage) {
     let url = test_url().unwrap();
-    let table = scratch_table();
-    let guard = Scratch {
-        url: url.clone(),
-        table: table.clone(),
-    };
-    let s = PgStorage::open(
-        &cfg(&url, &table),
-        Keyring::from_master(&Keyring::generate_master()).unwrap(),
-        me(),
-    )
-    .await
-    .unwrap();
+    let (guard, table) = scratch(&url);
+    let s = open_with(&url, &table, &Keyring::generate_master())
+        .await
+        .unwrap();
     (guard, s)
 }
 
@@ -126,65 +117,41 @@ mod conformance {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_key_is_refused_and_writes_nothing() {
     let Some(url) = test_url() else { return };
-    let table = scratch_table();
-    let _g = Scratch {
-        url: url.clone(),
-        table: table.clone(),
-    };
+    let (_g, table) = scratch(&url);
     let key = Keyring::generate_master();
     {
-        let s = PgStorage::open(
-            &cfg(&url, &table),
-            Keyring::from_master(&copy(&key)).unwrap(),
-            me(),
-        )
-        .await
-        .unwrap();
+        let s = open_with(&url, &table, &key).await.unwrap();
         s.put("kv", "x", b"kept".to_vec()).await.unwrap();
     }
     let pool = connect(&url, 1).unwrap();
     let c = pool.get().await.unwrap();
     let q = format!("SELECT COUNT(*) FROM {table}_servers");
     let servers_before: i64 = c.query_one(&q, &[]).await.unwrap().get(0);
-    let e = PgStorage::open(
-        &cfg(&url, &table),
-        Keyring::from_master(&Keyring::generate_master()).unwrap(),
-        me(),
-    )
-    .await
-    .err()
-    .unwrap();
+    let e = open_with(&url, &table, &Keyring::generate_master())
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(e, StorageError::WrongKey), "{e}");
     assert_eq!(
         c.query_one(&q, &[]).await.unwrap().get::<_, i64>(0),
         servers_before,
         "a wrong key registers nothing"
     );
-    let s = PgStorage::open(
-        &cfg(&url, &table),
-        Keyring::from_master(&key).unwrap(),
-        me(),
-    )
-    .await
-    .unwrap();
+    let s = open_with(&url, &table, &key).await.unwrap();
     assert_eq!(s.get("kv", "x").await.unwrap().unwrap().as_slice(), b"kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_starting_together_migrate_once_and_hear_each_other() {
     let Some(url) = test_url() else { return };
-    let table = scratch_table();
-    let _g = Scratch {
-        url: url.clone(),
-        table: table.clone(),
-    };
+    let (_g, table) = scratch(&url);
     let key = Keyring::generate_master();
     let mut opens = Vec::new();
     for _ in 0..3 {
         let (url, table, k) = (url.clone(), table.clone(), copy(&key));
-        opens.push(tokio::spawn(async move {
-            PgStorage::open(&cfg(&url, &table), Keyring::from_master(&k).unwrap(), me()).await
-        }));
+        opens.push(tokio::spawn(
+            async move { open_with(&url, &table, &k).await },
+        ));
     }
     let mut stores = Vec::new();
     for o in opens {
@@ -380,10 +347,10 @@ async fn bad_tls_settings_refuse_to_open_naming_the_key_never_the_password() {
         ("sslmode=allow", "sslmode"),
         ("sslcrl=/x", "sslcrl"),
     ] {
-        let e = PgStorage::open(
-            &cfg(&with_query(url, query), "t_tls"),
-            Keyring::from_master(&Keyring::generate_master()).unwrap(),
-            me(),
+        let e = open_with(
+            &with_query(url, query),
+            "t_tls",
+            &Keyring::generate_master(),
         )
         .await
         .err()
